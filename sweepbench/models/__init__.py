@@ -1,0 +1,1 @@
+"""One module per architecture; ``tensors`` lists what each needs."""
