@@ -28,6 +28,10 @@ COMMAND_MODULES = [
     "sweepbench.commands.synth",
     "sweepbench.commands.info",
     "sweepbench.commands.logits",
+    "sweepbench.commands.verify",
+    "sweepbench.commands.convert",
+    "sweepbench.commands.plot",
+    "sweepbench.commands.compare",
 ]
 
 

@@ -203,8 +203,8 @@ def config_from_metadata(md: dict[str, Any], where: str = "model") -> ModelConfi
             f"{where}: expert_group_count {n_groups} / group_used {n_group_used} do not divide {n_expert} experts"
         )
     gating_id = m.int("expert_gating_func")
-    if gating_id not in (1, 2):
-        raise SweepbenchError(f"{where}: expert_gating_func {gating_id} is not 1 (softmax) or 2 (sigmoid)")
+    if gating_id != 2:  # every BailingMoE v2 release gates with sigmoid + selection bias
+        raise SweepbenchError(f"{where}: expert_gating_func {gating_id} is not supported for bailingmoe2 (only 2, sigmoid)")
     return ModelConfig(
         n_layer=n_layer,
         n_ff_exp=n_ff_exp,
@@ -214,7 +214,7 @@ def config_from_metadata(md: dict[str, Any], where: str = "model") -> ModelConfi
         n_ff_shexp=n_ff_sh,
         n_expert_groups=n_groups,
         n_group_used=n_group_used,
-        gating="softmax" if gating_id == 1 else "sigmoid",
+        gating="sigmoid",
         norm_w=m.bool("expert_weights_norm", False),
         norm_w_eps=1e-20,
         w_scale=m.float("expert_weights_scale", default=1.0, lo=0.0, hi=1e6),

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from sweepbench.errors import SweepbenchError
+from sweepbench.errors import SweepbenchError, UsageError
 
 
 def user_errors(fn):
@@ -26,3 +26,14 @@ def user_errors(fn):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def parse_token_ids(text: str, flag: str = "--tokens") -> list[int]:
+    """``1,2,3`` -> [1, 2, 3]; anything else is a usage error naming the flag."""
+    try:
+        ids = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise UsageError(f"{flag} {text}: expected comma-separated token ids, e.g. 1,2,3") from None
+    if not ids:
+        raise UsageError(f"{flag} {text!r}: no token ids given")
+    return ids

@@ -1,7 +1,7 @@
 """The ops table a model's ``forward()`` is written against. Each engine supplies one implementation.
 
 The per-architecture modules describe the math once in terms of these named ops; the reference engine's
-table is the NumPy twins in ``sweepbench.ref_ops``; the Numba CPU and CUDA engines supply their own kernels.
+table is the NumPy twins in ``sweepbench.ref_ops`` (the module itself is the table); the Numba CPU and CUDA engines supply their own kernels.
 Model code never knows which backend runs an op, and never does arithmetic on arrays itself (device arrays
 do not support it), so every step, even a residual add, is an op.
 
@@ -45,6 +45,9 @@ class Ops(Protocol):
     def rows(self, x: Any, idx: list[int]) -> Any:  # keep rows idx of [T, ...] (last-token-only output)
         ...
 
+    def split(self, x: Any, sizes: tuple[int, ...]) -> list[Any]:  # [T, sum(sizes)] -> [T, size] parts, in order
+        ...
+
     def to_host(self, x: Any) -> Any:  # float32 numpy array
         ...
 
@@ -65,7 +68,9 @@ class Ops(Protocol):
     def route_sigmoid_topk(
         self, logits: Any, bias: Any, k: int, n_groups: int, n_groups_used: int, norm: bool, norm_eps: float, scale: float
     ) -> tuple[Any, Any]:
-        """Sigmoid gating; selection on sigmoid+bias (grouped top-k when n_groups > 1), weights unbiased."""
+        """Sigmoid gating; selection on sigmoid+bias (grouped top-k when n_groups > 1), weights unbiased.
+
+        bias [X] or None; weights normalised by (sum + norm_eps) if norm, then times scale if scale != 1."""
 
     def group_rows_by_expert(self, ids: Any, n_expert: int) -> Any:
         """Counting sort of the R = T*K (token, slot) rows by expert, stable in (token, slot) order."""
