@@ -180,6 +180,10 @@ def _gguf_type(value: Any) -> tuple[GGUFValueType, GGUFValueType | None, Any]:
     """(value type, array item type, value to write) for a Python/NumPy metadata value."""
     if isinstance(value, bool):
         return GGUFValueType.BOOL, None, value
+    if isinstance(value, np.uint16):
+        return GGUFValueType.UINT16, None, int(value)
+    if isinstance(value, np.int32):
+        return GGUFValueType.INT32, None, int(value)
     if isinstance(value, int):
         return (GGUFValueType.UINT32 if 0 <= value < 2**32 else GGUFValueType.INT64), None, value
     if isinstance(value, float):
@@ -246,14 +250,16 @@ def _chunk(r: TensorRecipe, tensor_index: int, chunk_index: int, seed: int) -> n
     return random_rows(r.qtype, n, r.row_len, rng, std=r.std)
 
 
-def _chunks_in_order(recipes: list[TensorRecipe], seed: int, threads: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(tensor index, chunk bytes) in file order, generated ahead by ``threads`` workers (bounded look-ahead)."""
+def _chunks_in_order(recipes: list[TensorRecipe], seed: int, threads: int,
+                     first_index: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(tensor index, chunk bytes) in file order, generated ahead by ``threads`` workers (bounded look-ahead).
+    ``first_index`` is the model-wide index of ``recipes[0]`` (a split part), so bytes never depend on splitting."""
     jobs = ((ti, ci) for ti, r in enumerate(recipes) for ci in range(r.n_chunks))
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="synth") as pool:
         pending: deque = deque()
         try:
             for ti, ci in jobs:
-                pending.append((ti, pool.submit(_chunk, recipes[ti], ti, ci, seed)))
+                pending.append((ti, pool.submit(_chunk, recipes[ti], first_index + ti, ci, seed)))
                 if len(pending) >= 2 * threads:
                     ti0, fut = pending.popleft()
                     yield ti0, fut.result()
@@ -279,7 +285,7 @@ def _pad(f, n: int) -> None:
 
 
 def write_gguf(path: Path, md: dict[str, Any], recipes: list[TensorRecipe], seed: int = 0, threads: int = 1,
-               progress: Callable[[int], None] | None = None) -> None:
+               progress: Callable[[int], None] | None = None, first_index: int = 0) -> None:
     """Write metadata ``md`` and the tensors of ``recipes`` (in order) to ``path``. No checks: tests use it to
     write deliberately broken files."""
     writer = GGUFWriter(path, md["general.architecture"])
@@ -297,7 +303,7 @@ def write_gguf(path: Path, md: dict[str, Any], recipes: list[TensorRecipe], seed
         f = writer.fout[0]  # tensor data is streamed here chunk by chunk (the writer only takes whole tensors)
         _pad(f, f.tell())
         written = [0] * len(recipes)
-        for ti, data in _chunks_in_order(recipes, seed, threads):
+        for ti, data in _chunks_in_order(recipes, seed, threads, first_index):
             f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
             written[ti] += data.nbytes
             if written[ti] == recipes[ti].n_bytes:
@@ -318,9 +324,11 @@ def write_synthetic_model(
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    n_splits: int = 1,
 ) -> SynthResult:
     """Write preset ``preset`` (for ``arch``) to ``path``. ``on_start(total_bytes)`` and ``progress(n_bytes)``
-    let a caller show progress. Returns the path, size and elapsed time."""
+    let a caller show progress. ``n_splits`` > 1 writes ``STEM-0000i-of-0000N.gguf`` parts the way
+    llama-gguf-split does (the same tensors and bytes as one file). Returns the first part, size and time."""
     path = Path(path)
     shape = resolve_preset(preset, arch)
     etype = parse_qtype(expert_type, "--expert-type") if isinstance(expert_type, str) else expert_type or shape.expert_type
@@ -333,24 +341,59 @@ def write_synthetic_model(
         raise UsageError(f"--threads {threads}: must be at least 1")
     if path.is_dir():
         raise UsageError(f"-o {path}: is a directory")
+    if n_splits < 1:
+        raise UsageError(f"--split {n_splits}: must be at least 1")
     if not path.parent.is_dir():
         raise UsageError(f"-o {path}: directory {path.parent} does not exist")
 
     md = synth_metadata(shape, preset, etype, dtype, seed)
     recipes = tensor_recipes(md, etype, dtype)
+    if n_splits > len(recipes):
+        raise UsageError(f"--split {n_splits}: the model has only {len(recipes)} tensors")
     total = sum(r.n_bytes for r in recipes)
     _check_disk(path, total)
     if on_start is not None:
         on_start(total)
 
-    tmp = path.with_name(path.name + ".partial")
+    parts = split_plan(path, md, recipes, n_splits)
     t0 = time.perf_counter()
+    done: list[Path] = []
     try:
-        write_gguf(tmp, md, recipes, seed, threads, progress)
-        os.replace(tmp, path)
-    except BaseException as e:  # Ctrl-C included: never leave a partial file behind
-        tmp.unlink(missing_ok=True)
+        for part_path, part_md, part_recipes, first_index in parts:
+            tmp = part_path.with_name(part_path.name + ".partial")
+            write_gguf(tmp, part_md, part_recipes, seed, threads, progress, first_index)
+            os.replace(tmp, part_path)
+            done.append(part_path)
+    except BaseException as e:  # Ctrl-C included: never leave a partial model behind
+        for p in done + [tmp]:
+            p.unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise SweepbenchError(f"{path}: cannot write: {e.strerror or e}") from None
         raise
-    return SynthResult(path, path.stat().st_size, time.perf_counter() - t0, len(recipes))
+    size = sum(p.stat().st_size for p in done)
+    return SynthResult(done[0], size, time.perf_counter() - t0, len(recipes))
+
+
+def split_plan(path: Path, md: dict[str, Any], recipes: list[TensorRecipe], n_splits: int):
+    """[(part path, metadata, recipes, index of its first tensor)]: llama-gguf-split's layout. The first part
+    carries all metadata, every part the split.* keys; tensors are cut into runs of about equal bytes."""
+    if n_splits == 1:
+        return [(path, md, recipes, 0)]
+    total = sum(r.n_bytes for r in recipes)
+    bounds, acc = [0], 0
+    for i, r in enumerate(recipes):
+        acc += r.n_bytes
+        if len(bounds) < n_splits and acc >= total * len(bounds) / n_splits and i + 1 < len(recipes):
+            bounds.append(i + 1)
+    while len(bounds) < n_splits:  # tiny models: a few very large tensors; cut the tail evenly
+        bounds.append(bounds[-1] + 1)
+    bounds.append(len(recipes))
+    stem = path.name[:-5] if path.name.endswith(".gguf") else path.name
+    out = []
+    for i in range(n_splits):
+        split_keys = {"split.no": np.uint16(i), "split.count": np.uint16(n_splits),
+                      "split.tensors.count": np.int32(len(recipes))}
+        part_md = {**(md if i == 0 else {"general.architecture": md["general.architecture"]}), **split_keys}
+        part = path.with_name(f"{stem}-{i + 1:05d}-of-{n_splits:05d}.gguf")
+        out.append((part, part_md, recipes[bounds[i] : bounds[i + 1]], bounds[i]))
+    return out

@@ -214,3 +214,41 @@ def test_synth_command_writes_a_model_that_opens(tmp_path):
     assert cfg.arch == "bailingmoe2" and model.tensors["blk.1.ffn_up_exps.weight"].qtype == Q.Q4_K
     assert model.get("sweepbench.synth.seed") == 7
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_split_model_holds_the_same_tensors_and_runs_in_both_engines(tmp_path, tiny_model):
+    """--split 3 writes parts as llama-gguf-split does; any part opens the whole model, byte-identical tensors,
+    and both our engine and ik_llama.cpp (given the first part) compute the same logits as from one file."""
+    import numpy as np
+
+    from sweepbench.engines import create_engine
+    from sweepbench.engines.base import EngineOptions
+    from sweepbench.gguf_model import load_gguf
+
+    result = CliRunner().invoke(app, ["synth", "tiny", "--arch", "bailingmoe2", "--split", "3", "-t", "2",
+                                      "-o", str(tmp_path / "m.gguf")])
+    assert result.exit_code == 0, result.output
+    parts = sorted(tmp_path.glob("m-0000?-of-00003.gguf"))
+    assert len(parts) == 3 and not list(tmp_path.glob("*.partial"))
+    whole = load_gguf(tiny_model("bailingmoe2"))
+    split = load_gguf(parts[1])
+    assert split.files == parts and split.metadata["split.count"] == 3
+    assert set(split.tensors) == set(whole.tensors)
+    assert all(np.array_equal(split.tensors[n].raw, t.raw) for n, t in whole.tensors.items())
+    tokens = np.array([1, 5, 77, 300, 2])
+    for engine_name in ("reference", "ik"):
+        logits = []
+        for path in (parts[0], tiny_model("bailingmoe2")):
+            engine = create_engine(engine_name)
+            engine.load(str(path), EngineOptions(n_ctx=16, n_threads=2))
+            logits.append(engine.prefill(tokens, 0, all_logits=True))
+            engine.close()
+        np.testing.assert_array_equal(logits[0], logits[1])
+
+
+def test_missing_split_part_is_one_line(tmp_path):
+    CliRunner().invoke(app, ["synth", "tiny", "--split", "2", "-t", "2", "-o", str(tmp_path / "m.gguf")])
+    (tmp_path / "m-00002-of-00002.gguf").unlink()
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "m-00001-of-00002.gguf")])
+    assert result.exit_code == 1 and "m-00002-of-00002.gguf is missing" in result.output
+    assert result.output.count("\n") == 1

@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Weights depend only on preset, types and seed."),
         threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Generator threads [default: all cores]."),
+        split: int = typer.Option(1, "--split", help="Write N parts NAME-0000i-of-0000N.gguf, as llama-gguf-split does."),
     ) -> None:
         """Write a synthetic MoE model with the tensors, metadata and quant types of a real one."""
         from sweepbench.synth import write_synthetic_model
@@ -42,10 +43,11 @@ def register(app: typer.Typer) -> None:
             result = write_synthetic_model(
                 output, preset, arch, expert_type, dense_type, seed=seed, threads=threads,
                 on_start=lambda total: bar.update(task, total=total),
-                progress=lambda n: bar.advance(task, n),
+                progress=lambda n: bar.advance(task, n), n_splits=split,
             )
         speed = result.n_bytes / 1e6 / max(result.seconds, 1e-9)
         typer.echo(
-            f"wrote {result.path} ({result.n_bytes / 1e6:,.1f} MB, {result.n_tensors} tensors) "
+            f"wrote {result.path}{f' (+{split - 1} more parts)' if split > 1 else ''} "
+            f"({result.n_bytes / 1e6:,.1f} MB, {result.n_tensors} tensors) "
             f"in {result.seconds:.1f} s ({speed:,.0f} MB/s)"
         )
