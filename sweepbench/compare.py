@@ -7,6 +7,9 @@ test alone flags tiny real changes. With fewer than ``min_samples`` on a side th
 smallest size whose best two-sided p, 2/C(12,6) = 0.002, is convincing), so the tolerance alone decides and the row
 is marked low-n. The curve verdict per metric is what a reader of the plot sees: the geometric mean of the row
 ratios beyond tolerance, or ``consecutive`` regressed rows in a row (one noisy N_KV point alone never fails CI).
+The geomean passes the same double gate: where every row has enough samples, a stratified U test over all rows
+(``stats.stratified_u_test``) must also say different, so noise that happens to average out beyond the tolerance
+does not fail; with low-n rows the geomean alone decides.
 
 Exit codes: 0 no regression, 1 regression, 2 usage error, 3 not comparable (model, engine, system or PP/TG differ).
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from sweepbench.errors import SweepbenchError, UsageError
 from sweepbench.results.runs import METRICS, Run, load_runs, merge_repeats
-from sweepbench.stats import mann_whitney_u
+from sweepbench.stats import mann_whitney_u, stratified_u_test
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_NOT_COMPARABLE = 0, 1, 2, 3
 FAIL_ON = ("any", "curve", "none")
@@ -58,6 +61,7 @@ class MetricResult:
 class CurveResult:
     metric: str
     geomean: float
+    p_value: float | None  # stratified U test over the rows; None when a row has too few samples (low-n)
     longest_streak: int  # most consecutive regressed rows
     n_rows: int
     regressed: bool
@@ -103,6 +107,8 @@ def compare_files(baseline: Path, candidate: Path, options: GateOptions) -> list
         raise UsageError(f"--fail-on {options.fail_on!r}: expected one of {', '.join(FAIL_ON)}")
     if options.consecutive < 1:
         raise UsageError("--consecutive must be at least 1")
+    if not 0 < options.alpha < 1:
+        raise UsageError(f"--alpha {options.alpha:g}: must be between 0 and 1, e.g. 0.01")
     base, cand = _side(baseline), _side(candidate)
     if len(base) == 1 and len(cand) == 1:
         return [compare_runs(next(iter(base.values())), next(iter(cand.values())), options)]
@@ -159,8 +165,13 @@ def compare_runs(base: Run, cand: Run, options: GateOptions) -> Comparison:
             unmatched.append(f"N_KV {row.n_kv} only in the baseline")
             continue
         for metric in METRICS:
-            if row.samples(metric) and other.samples(metric):
-                results.append(judge(metric, row.n_kv, row.samples(metric), other.samples(metric), options))
+            base_samples, cand_samples = row.samples(metric), other.samples(metric)
+            if not base_samples or not cand_samples:
+                continue
+            if statistics.median(base_samples) <= 0 or statistics.median(cand_samples) <= 0:  # "0.00" in a table
+                unmatched.append(f"N_KV {row.n_kv}: S_{metric.upper()} of 0 t/s, not compared")
+                continue
+            results.append(judge(metric, row.n_kv, base_samples, cand_samples, options))
     unmatched += [f"N_KV {r.n_kv} only in the candidate" for r in cand_rows.values()]
     curves = tuple(curve(metric, [r for r in results if r.metric == metric], options)
                    for metric in METRICS if any(r.metric == metric for r in results))
@@ -188,16 +199,21 @@ def judge(metric: str, n_kv: int, base: tuple[float, ...], cand: tuple[float, ..
 
 
 def curve(metric: str, results: list[MetricResult], options: GateOptions) -> CurveResult:
-    """Geometric mean of the row ratios (ordered by N_KV) and the longest streak of regressed rows."""
+    """Geometric mean of the row ratios (ordered by N_KV), its significance, the longest streak of regressed rows."""
     results = sorted(results, key=lambda r: r.n_kv)
     geomean = math.exp(statistics.fmean(math.log(r.ratio) for r in results))
     longest = streak = 0
     for r in results:
         streak = streak + 1 if r.verdict == "regressed" else 0
         longest = max(longest, streak)
+    p_value = None
+    if all(r.p_value is not None for r in results):
+        p_value = stratified_u_test([(r.base, r.cand) for r in results]).p_value
+    significant = p_value is None or p_value < options.alpha
     tol = options.tolerance(metric)
-    regressed = geomean < 1 - tol or longest >= options.consecutive
-    return CurveResult(metric, geomean, longest, len(results), regressed, not regressed and geomean > 1 + tol)
+    regressed = (geomean < 1 - tol and significant) or longest >= options.consecutive
+    improved = not regressed and geomean > 1 + tol and significant
+    return CurveResult(metric, geomean, p_value, longest, len(results), regressed, improved)
 
 
 def _option_notes(base: Run, cand: Run) -> list[str]:

@@ -1,7 +1,7 @@
 """How ``compare`` shows its verdict: GitHub markdown (stdout or $GITHUB_STEP_SUMMARY) and a rich table (stderr).
 
 Marks follow asv: a red/green dot for a significant regression/improvement, ``~`` for beyond tolerance but not
-significant, ``?`` when too few samples made the tolerance decide alone.
+significant; each row shows the test's p-value, or ``low-n`` where too few samples made the tolerance decide alone.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _markdown_one(c: Comparison) -> list[str]:
     if not c.comparable:
         return lines
     metrics = [m for m in METRICS if any(r.metric == m for r in c.results)]
-    head = "| N_KV |" + "".join(f" {METRIC_TITLE[m]} base | {METRIC_TITLE[m]} cand | ratio | |" for m in metrics)
+    head = "| N_KV |" + "".join(f" {METRIC_TITLE[m]} base | {METRIC_TITLE[m]} cand | ratio | verdict |" for m in metrics)
     lines += [head, "|---:|" + "---:|---:|---:|:-:|" * len(metrics)]
     for n_kv, by_metric in _by_row(c).items():
         cells = "".join(_md_cells(by_metric.get(m)) for m in metrics)
@@ -51,14 +51,15 @@ def _markdown_one(c: Comparison) -> list[str]:
     for m in metrics:
         cv = next(cv for cv in c.curves if cv.metric == m)
         mark = "🔴" if cv.regressed else ("🟢" if cv.improved else "")
-        curve_cells += f" | | **{cv.geomean:.3f}** | {mark} |"
+        curve_cells += f" | | **{cv.geomean:.3f}** | {_with_p(mark, cv.p_value)} |"
     lines += [f"| **curve** (geomean) |{curve_cells}", ""]
     for cv in c.curves:
-        lines.append(f"- {METRIC_TITLE[cv.metric]} curve: geomean ratio {cv.geomean:.3f} over {cv.n_rows} rows, "
-                     f"longest streak of regressed rows {cv.longest_streak} (fails at {o.consecutive}) → "
+        test = "low-n: geomean alone decides" if cv.p_value is None else f"stratified U test p = {cv.p_value:.2g}"
+        lines.append(f"- {METRIC_TITLE[cv.metric]} curve: geomean ratio {cv.geomean:.3f} over {cv.n_rows} rows "
+                     f"({test}), longest streak of regressed rows {cv.longest_streak} (fails at {o.consecutive}) → "
                      + ("**regressed**" if cv.regressed else "improved" if cv.improved else "ok"))
     lines += ["", "Marks: 🔴 regressed · 🟢 improved · ~ beyond tolerance, not significant · "
-              "? fewer samples than the test needs (tolerance alone decides)", ""]
+              "low-n: fewer samples than the test needs, the tolerance alone decides", ""]
     lines += ["<details><summary>runs compared</summary>", ""]
     for role, run in (("baseline", c.baseline), ("candidate", c.candidate)):
         model = run.model.get("name") or run.model.get("path") or "?"
@@ -79,9 +80,11 @@ def _by_row(c: Comparison) -> dict[int, dict[str, MetricResult]]:
 def _md_cells(r: MetricResult | None) -> str:
     if r is None:
         return " | | | |"
-    low_n = r.p_value is None and r.verdict in ("regressed", "improved")  # decided without the test
-    mark = MARK[r.verdict] + (" ?" if low_n else "")
-    return f" {_median_sd(r.base)} | {_median_sd(r.cand)} | {r.ratio:.3f} | {mark} |"
+    return f" {_median_sd(r.base)} | {_median_sd(r.cand)} | {r.ratio:.3f} | {_with_p(MARK[r.verdict], r.p_value)} |"
+
+
+def _with_p(mark: str, p_value: float | None) -> str:
+    return f"{mark} {'low-n' if p_value is None else f'p={p_value:.2g}'}".strip()
 
 
 def _median_sd(samples: tuple[float, ...]) -> str:
@@ -110,7 +113,8 @@ def rich_table(c: Comparison) -> Table:
         table.add_row(*cells)
     for cv in c.curves:
         verdict = "[bold red]regressed[/]" if cv.regressed else "[green]improved[/]" if cv.improved else "ok"
+        test = "low-n" if cv.p_value is None else f"p {cv.p_value:.2g}"
         table.caption = (table.caption + "\n" if table.caption else "") + (
-            f"{METRIC_TITLE[cv.metric]} curve: geomean {cv.geomean:.3f}, longest regressed streak "
+            f"{METRIC_TITLE[cv.metric]} curve: geomean {cv.geomean:.3f} ({test}), longest regressed streak "
             f"{cv.longest_streak} → {verdict}")
     return table

@@ -5,6 +5,11 @@ only uses the order of the samples. Exact p-values come from counting arrangemen
 ties); otherwise the normal approximation with tie-corrected variance and a continuity correction is used, as in
 R's ``wilcox.test`` and SciPy's ``mannwhitneyu(method="asymptotic")``.
 
+``stratified_u_test`` is the same test over several strata at once (compare's rows): the sum of the per-stratum U
+statistics against its null mean and variance (each stratum's tie-corrected variance; strata are independent), as
+in van Elteren's stratified rank-sum test with equal weights per U. It asks whether x is shifted against y across the
+whole curve while comparing samples only within their own row, so rows of different speed never mix.
+
 Dimension legend: m = len(x), n = len(y), N = m + n.
 """
 from __future__ import annotations
@@ -67,11 +72,37 @@ def _u_counts(m: int, n: int) -> tuple[float, ...]:
     return tuple(with_x_last + with_y_last)
 
 
-def _normal_two_sided_p(u: float, m: int, n: int, tie_sizes: np.ndarray) -> float:
+def stratified_u_test(strata) -> MannWhitneyResult:
+    """Two-sided test over ``strata`` = [(x_1, y_1), ...]: U = sum of U(x_i, y_i), normal approximation."""
+    u = mean = variance = 0.0
+    for x, y in strata:
+        x = np.asarray(x, dtype=np.float64).ravel()  # [m_i]
+        y = np.asarray(y, dtype=np.float64).ravel()  # [n_i]
+        if len(x) == 0 or len(y) == 0:
+            raise ValueError("stratified_u_test needs at least one sample on each side of every stratum")
+        u += mann_whitney_u(x, y, method="normal").u
+        mean += len(x) * len(y) / 2.0
+        variance += _null_variance(len(x), len(y), np.unique(np.concatenate([x, y]), return_counts=True)[1])
+    if mean == 0:
+        raise ValueError("stratified_u_test needs at least one stratum")
+    return MannWhitneyResult(u, _two_sided_normal(u, mean, variance), "normal")
+
+
+def _null_variance(m: int, n: int, tie_sizes: np.ndarray) -> float:
+    """Variance of U under H0 with the tie correction (0 when the pooled samples are all equal)."""
     total = m + n
+    if total < 2:
+        return 0.0
     tie_term = float(np.sum(tie_sizes.astype(np.float64) ** 3 - tie_sizes))
-    variance = m * n / 12.0 * ((total + 1) - tie_term / (total * (total - 1)))
+    return m * n / 12.0 * ((total + 1) - tie_term / (total * (total - 1)))
+
+
+def _two_sided_normal(u: float, mean: float, variance: float) -> float:
     if variance <= 0:  # every value identical: no evidence of any difference
         return 1.0
-    z = max(0.0, abs(u - m * n / 2.0) - 0.5) / math.sqrt(variance)  # 0.5 = continuity correction
+    z = max(0.0, abs(u - mean) - 0.5) / math.sqrt(variance)  # 0.5 = continuity correction
     return min(1.0, math.erfc(z / math.sqrt(2.0)))
+
+
+def _normal_two_sided_p(u: float, m: int, n: int, tie_sizes: np.ndarray) -> float:
+    return _two_sided_normal(u, m * n / 2.0, _null_variance(m, n, tie_sizes))

@@ -17,15 +17,15 @@ N_KV = (0, 64, 128, 192)
 
 
 def sweep_file(path: Path, *, seed: int, n_samples: int = 8, noise: float = 0.005, pp_scale=1.0, tg_scale=1.0,
-               model: str = "builtin-tiny", pp: int = 64) -> Path:
+               model: str = "builtin-tiny", pp: int = 64, engine: str = "numpy", cpu: str = "test-cpu") -> Path:
     """A sweepbench JSONL run: throughput falling with N_KV, multiplicative Gaussian noise per repetition."""
     rng = np.random.default_rng(seed)
-    system = {"type": "system", "schema": 1, "tool": "sweepbench", "label": path.stem, "engine": "numpy",
-              "host": {"cpu": "test-cpu", "cores": 2}, "model": {"name": model, "arch": "qwen3moe"},
+    system = {"type": "system", "schema": 1, "tool": "sweepbench", "label": path.stem, "engine": engine,
+              "host": {"cpu": cpu, "cores": 2}, "model": {"name": model, "arch": "qwen3moe"},
               "options": {"n_ctx": 256, "n_ubatch": pp, "repetitions": n_samples}}
     rows = []
     for i, n_kv in enumerate(N_KV):
-        row = {"type": "row", "engine": "numpy", "pp": pp, "tg": 16, "n_kv": n_kv}
+        row = {"type": "row", "engine": engine, "pp": pp, "tg": 16, "n_kv": n_kv}
         for metric, true_speed, scale in (("pp", 1000.0 / (1 + n_kv / 512), pp_scale),
                                           ("tg", 100.0 / (1 + n_kv / 1024), tg_scale)):
             scale = scale[i] if isinstance(scale, tuple) else scale
@@ -66,7 +66,7 @@ def test_ten_percent_drop_with_eight_samples_regresses(tmp_path):
     assert all(r.verdict == "regressed" and r.p_value < 0.01 and r.ratio == pytest.approx(0.9, abs=0.01) for r in tg)
     assert set(verdicts([c], "pp")) == {"same"}
     (tg_curve,) = [cv for cv in c.curves if cv.metric == "tg"]
-    assert tg_curve.regressed and tg_curve.longest_streak == len(N_KV)
+    assert tg_curve.regressed and tg_curve.longest_streak == len(N_KV) and tg_curve.p_value < 1e-6
 
 
 def test_noise_within_tolerance_passes(tmp_path):
@@ -78,12 +78,16 @@ def test_noise_within_tolerance_passes(tmp_path):
 
 
 def test_beyond_tolerance_but_not_significant_is_noise(tmp_path):
-    # asv's double gate: a 6% median drop drowned in 20% noise is not a regression.
-    base = sweep_file(tmp_path / "base.jsonl", seed=11, noise=0.20)
-    cand = sweep_file(tmp_path / "cand.jsonl", seed=12, noise=0.20, pp_scale=0.94)
-    _, (c,) = gate(base, cand)
+    # asv's double gate: a 6% drop drowned in 20% noise is not a regression, row by row nor for the whole curve,
+    # although these samples put the medians' geomean 10% down (the geomean alone would fail the job).
+    base = sweep_file(tmp_path / "base.jsonl", seed=21, noise=0.20)
+    cand = sweep_file(tmp_path / "cand.jsonl", seed=22, noise=0.20, pp_scale=0.94)
+    code, (c,) = gate(base, cand, fail_on="any")
     noisy = [r for r in c.results if r.metric == "pp" and r.ratio < 0.95]
     assert noisy and all(r.verdict == "noise" and r.p_value >= 0.01 for r in noisy)
+    (pp_curve,) = [cv for cv in c.curves if cv.metric == "pp"]
+    assert pp_curve.geomean < 0.95 and pp_curve.p_value >= 0.01 and not pp_curve.regressed
+    assert code == 0
 
 
 def test_low_n_rows_use_the_tolerance_alone(tmp_path):
@@ -114,6 +118,12 @@ def test_not_comparable_unless_forced(tmp_path):
     assert gate(base, other_model, force=True)[0] == 0
     other_pp = sweep_file(tmp_path / "pp.jsonl", seed=2, pp=128)
     assert gate(base, other_pp)[0] == 3
+    for name, kwargs, why in (("engine", {"engine": "numba-cpu"}, "engine differs"),
+                              ("cpu", {"cpu": "another-cpu"}, "system cpu differs")):
+        other = sweep_file(tmp_path / f"{name}.jsonl", seed=2, **kwargs)
+        code, (c,) = gate(base, other)
+        assert code == 3 and any(why in m for m in c.mismatches), c.mismatches
+        assert gate(base, other, force=True)[0] == 0
     code, (forced,) = gate(base, other_pp, force=True)  # --force matches rows on N_KV alone
     assert code == 0 and len(forced.results) == 2 * len(N_KV)
 
@@ -121,7 +131,7 @@ def test_not_comparable_unless_forced(tmp_path):
 def test_parse_tolerance():
     assert parse_tolerance("5%", "--tol-pp") == pytest.approx(0.05)
     assert parse_tolerance("0.03", "--tol-tg") == pytest.approx(0.03)
-    for bad in ("five", "150%", "-1%"):
+    for bad in ("five", "abc", "150%", "-1%", "-5%", "5", ""):
         with pytest.raises(UsageError):
             parse_tolerance(bad, "--tol-pp")
 
@@ -150,16 +160,19 @@ def test_cli_exit_codes_and_markdown(tmp_path, cli):
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "performance regression" in text and "🔴" in text
     assert "S_PP" in bad.stderr  # the rich table goes to stderr
+    assert "p=" in text and "low-n" not in text.split("Marks:")[0]  # 8 samples a side: every row was tested
     other = sweep_file(tmp_path / "other.jsonl", seed=2, model="another-model")
     assert cli(base, other).exit_code == 3
     assert cli(base, other, "--force").exit_code == 0
 
 
-@pytest.mark.parametrize("args", [("--tol-pp", "lots"), ("--fail-on", "sometimes"), ("--consecutive", "0")])
+@pytest.mark.parametrize("args", [("--tol-pp", "lots"), ("--tol-tg", "abc"), ("--tol-pp", "-5%"), ("--tol-tg=-5%",),
+                                  ("--fail-on", "sometimes"), ("--consecutive", "0"), ("--alpha", "2"),
+                                  ("--alpha", "0"), ("--summary", "/nonexistent-dir/summary.md")])
 def test_cli_usage_errors_exit_2(tmp_path, cli, args):
     base = sweep_file(tmp_path / "base.jsonl", seed=1)
     result = cli(base, base, *args)
-    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_cli_unreadable_input_exits_2(tmp_path, cli):
@@ -169,6 +182,12 @@ def test_cli_unreadable_input_exits_2(tmp_path, cli):
     assert cli(base, tmp_path / "missing.jsonl").exit_code == 2
     result = cli(base, garbage)
     assert result.exit_code == 2 and "garbage.txt" in result.stderr
+    empty, binary = tmp_path / "empty.jsonl", tmp_path / "binary.bin"
+    empty.write_bytes(b"")
+    binary.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    for bad in (empty, binary, tmp_path):  # tmp_path: a directory
+        result = cli(base, bad)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and str(bad) in result.stderr
 
 
 def test_published_tables_compare_low_n():
@@ -177,7 +196,7 @@ def test_published_tables_compare_low_n():
     grouped = logs / "ik-pr838-ling-mini-2.0-q4_k_m-grouped-routing.md"
     code, (c,) = gate(standard, grouped)
     # Grouped routing is 1-3% slower on PP (tolerance 5%) and 3-5% slower on TG (tolerance 3%).
-    assert all(r.p_value is None for r in c.results)
+    assert all(r.p_value is None for r in c.results) and all(cv.p_value is None for cv in c.curves)
     assert set(verdicts([c], "pp")) == {"same"}
     (tg,) = [cv for cv in c.curves if cv.metric == "tg"]
     assert tg.geomean == pytest.approx(0.965, abs=0.005) and tg.regressed and code == 1

@@ -57,6 +57,30 @@ def test_fixture_run_counts_match_the_readme():
     assert len(counts[DISCUSSION.name]) == 18
 
 
+# (file, run index) -> (rows, first row, last row) as (pp, tg, n_kv, t_pp, speed_pp, t_tg, speed_tg), read by eye.
+SPOT_VALUES = {
+    ("ik-pr838-ling-mini-2.0-q4_k_m-standard-routing.md", 0):
+        (16, (2048, 512, 0, 0.151, 13527.88, 1.290, 396.98), (2048, 512, 30720, 0.214, 9552.51, 2.344, 218.43)),
+    ("ik-pr838-ling-mini-2.0-q4_k_m-grouped-routing.md", 0):
+        (16, (2048, 512, 0, 0.154, 13270.44, 1.358, 376.95), (2048, 512, 30720, 0.217, 9448.63, 2.416, 211.91)),
+    ("ik-pr838-ling-1t-hybrid-2x3090.log", 0):
+        (4, (8192, 2048, 0, 40.398, 202.78, 477.660, 4.29), (8192, 2048, 24576, 44.050, 185.97, 528.828, 3.87)),
+    (DISCUSSION.name, 0): (32, (512, 128, 0, 3.610, 141.84, 5.067, 25.26), None),  # line 36, bare in <details>
+    (DISCUSSION.name, 12): (32, (512, 128, 0, 3.957, 129.39, 7.209, 17.75), None),  # line 3260, quoted with "> "
+    (DISCUSSION.name, 14):  # line 3676: crashed after 31 rows
+        (31, (512, 128, 0, 4.591, 111.51, 14.650, 8.74), (512, 128, 15360, 4.931, 103.83, 18.383, 6.96)),
+}
+
+
+@pytest.mark.parametrize("name, index", sorted(SPOT_VALUES))
+def test_fixture_spot_values(name, index):
+    n_rows, first, last = SPOT_VALUES[(name, index)]
+    run = load_runs([LOGS / name])[index]
+    as_tuple = [(r.pp, r.tg, r.n_kv, r.t_pp, r.speed_pp, r.t_tg, r.speed_tg) for r in run.rows]
+    assert len(as_tuple) == n_rows and as_tuple[0] == first
+    assert last is None or as_tuple[-1] == last
+
+
 def test_log_parameter_line_and_load_messages_describe_the_run():
     (run,) = load_runs([LOGS / "ik-pr838-ling-1t-hybrid-2x3090.log"])
     opts = run.header["options"]
@@ -216,7 +240,7 @@ def test_sweep_memory_columns(tmp_path):
             "|-------|--------|--------|----------|----------|----------|----------|------------|------------|\n"
             "|   512 |    128 |      0 |    0.500 |  1024.00 |    2.000 |    64.00 |     1234.5 |        n/a |\n")
     (run,) = load_runs([write(tmp_path, "mem.md", text)])
-    assert run.rows[0].extra["rss_hwm_mib"] == 1234.5 and run.rows[0].extra["vram_mib"] is None
+    assert run.rows[0].extra["rss_hwm_mib"] == 1234.5 and run.rows[0].extra["vram_delta_mib"] is None
 
 
 @pytest.mark.parametrize("text, where", [

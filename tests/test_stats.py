@@ -7,7 +7,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from sweepbench.stats import _u_counts, mann_whitney_u
+from sweepbench.stats import _u_counts, mann_whitney_u, stratified_u_test
 
 
 def test_r_wilcox_test_example():
@@ -105,3 +105,72 @@ def test_smallest_p_for_six_against_six():
     # Why compare needs >= 6 samples a side: complete separation gives p = 2 / C(12, 6).
     result = mann_whitney_u(np.arange(6.0), np.arange(6.0) + 10)
     assert result.p_value == pytest.approx(2 / 924)
+
+
+# scipy 1.17.1 `scipy.stats.mannwhitneyu(x, y, method=...)` on these samples (computed once in a scratch venv;
+# scipy is not a dependency). Columns: U of x, exact p (None: ties, scipy's exact ignores them), asymptotic p.
+SCIPY_CASES = [
+    ([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12], 0.0, 0.0021645021645021645, 0.005074868097940253),
+    ([10.1, 10.4, 9.8, 10.0, 10.3, 9.9], [10.2, 10.6, 10.5, 10.7, 9.7, 10.8], 8.0, 0.13203463203463203,
+     0.12820527503039147),
+    ([100.2, 99.1, 101.5, 98.7, 100.9, 99.8, 100.4, 101.1], [91.0, 90.2, 92.3, 89.5, 91.7, 90.8, 92.9, 90.1], 64.0,
+     0.0001554001554001554, 0.0009391056991171899),
+    ([3.1, 4.7, 2.2, 5.9, 4.4, 3.8, 5.1], [4.0, 6.2, 5.5, 6.8, 4.9, 7.1, 5.7, 6.0, 3.5], 13.0, 0.0548951048951049,
+     0.05673822137519344),
+    ([5, 5, 6, 7, 7, 7, 8, 9], [6, 7, 8, 8, 9, 9, 10, 10], 13.0, None, 0.04842697674105796),
+]
+
+
+@pytest.mark.parametrize("x, y, u, exact_p, normal_p", SCIPY_CASES)
+def test_against_scipy(x, y, u, exact_p, normal_p):
+    auto = mann_whitney_u(x, y)
+    assert auto.u == u
+    assert mann_whitney_u(x, y, method="normal").p_value == pytest.approx(normal_p, rel=1e-9)
+    if exact_p is None:
+        assert auto.method == "normal"  # ties: the normal approximation with tie-corrected variance
+    else:
+        assert auto.method == "exact" and auto.p_value == pytest.approx(exact_p, rel=1e-12)
+
+
+def test_large_samples_use_the_normal_approximation():
+    x, y = np.arange(25.0), np.arange(25.0) + 3.5
+    result = mann_whitney_u(x, y)
+    assert result.method == "normal" and 0 < result.p_value < 1
+
+
+def test_stratified_one_stratum_is_the_plain_test():
+    x, y = [10.1, 10.4, 9.8, 10.0, 10.3, 9.9], [10.2, 10.6, 10.5, 10.7, 9.7, 10.8]
+    one = stratified_u_test([(x, y)])
+    assert one.u == 8.0 and one.p_value == pytest.approx(mann_whitney_u(x, y, method="normal").p_value, rel=1e-12)
+
+
+def test_stratified_null_moments_match_enumeration():
+    # Under H0 the labels are exchangeable within each stratum only; the sum of U's mean and variance over every
+    # relabelling must equal the formula the test uses (strata of different scale never compared to each other).
+    strata = [np.array([1.0, 2.0, 2.0, 5.0, 7.0]), np.array([100.0, 101.0, 103.0, 104.0, 104.0, 110.0])]
+    sizes = [2, 3]  # x's share of each stratum
+    sums = []
+    for a in combinations(range(5), sizes[0]):
+        for b in combinations(range(6), sizes[1]):
+            pairs = [(s[list(c)], np.delete(s, list(c))) for s, c in zip(strata, (a, b))]
+            sums.append(sum(mann_whitney_u(x, y, method="normal").u for x, y in pairs))
+    result_variance = 0.0
+    for s, m in zip(strata, sizes):
+        n, total = len(s) - m, len(s)
+        _, t = np.unique(s, return_counts=True)
+        result_variance += m * n / 12 * ((total + 1) - np.sum(t**3 - t) / (total * (total - 1)))
+    assert np.mean(sums) == pytest.approx(sum(m * (len(s) - m) / 2 for s, m in zip(strata, sizes)))
+    assert np.var(sums) == pytest.approx(result_variance, rel=1e-12)
+
+
+def test_stratified_detects_a_shift_rows_alone_cannot():
+    # 12 rows of 6 samples with 5% noise and a 4% shift: no row is significant at 0.01, the curve is.
+    rng = np.random.default_rng(1)
+    speeds = (1000.0, 800.0, 600.0, 400.0)
+    strata = [(s * (1 + 0.05 * rng.standard_normal(6)), 0.96 * s * (1 + 0.05 * rng.standard_normal(6)))
+              for s in speeds for _ in range(3)]
+    assert min(mann_whitney_u(x, y).p_value for x, y in strata) > 0.01
+    assert stratified_u_test(strata).p_value < 0.01
+    assert stratified_u_test([(x, x) for x, _ in strata]).p_value == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        stratified_u_test([])

@@ -10,6 +10,7 @@ from rich.console import Console
 from sweepbench import compare as gate
 from sweepbench import compare_report
 from sweepbench.commands import user_errors
+from sweepbench.errors import UsageError
 
 CI_LOG_WIDTH = 160
 
@@ -17,7 +18,8 @@ HELP = """Compare two sweeps row by row (N_KV, PP, TG) and decide whether CANDID
 
 A row regresses when the ratio of medians is beyond the tolerance AND a Mann-Whitney U test (both sides >= 6 samples)
 says the samples differ; with fewer samples the tolerance alone decides (marked low-n). The curve regresses when the
-geometric mean of the row ratios is beyond tolerance or --consecutive rows in a row regress.
+geometric mean of the row ratios is beyond tolerance (and, where every row has >= 6 samples, a stratified U test over
+all rows says different) or --consecutive rows in a row regress.
 
 Exit codes: 0 no regression, 1 regression, 2 usage error or unreadable input, 3 not comparable (different model,
 engine, system or PP/TG; --force compares anyway).
@@ -42,6 +44,8 @@ def register(app: typer.Typer) -> None:
         options = gate.GateOptions(
             tol_pp=gate.parse_tolerance(tol_pp, "--tol-pp"), tol_tg=gate.parse_tolerance(tol_tg, "--tol-tg"),
             alpha=alpha, consecutive=consecutive, fail_on=fail_on, force=force)
+        if summary is not None:
+            append_summary(summary, "")  # an unwritable --summary fails before the sweep files are read
         comparisons = gate.compare_files(baseline, candidate, options)
         console = Console(stderr=True)
         if not console.is_terminal:
@@ -55,6 +59,14 @@ def register(app: typer.Typer) -> None:
         if summary is None:
             sys.stdout.write(text)
         else:
-            with open(summary, "a", encoding="utf-8") as f:
-                f.write(text)
+            append_summary(summary, text)
         raise typer.Exit(gate.exit_code(comparisons))
+
+
+def append_summary(path: Path, text: str) -> None:
+    """Append, as $GITHUB_STEP_SUMMARY expects (earlier steps may have written to it)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError(f"--summary {path}: cannot write ({e.strerror or e})") from None

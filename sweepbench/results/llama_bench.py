@@ -64,22 +64,31 @@ def tests_from_cells(cells: dict[str, str], line: int) -> list[BenchTest]:
     return [BenchTest(config, kind, n_tokens, depth, float(m.group(1)), sd, (), "llama-bench-md", line)]
 
 
-def tests_from_record(record: dict, line: int = 0) -> list[BenchTest]:
-    """One llama-bench JSON object (one test with its repetitions)."""
-    n_prompt, n_gen = int(record.get("n_prompt", 0)), int(record.get("n_gen", 0))
-    if (n_prompt > 0) == (n_gen > 0):  # pp+tg mixed, or nothing
-        return []
+def tests_from_record(record: dict, where: str, line: int = 0) -> list[BenchTest]:
+    """One llama-bench JSON object (one test with its repetitions); ``where`` names it in errors."""
+    try:
+        n_prompt, n_gen = int(record.get("n_prompt") or 0), int(record.get("n_gen") or 0)
+        if (n_prompt > 0) == (n_gen > 0):  # pp+tg mixed, or nothing
+            return []
+        depth, mean = int(record.get("n_depth") or 0), float(record["avg_ts"])
+        stddev = None if record.get("stddev_ts") is None else float(record["stddev_ts"])
+        samples = tuple(float(s) for s in record.get("samples_ts") or ())
+    except (TypeError, ValueError):
+        keys = {k: record.get(k) for k in ("n_prompt", "n_gen", "n_depth", "avg_ts", "stddev_ts")}
+        raise SweepbenchError(f"{where}: llama-bench record with unreadable numbers {keys}") from None
+    if min(n_prompt, n_gen, depth) < 0 or not mean >= 0:
+        raise SweepbenchError(f"{where}: llama-bench record with negative or missing numbers")
     config = tuple((k, json.dumps(v) if isinstance(v, (list, dict)) else v)
                    for k, v in record.items() if k not in TEST_FIELDS)
-    return [BenchTest(config, "pp" if n_prompt else "tg", n_prompt or n_gen, int(record.get("n_depth", 0)),
-                      float(record["avg_ts"]), record.get("stddev_ts"), tuple(record.get("samples_ts") or ()),
+    return [BenchTest(config, "pp" if n_prompt else "tg", n_prompt or n_gen, depth, mean, stddev, samples,
                       "llama-bench-json", line)]
 
 
 def runs_from_json(path: Path, data) -> list[ParsedRun]:
     if not isinstance(data, list) or not all(isinstance(r, dict) and is_bench_record(r) for r in data):
         raise SweepbenchError(f"{path}: JSON array is not llama-bench output (objects with n_prompt/n_gen/avg_ts)")
-    return runs_from_tests(path, [t for r in data for t in tests_from_record(r)])
+    tests = [t for i, r in enumerate(data) for t in tests_from_record(r, f"{path}: record {i + 1}")]
+    return runs_from_tests(path, tests)
 
 
 def runs_from_tests(path: Path, tests: list[BenchTest]) -> list[ParsedRun]:

@@ -1,4 +1,4 @@
-"""Readers for every result format people publish, each turned into records of our JSONL schema (see the brief).
+"""Readers for every result format people publish, each turned into records of our JSONL schema (``records.py``).
 
 Supported, in any mix and any number per file:
 * sweepbench JSONL (``{"type": "system" | "row" | "ratio" | "end", ...}``), possibly several runs per file;
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sweepbench.errors import SweepbenchError
 from sweepbench.results import llama_bench
-from sweepbench.results.records import ParsedRun, foreign_header
+from sweepbench.results.records import ParsedRun, checked_header, checked_row, foreign_header
 
 # ik's JSONL row keys that describe the run rather than the window; they also go into the header's options.
 IK_PARAM_KEYS = ("n_kv_max", "n_batch", "n_ubatch", "flash_attn", "n_gpu_layers", "n_threads", "n_threads_batch")
@@ -28,9 +28,10 @@ IK_TO_OPTION = {"n_kv_max": "n_ctx"}
 SWEEP_COLUMNS = {
     "pp": "pp", "tg": "tg", "n_kv": "n_kv",
     "t_pp s": "t_pp", "s_pp t/s": "speed_pp", "t_tg s": "t_tg", "s_tg t/s": "speed_tg",
-    "rss hwm": "rss_hwm_mib", "vram delta": "vram_mib",
+    "rss hwm": "rss_hwm_mib", "vram delta": "vram_delta_mib",  # ik's JSONL keys
 }
 INT_KEYS = {"pp", "tg", "n_kv"}
+NO_VALUE = ("n/a", "-", "")  # cells of values that were not measured
 
 QUOTE_PREFIX = re.compile(r"^\s*(?:>\s?)+")  # "> " of GitHub quotes, possibly nested
 PARAMS_LINE = re.compile(r"main:\s+n_kv_max\s*=")
@@ -62,7 +63,7 @@ def parse_file(path: Path) -> list[ParsedRun]:
     """All runs in ``path``: sweep runs in file order, then llama-bench runs. Bad input: SweepbenchError, one line."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        text = _decode(path.read_bytes())
     except OSError as e:
         raise SweepbenchError(f"{path}: cannot read ({e.strerror or e})") from None
     if text.lstrip().startswith("["):
@@ -73,6 +74,13 @@ def parse_file(path: Path) -> list[ParsedRun]:
         raise SweepbenchError(
             f"{path}: no llama-sweep-bench table, sweepbench/ik JSONL rows or llama-bench results found")
     return runs
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 (mojibake kept as it is), or UTF-16 with a BOM: what Windows PowerShell's `>` writes."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _load_json(path: Path, text: str):
@@ -102,10 +110,11 @@ class _Scanner:
         for lineno, raw in enumerate(lines, 1):
             line = QUOTE_PREFIX.sub("", raw).strip()
             if self.table is not None:
-                if self.table.wants(line) and _table_kind(line) is None:  # `cat a.md b.md`: a header starts anew
+                if self.table.takes(line):
                     self.table.add(line, lineno)
                     continue
-                self._close_table(line)
+                if not self.table.pause(line):  # a paused sweep table resumes if its rows go on after the lines
+                    self._close_table()
             if line.startswith("{"):
                 self._json_line(line, lineno, is_last=lineno == len(lines))
             elif line.startswith("|"):
@@ -113,7 +122,7 @@ class _Scanner:
             elif line:
                 self._log_line(line, lineno)
         if self.table is not None:
-            self._close_table("")
+            self._close_table()
         self.runs += llama_bench.runs_from_tests(self.path, self.bench_tests)
         return self.runs
 
@@ -163,10 +172,10 @@ class _Scanner:
         elif kind == "llama-bench":
             self.table = _BenchTable(self.path, lineno, titles, self.bench_tests)
 
-    def _close_table(self, next_line: str) -> None:
+    def _close_table(self) -> None:
         table, self.table = self.table, None
         if isinstance(table, _SweepTable):
-            table.finish(next_line)
+            table.finish()
             self.runs.append(table.run)
 
     # ---- JSON lines ------------------------------------------------------------------------------------------
@@ -181,13 +190,15 @@ class _Scanner:
                 raise SweepbenchError(f"{self.path}:{lineno}: unparseable JSON record: {line[:60]!r}") from None
             return  # braces in prose or code snippets of a log
         if not isinstance(record, dict):
-            raise SweepbenchError(f"{self.path}:{lineno}: JSON record is not an object")
+            if self.jsonl_mode:
+                raise SweepbenchError(f"{self.path}:{lineno}: JSON record is not an object: {line[:60]!r}")
+            return
         kind = record.get("type")
         if kind == "system":
-            self.jsonl_run = ParsedRun({k: v for k, v in record.items() if k != "type"})
+            self.jsonl_run = ParsedRun(checked_header(record, f"{self.path}:{lineno}"))
             self.runs.append(self.jsonl_run)
         elif kind == "row":
-            self._jsonl_target(lineno, "sweepbench-jsonl").rows.append(record)
+            self._jsonl_target(lineno, "sweepbench-jsonl").rows.append(checked_row(record, f"{self.path}:{lineno}"))
         elif kind == "end" and self.jsonl_run is not None:
             self.jsonl_run.status = record.get("status", "complete")
             self.jsonl_run.message = record.get("message") or ""
@@ -195,7 +206,7 @@ class _Scanner:
         elif kind is None and "n_kv" in record and ("speed_pp" in record or "speed_tg" in record):
             self._ik_row(record, lineno)
         elif kind is None and llama_bench.is_bench_record(record):
-            self.bench_tests += llama_bench.tests_from_record(record)
+            self.bench_tests += llama_bench.tests_from_record(record, f"{self.path}:{lineno}", lineno)
         elif kind is None and self.jsonl_mode:
             raise SweepbenchError(f"{self.path}:{lineno}: unknown JSON record (keys {sorted(record)[:5]})")
 
@@ -207,6 +218,7 @@ class _Scanner:
 
     def _ik_row(self, record: dict, lineno: int) -> None:
         """ik JSONL: a run is consecutive lines with the same parameters and growing N_KV."""
+        record = checked_row(record, f"{self.path}:{lineno}")
         run = self.jsonl_run
         params = {k: record.get(k) for k in IK_PARAM_KEYS}
         if run is not None and run.header.get("source_format") == "ik-jsonl" and run.rows:
@@ -246,6 +258,10 @@ def _cells(line: str) -> list[str]:
     return cells
 
 
+def _is_number_cell(cell: str) -> bool:
+    return cell.lower() in NO_VALUE or bool(re.fullmatch(r"-?\d+(\.\d*)?(e[-+]?\d+)?|-?inf|nan", cell.lower()))
+
+
 def _is_separator(line: str) -> bool:
     return bool(re.fullmatch(r"\|?(\s*:?-+:?\s*\|)*\s*:?-+:?\s*\|?", line))
 
@@ -254,9 +270,24 @@ class _Table:
     def __init__(self, path: Path, lineno: int, titles: list[str]):
         self.path, self.start, self.titles = path, lineno, titles
         self.n_lines = 0
+        self.after: list[str] = []  # lines since the last row that were not rows (the table is paused)
 
-    def wants(self, line: str) -> bool:
-        return line.startswith("|")
+    def takes(self, line: str) -> bool:
+        """Whether ``line`` is this table's next row (a header line starts a new table: `cat a.md b.md`)."""
+        if not line.startswith("|") or _table_kind(line) is not None:
+            return False
+        if self.after and not self.resumes(line):
+            return False
+        self.after = []
+        return True
+
+    def pause(self, line: str) -> bool:
+        """A line that is not a row: keep the table open over it? (only sweep tables, see ``_SweepTable``)."""
+        self.after.append(line)
+        return False
+
+    def resumes(self, line: str) -> bool:
+        return False
 
     def add(self, line: str, lineno: int) -> None:
         self.n_lines += 1
@@ -274,26 +305,43 @@ class _Table:
 
 
 class _SweepTable(_Table):
+    """llama-sweep-bench's table. Engines print warnings between rows (CUDA graph notices, repacking messages), so
+    the table stays paused over up to MAX_PAUSE other lines and resumes when a row with growing N_KV follows."""
+
+    MAX_PAUSE = 8
+
     def __init__(self, path, lineno, titles, run: ParsedRun, row_defaults: dict):
         super().__init__(path, lineno, titles)
         self.run, self.row_defaults = run, row_defaults
         self.keys = [SWEEP_COLUMNS.get(t, t.replace(" ", "_")) for t in titles]
 
+    def pause(self, line: str) -> bool:
+        self.after.append(line)
+        return not line.startswith("|") and bool(self.run.rows) and len(self.after) <= self.MAX_PAUSE
+
+    def resumes(self, line: str) -> bool:
+        cells = _cells(line)
+        if len(cells) != len(self.titles) or not all(_is_number_cell(c) for c in cells):
+            return False
+        n_kv = cells[self.keys.index("n_kv")]
+        return _is_number_cell(n_kv) and n_kv.isdigit() and int(n_kv) > self.run.rows[-1]["n_kv"]
+
     def add_cells(self, cells, line, lineno):
         row = {"type": "row", **self.row_defaults}
         for key, cell in zip(self.keys, cells):
             try:
-                row[key] = None if cell.lower() in ("n/a", "-", "") else (int if key in INT_KEYS else float)(cell)
+                row[key] = None if cell.lower() in NO_VALUE else (int if key in INT_KEYS else float)(cell)
             except ValueError:
                 raise SweepbenchError(
                     f"{self.path}:{lineno}: unparseable sweep-bench row ({key} = {cell!r}): {line[:60]!r}") from None
-        self.run.rows.append(row)
+        self.run.rows.append(checked_row(row, f"{self.path}:{lineno}"))
 
-    def finish(self, next_line: str) -> None:
+    def finish(self) -> None:
         """Mark runs that stopped early: fewer rows than n_kv_max allows, usually followed by the crash message."""
         rows, run = self.run.rows, self.run
         n_kv_max = run.header["options"].get("n_ctx")
-        reason = next_line if next_line and not FENCE.match(next_line) else ""
+        reason = next((ln for ln in self.after if ln and not ln.startswith("|")), "")
+        reason = "" if FENCE.match(reason) else reason
         stopped_early = not rows or (n_kv_max is not None and rows[-1]["n_kv"] + (rows[-1].get("pp") or 0) < n_kv_max)
         if stopped_early:
             run.status = "interrupted"
