@@ -25,6 +25,7 @@ app = typer.Typer(
 
 # Each module defines ``register(app)``; order = order in --help.
 COMMAND_MODULES = [
+    "sweepbench.commands.sweep_bench",
     "sweepbench.commands.synth",
     "sweepbench.commands.info",
     "sweepbench.commands.logits",

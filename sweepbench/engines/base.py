@@ -69,3 +69,23 @@ class Engine(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class EngineExtras(Protocol):
+    """Optional methods the sweep harness (``sweepbench.bench``) calls when an engine has them; it looks them up
+    with getattr, so an engine without them is still a complete ``Engine``.
+
+    From ``describe()`` the harness reads ``options`` (what the engine honours, e.g. its resolved ``n_threads``,
+    ``n_threads_batch``, ``flash_attn``), ``ignored`` ({EngineOptions field: why}; noted once on stderr for the
+    flags the user gave, recorded in the result file) and, if present, ``n_gpu_layers`` (default 0).
+    """
+
+    def warmup(self) -> None:
+        """Called once right after ``load()``, outside every timer: route one token to every expert (pages in
+        memory-mapped weights, uploads, compiles what a first call would) and leave the cache empty. Without it
+        the harness decodes one token at position 0 and truncates."""
+
+    def estimate_memory(self, model_path: str, options: EngineOptions) -> MemoryUse:
+        """Before ``load()``, for the fit check: host bytes (``weights_bytes + scratch_bytes`` and ``kv_bytes``)
+        and device bytes (``vram_used_bytes``) that ``load()`` will take. Without it the harness assumes the
+        whole file plus the KV cache of ``options.n_ctx`` cells, in host memory."""

@@ -1,0 +1,79 @@
+"""Interrupted sweeps in a real process: every finished row survives on stdout and in the -o file."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweepbench.results.runs import load_runs
+
+START_ROWS = 3  # interrupt once this many rows are in the file
+
+
+def start(model: Path, out: Path, *extra: str) -> subprocess.Popen:
+    # --delay keeps the windows a fraction of a second apart, so the signal lands mid-sweep
+    cmd = [sys.executable, "-m", "sweepbench.cli", "sweep-bench", "-m", str(model), "-c", "1024", "-ub", "16",
+           "--engine", "ik", "-t", "1", "--delay", "0.15", "-o", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def rows_in(path: Path) -> int:
+    try:
+        return sum('"type": "row"' in line for line in path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_rows(proc: subprocess.Popen, out: Path, n: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while rows_in(out) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sweep did not get going"
+        time.sleep(0.05)
+
+
+def table_n_kv(stdout: str) -> list[int]:
+    return [int(line.split("|")[3]) for line in stdout.splitlines() if line.startswith("|") and
+            line.split("|")[1].strip().isdigit()]
+
+
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "interrupted by SIGINT (Ctrl-C)"),
+                                                 (signal.SIGTERM, 143, "terminated by SIGTERM")])
+def test_a_signal_keeps_every_finished_row(tiny_model, tmp_path, sig, code, message):
+    out = tmp_path / "run.jsonl"
+    proc = start(tiny_model(), out)
+    wait_for_rows(proc, out, START_ROWS)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line is whole
+    rows = [r for r in records if r["type"] == "row"]
+    assert records[0]["type"] == "system" and records[-1]["type"] == "end"
+    assert records[-1]["status"] == "interrupted" and records[-1]["message"] == message
+    assert START_ROWS <= len(rows) < 64 and records[-1]["rows"] == len(rows)
+    assert [r["n_kv"] for r in rows] == [16 * i for i in range(len(rows))]  # contiguous from N_KV 0
+    assert table_n_kv(stdout) == [r["n_kv"] for r in rows]  # the partial table on stdout holds the same rows
+    assert f"stopped after {len(rows)} of 64 rows; every finished row is in {out}" in stderr
+    assert "Traceback" not in stderr
+    (run,) = load_runs([out])
+    assert run.status == "interrupted" and len(run.rows) == len(rows)
+
+
+def test_closing_stdout_ends_the_sweep_quietly(tiny_model, tmp_path):
+    out = tmp_path / "run.jsonl"
+    proc = start(tiny_model(), out)
+    wait_for_rows(proc, out, 2)
+    proc.stdout.close()  # like `| head` exiting
+    proc.wait(timeout=60)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 141, stderr
+    assert "stdout was closed" in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[-1]["status"] == "interrupted" and records[-1]["message"] == "stdout was closed"
