@@ -106,6 +106,14 @@ def test_llama_cpp_spellings_set_every_option(fakes, tiny_model):
     assert records[0]["ignored"]["fake"]["repack"].startswith("fake engines")
 
 
+@pytest.mark.parametrize("flag, fused", [("-fmoe", True), ("--fused-moe", True), ("--no-fused-moe", False)])
+def test_fused_moe_switch_spellings(fakes, tiny_model, flag, fused):
+    result = invoke("-m", str(tiny_model()), *SMALL, "--engine", "fake", flag, "--output-format", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["options"]["fused_moe"] is fused
+    assert fakes[-1].options.fused_moe is fused
+
+
 def test_notes_only_for_ignored_flags_the_user_gave(fakes, tiny_model):
     result = invoke("-m", str(tiny_model()), *SMALL, "--engine", "fake")
     assert result.exit_code == 0 and "ignores" not in result.stderr

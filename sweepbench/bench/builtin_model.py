@@ -52,7 +52,8 @@ def _locked(path: Path, console: Console) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            console.print(f"sweepbench: waiting for another sweepbench that is writing {path.name}", highlight=False)
+            console.print(f"sweepbench: waiting for another sweepbench that is writing {path.name}",
+                          highlight=False, soft_wrap=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -78,7 +79,7 @@ def ensure_builtin_model(console: Console, spec: dict | None = None) -> Path:
             return path
         what = f"{spec['preset']} {spec['arch']} with {spec['expert_type']} experts"
         console.print(f"sweepbench: no -m given: generating the built-in model ({what}) once, into {path}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
             task = bar.add_task(f"writing {path.name}", total=None)
@@ -86,5 +87,5 @@ def ensure_builtin_model(console: Console, spec: dict | None = None) -> Path:
                 path, spec["preset"], spec["arch"], spec["expert_type"], spec["dense_type"], seed=spec["seed"],
                 on_start=lambda total: bar.update(task, total=total), progress=lambda n: bar.advance(task, n))
         console.print(f"sweepbench: wrote {path.name} ({result.n_bytes / 1e9:.2f} GB) in {result.seconds:.1f} s",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     return path

@@ -31,6 +31,7 @@ from sweepbench.engines import ENGINES, create_engine
 from sweepbench.engines.base import KV_TYPES, EngineOptions
 from sweepbench.errors import SweepbenchError, UsageError
 from sweepbench.model_stats import kv_bytes_per_token, model_stats
+from sweepbench.models.tensors import open_model
 from sweepbench.results.writers import OUTPUT_FORMATS, JsonlFile, stdout_sink
 
 EXIT_OK, EXIT_ERROR, EXIT_SIGINT, EXIT_PIPE, EXIT_SIGTERM = 0, 1, 130, 141, 143
@@ -157,8 +158,6 @@ class _Run:
     def prepare(self):
         req = self.req
         path = req.model or ensure_builtin_model(self.console)
-        from sweepbench.models.tensors import open_model
-
         model, cfg = open_model(path)
         stats = model_stats(cfg, model)
         options = req.engine_options()
@@ -214,7 +213,8 @@ class _Run:
         req, plan = self.req, self.req.plan
         primary = facts[self.names[0]]
         sinks = [JsonlFile(req.output)] if req.output else []
-        sinks.append(stdout_sink(req.output_format, self.view.data, primary.params(), plan.memory, req.vs))
+        peer = self.names[1] if len(self.names) > 1 else None
+        sinks.append(stdout_sink(req.output_format, self.view.data, primary.params(), plan.memory, peer))
         status, message, code, done = "complete", "", EXIT_OK, 0
         try:
             for sink in sinks:
