@@ -1,6 +1,7 @@
 """S_PP / S_TG figures (plots.sweep_plot) and the `plot` command, rendered headless."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from plots.sweep_plot import series, sweep_figure, write_plots
+from plots.sweep_plot import _row_major, series, sweep_figure, write_plots
 from sweepbench.commands import plot as plot_command
 from sweepbench.errors import UsageError
 from sweepbench.results.runs import Row, Run, load_runs
@@ -59,6 +60,8 @@ def test_repeated_runs_give_error_bars_and_title_from_model():
             for s in (90.0, 100.0, 110.0)]
     s = series(Run("rep", runs[0].rows), "pp")
     assert list(s.error) == [0.0, 0.0]  # one sample: no bar
+    (single,) = sweep_figure([runs[0]], "pp").axes[0].containers
+    assert not single.has_yerr
     fig = sweep_figure(runs, "pp", log_y=True)
     (ax,) = fig.axes
     (container,) = ax.containers
@@ -70,14 +73,34 @@ def test_repeated_runs_give_error_bars_and_title_from_model():
 
 def test_six_runs_keep_a_readable_legend():
     runs = load_runs([LOGS / "ik-discussion357-qwen3-30b-a3b-comparisons.md"])[:6]
-    fig = sweep_figure(runs, "pp")
+    fig = sweep_figure(runs, "pp", baseline=runs[0].label)
     legend = fig.legends[0]
-    # one file's tables share a long label prefix: shown once as the legend title, entries keep the table index
+    # one file's tables share a long label prefix: shown once as the legend title; entries keep the table index and
+    # the <summary> caption the export gives the table
     assert legend.get_title().get_text() == "ik-discussion357-qwen3-30b-a3b-comparisons"
-    assert [t.get_text() for t in legend.get_texts()] == [f"#{i}" for i in range(1, 7)]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[0] == "#1 · llama.cpp CPU-only performance data without FA (baseline)"
+    assert texts[4] == "#5 · ik_llama.cpp hybrid GPU+CPU performance data" and texts[5] == "#6"
     colors = {tuple(c.lines[0].get_color()) for c in fig.axes[0].containers}
     markers = {c.lines[0].get_marker() for c in fig.axes[0].containers}
     assert len(colors) == 6 and len(markers) == 6
+    fig.savefig(io.BytesIO(), format="png")  # lay out: the legend sits inside the figure, below the axes
+    box, figure_box = legend.get_window_extent(), fig.bbox
+    assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 and figure_box.y0 <= box.y0
+    assert all(box.y1 <= ax.get_window_extent().y0 for ax in fig.axes)
+    ratio = fig.axes[1]
+    assert ratio.get_yscale() == "log"  # ratios from 0.3x to 30x: a linear axis would flatten the ones near 1
+
+
+def test_legend_reads_left_to_right():
+    assert _row_major(6, 3) == [0, 3, 1, 4, 2, 5] and _row_major(5, 3) == [0, 3, 1, 4, 2]
+    runs = [Run(f"r{i}", (Row(n_kv=0, speed_tg=1.0 + i), Row(n_kv=64, speed_tg=1.0))) for i in range(6)]
+    fig = sweep_figure(runs, "tg")
+    fig.savefig(io.BytesIO(), format="png")
+    where = {t.get_text(): t.get_window_extent() for t in fig.legends[0].get_texts()}
+    first_row, second_row = [where[f"r{i}"] for i in (0, 1, 2)], [where[f"r{i}"] for i in (3, 4, 5)]
+    assert len({round(b.y0) for b in first_row}) == 1 and first_row[0].y0 > second_row[0].y0  # r0 r1 r2 on top
+    assert first_row[0].x0 < first_row[1].x0 < first_row[2].x0
 
 
 @pytest.mark.parametrize("fmt, magic", [("png", b"\x89PNG"), ("svg", b"<?xml")])
@@ -117,3 +140,15 @@ def test_cli_plot_with_table(tmp_path, cli):
 def test_cli_plot_usage_errors(tmp_path, cli, args, exit_code):
     result = cli(STANDARD, GROUPED, "-o", tmp_path, *args)
     assert result.exit_code == exit_code and result.stderr.startswith("sweepbench: error:")
+    assert result.stderr.count("\n") == 1
+
+
+def test_cli_plot_bad_inputs_one_line(tmp_path, cli):
+    empty, binary, not_a_dir = tmp_path / "empty.md", tmp_path / "noise.bin", tmp_path / "file.txt"
+    empty.write_bytes(b"")
+    binary.write_bytes(bytes(range(256)) * 16)
+    not_a_dir.write_text("x")
+    for args in ([tmp_path / "missing.md"], [empty], [binary], [tmp_path], [STANDARD, "-o", not_a_dir]):
+        result = cli(*args, *([] if "-o" in args else ["-o", tmp_path / "out"]))
+        assert result.exit_code != 0 and result.stderr.startswith("sweepbench: error:"), args
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

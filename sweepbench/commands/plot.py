@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from plots.sweep_plot import write_plots
 from sweepbench.commands import user_errors
 from sweepbench.results.runs import load_runs
 from sweepbench.results.summary import summary_markdown
@@ -30,6 +29,8 @@ def register(app: typer.Typer) -> None:
         log_y: bool = typer.Option(False, "--log-y", help="Logarithmic tokens/s axis."),
         table: bool = typer.Option(False, "--table", help="Also print a markdown summary on stdout."),
     ) -> None:
+        from plots.sweep_plot import write_plots  # matplotlib takes 0.3 s to import: only for this command
+
         loaded = load_runs(runs, label or None)
         for path in write_plots(loaded, output_dir, fmt, baseline, log_y):
             print(f"wrote {path}", file=sys.stderr)
