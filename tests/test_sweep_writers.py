@@ -185,3 +185,12 @@ def test_csv_reads_back_with_pandas():
     assert df["vram_delta_mib"].isna().all() and df.loc[2, "rss_hwm_mib"] == pytest.approx(216.0)
     assert re.fullmatch(r"engine,n_kv_max,.*,speed_tg,rss_hwm_mib,vram_delta_mib,window,.*,ratio_pp,ratio_tg",
                         golden("memory-vs.csv").splitlines()[0])
+
+
+def test_jsonl_writes_figures_that_are_not_finite_as_null():
+    from sweepbench.results.writers import jsonl_line
+
+    line = jsonl_line({"type": "row", "speed_tg": float("inf"), "samples_speed_tg": [float("nan"), 2.0],
+                       "nested": {"x": float("-inf")}})
+    assert json.loads(line) == {"type": "row", "speed_tg": None, "samples_speed_tg": [None, 2.0],
+                                "nested": {"x": None}}

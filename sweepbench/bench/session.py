@@ -39,9 +39,9 @@ FLASH_ATTN = ("on", "off", "auto")
 # EngineOptions field -> the flag that sets it (for "engine X ignores FLAG" notes; seed drives our token stream)
 FLAGS = {"repack": "-rtr", "fused_moe": "-fmoe/-no-fmoe", "flash_attn": "-fa", "grouped_routing": "-ger",
          "n_threads": "-t", "type_k": "-ctk", "type_v": "-ctv", "n_batch": "-b", "n_ubatch": "-ub"}
-IK_WHEEL_NOTE = ("engine 'ik' is the ik-llama-cpp-python wheel, a generic AVX2 build that runs at 0.78-0.88x of a "
-                 "native ik_llama.cpp build on the same CPU (PP 0.88x, TG 0.78x: shared/reference/anchors.md), so "
-                 "ratios against it flatter us by 10-25%")
+IK_WHEEL_NOTE = ("engine 'ik' is the ik-llama-cpp-python wheel, a generic AVX2 build slower than a native "
+                 "ik_llama.cpp build of the same commit (2-core Zen 3, small qwen3moe Q8_0: PP512 0.88x, TG 0.78x), "
+                 "so ratios against it flatter us by 10-25%")
 
 
 class Terminated(BaseException):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Callable, Protocol
@@ -88,8 +89,19 @@ class CsvTable:
         return self._csv(["" if values.get(f) is None else values[f] for f in self.fields])
 
 
+def _finite(value):
+    """JSON has no NaN or infinity: such a figure was not measured, so it is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def jsonl_line(record: dict) -> str:
-    return json.dumps(record, allow_nan=False) + "\n"
+    return json.dumps(_finite(record), allow_nan=False) + "\n"
 
 
 # ---- sinks: where one run's records go, as they happen ------------------------------------------------------------
