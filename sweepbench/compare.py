@@ -120,7 +120,8 @@ def compare_files(baseline: Path, candidate: Path, options: GateOptions) -> list
 
 
 def _side(path: Path) -> dict[str | None, Run]:
-    """One file = one side: its runs of one engine are repetitions of one configuration, pooled."""
+    """One file = one side, one run per engine. Runs sharing a label are repetitions and are pooled (as in plot);
+    differently labelled runs (a discussion export's tables "file#1", "file#2", ...) are not guessed to be."""
     try:
         runs = load_runs([path])
     except UsageError:
@@ -129,9 +130,17 @@ def _side(path: Path) -> dict[str | None, Run]:
         raise UsageError(str(e)) from None
     by_engine: dict[str | None, list[Run]] = {}
     for run in runs:
-        label = path.name if run.engine is None else f"{path.name}:{run.engine}"
-        by_engine.setdefault(run.engine, []).append(replace(run, label=label))
+        by_engine.setdefault(run.engine, []).append(run)
     for engine, group in by_engine.items():
+        labels = list(dict.fromkeys(r.label for r in group))
+        if len(labels) > 1:
+            shown = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+            raise UsageError(f"{path}: holds {len(labels)} differently labelled runs"
+                             f"{f' of engine {engine}' if engine else ''} ({shown}); "
+                             f"compare needs one per side. If they are repetitions, give them one label: "
+                             f"sweepbench convert {path} --label NAME -o runs.jsonl")
+        label = path.name if engine is None else f"{path.name}:{engine}"
+        by_engine[engine] = group = [replace(r, label=label) for r in group]
         for other in group[1:]:
             if problems := mismatches(group[0], other):
                 raise UsageError(f"{path}: holds runs of different configurations ({problems[0]}); "

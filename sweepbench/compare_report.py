@@ -42,7 +42,8 @@ def _markdown_one(c: Comparison) -> list[str]:
     if not c.comparable:
         return lines
     metrics = [m for m in METRICS if any(r.metric == m for r in c.results)]
-    head = "| N_KV |" + "".join(f" {METRIC_TITLE[m]} base | {METRIC_TITLE[m]} cand | ratio | verdict |" for m in metrics)
+    head = "| N_KV |" + "".join(f" {METRIC_TITLE[m]} base | {METRIC_TITLE[m]} cand | ratio | verdict |"
+                                for m in metrics)
     lines += [head, "|---:|" + "---:|---:|---:|:-:|" * len(metrics)]
     for n_kv, by_metric in _by_row(c).items():
         cells = "".join(_md_cells(by_metric.get(m)) for m in metrics)

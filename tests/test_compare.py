@@ -10,7 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from sweepbench.commands import compare as compare_command
+from sweepbench.commands import convert as convert_command
 from sweepbench.compare import GateOptions, compare_files, exit_code, parse_tolerance
+from sweepbench.compare_report import markdown
 from sweepbench.errors import UsageError
 
 N_KV = (0, 64, 128, 192)
@@ -190,6 +192,46 @@ def test_cli_unreadable_input_exits_2(tmp_path, cli):
         assert result.exit_code == 2 and result.stderr.count("\n") == 1 and str(bad) in result.stderr
 
 
+def md_tables(path: Path, scale: float, n_tables: int = 6) -> Path:
+    """``cat run1.md ... run6.md``: llama-sweep-bench tables of one configuration, 2% noise between runs."""
+    rng = np.random.default_rng(int(scale * 1000))
+    lines = []
+    for _ in range(n_tables):
+        lines += ["|    PP |     TG |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |",
+                  "|-------|--------|--------|----------|----------|----------|----------|"]
+        for n_kv in (0, 512, 1024):
+            s_pp, s_tg = scale * 1000 * (1 + 0.02 * rng.standard_normal(2)) / (1 + n_kv / 4096)
+            lines.append(f"|   512 |    128 | {n_kv:6d} | {512 / s_pp:8.3f} | {s_pp:8.2f} | {128 / s_tg:8.3f} | "
+                         f"{s_tg:8.2f} |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_several_tables_are_one_side_only_when_labelled_as_repetitions(tmp_path, cli):
+    base, cand = md_tables(tmp_path / "base.md", 1.0), md_tables(tmp_path / "cand.md", 0.9)
+    refused = cli(base, cand)  # base#1 ... base#6: not guessed to be repetitions
+    assert refused.exit_code == 2 and "6 differently labelled runs" in refused.stderr and "--label" in refused.stderr
+    discussion = Path(__file__).parent / "data" / "sweep-logs" / "ik-discussion357-qwen3-30b-a3b-comparisons.md"
+    assert cli(discussion, cand).exit_code == 2
+    for source, label in ((base, "b"), (cand, "c")):  # one label per file: its tables are repetitions
+        args = ["convert", str(source), "--label", label, "-o", str(tmp_path / f"{label}.jsonl")]
+        assert CliRunner().invoke(convert_app(), args).exit_code == 0
+    code, (c,) = gate(tmp_path / "b.jsonl", tmp_path / "c.jsonl")
+    assert code == 1 and all(len(r.base) == 6 and r.p_value is not None for r in c.results)
+    assert {r.verdict for r in c.results} == {"regressed"}
+
+
+def convert_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # keeps `convert` a subcommand in this one-command app
+        pass
+
+    convert_command.register(app)
+    return app
+
+
 def test_published_tables_compare_low_n():
     logs = Path(__file__).parent / "data" / "sweep-logs"
     standard = logs / "ik-pr838-ling-mini-2.0-q4_k_m-standard-routing.md"
@@ -200,3 +242,5 @@ def test_published_tables_compare_low_n():
     assert set(verdicts([c], "pp")) == {"same"}
     (tg,) = [cv for cv in c.curves if cv.metric == "tg"]
     assert tg.geomean == pytest.approx(0.965, abs=0.005) and tg.regressed and code == 1
+    rows = [line for line in markdown([c]).splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 16 and all(line.count("low-n") == 2 for line in rows)  # S_PP and S_TG marked

@@ -124,9 +124,17 @@ def test_convert_round_trip(tmp_path):
     assert [r.rows for r in again] == [r.rows for r in runs]
     assert [(r.status, r.message) for r in again] == [(r.status, r.message) for r in runs]
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sum(r["type"] == "system" for r in records) == len(runs)
-    assert sum(r["type"] == "end" for r in records) == len(runs)
-    assert {"n_kv", "pp", "tg", "t_pp", "speed_pp", "t_tg", "speed_tg"} <= set(records[1])
+    # per run: its header record, then its rows, then its end record
+    types = "".join({"system": "S", "row": "r", "end": "E"}[r["type"]] for r in records)
+    assert types == "".join("S" + "r" * len(run.rows) + "E" for run in runs)
+    rows = [r for r in records if r["type"] == "row"]
+    assert all({"n_kv", "pp", "tg", "t_pp", "speed_pp", "t_tg", "speed_tg"} <= set(r) for r in rows)
+    assert sum(len(run.rows) for run in runs) == len(rows) == 16 + 16 + 4 + 0 + sum(
+        len(r.rows) for r in load_runs([DISCUSSION]))
+    headers = [r for r in records if r["type"] == "system"]
+    hybrid = next(h for h in headers if h["label"] == "ik-pr838-ling-1t-hybrid-2x3090")
+    assert hybrid["options"]["n_ctx"] == 65536 and hybrid["engine"] == "ik_llama.cpp"
+    assert hybrid["source_format"] == "sweep-bench-log" and hybrid["source"].endswith("2x3090.log")
 
 
 def test_labels_per_file_per_run_and_mismatch():
@@ -281,3 +289,23 @@ def test_cli_convert(tmp_path):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(SweepbenchError, match="cannot read"):
         parse_file(tmp_path / "nope.md")
+
+
+def test_cli_convert_bad_inputs_one_line(tmp_path):
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    convert_command.register(app)
+    empty, binary = write(tmp_path, "empty.md", ""), tmp_path / "noise.bin"
+    binary.write_bytes(bytes(range(256)) * 16)
+    out = str(tmp_path / "out.jsonl")
+    good = str(LOGS / "ik-pr838-ling-1t-hybrid-2x3090.log")
+    for args in ([str(tmp_path / "missing.md"), "-o", out], [str(empty), "-o", out], [str(binary), "-o", out],
+                 [str(tmp_path), "-o", out], [good, "-o", str(tmp_path / "no-such-dir" / "x.jsonl")],
+                 [good, "-o", out, "-l", "a", "-l", "b"]):
+        result = CliRunner().invoke(app, ["convert", *args])
+        assert result.exit_code != 0 and result.stderr.startswith("sweepbench: error:"), args
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr

@@ -152,3 +152,11 @@ def test_cli_plot_bad_inputs_one_line(tmp_path, cli):
         result = cli(*args, *([] if "-o" in args else ["-o", tmp_path / "out"]))
         assert result.exit_code != 0 and result.stderr.startswith("sweepbench: error:"), args
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_error_bars_from_repetitions_inside_a_row():
+    rows = (Row(n_kv=0, speed_tg=100.0, samples_speed_tg=(90.0, 100.0, 110.0)),
+            Row(n_kv=64, speed_tg=80.0, samples_speed_tg=(78.0, 80.0, 82.0)))
+    (container,) = sweep_figure([Run("reps", rows)], "tg").axes[0].containers
+    segments = container.lines[2][0].get_segments()
+    np.testing.assert_allclose([seg[1][1] - seg[0][1] for seg in segments], [20.0, 4.0])  # +/- one sample stdev

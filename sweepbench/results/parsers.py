@@ -324,7 +324,7 @@ class _SweepTable(_Table):
         if len(cells) != len(self.titles) or not all(_is_number_cell(c) for c in cells):
             return False
         n_kv = cells[self.keys.index("n_kv")]
-        return _is_number_cell(n_kv) and n_kv.isdigit() and int(n_kv) > self.run.rows[-1]["n_kv"]
+        return n_kv.isdigit() and int(n_kv) > self.run.rows[-1]["n_kv"]
 
     def add_cells(self, cells, line, lineno):
         row = {"type": "row", **self.row_defaults}
