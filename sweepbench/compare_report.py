@@ -39,6 +39,8 @@ def _markdown_one(c: Comparison) -> list[str]:
     if c.mismatches:
         state = "compared anyway (--force)" if o.force else "not compared"
         lines += [f"> **Not comparable, {state}:** " + "; ".join(c.mismatches), ""]
+    if not c.results:
+        lines += ["> **Not comparable:** no row has the same N_KV, PP and TG on both sides", ""]
     if not c.comparable:
         return lines
     metrics = [m for m in METRICS if any(r.metric == m for r in c.results)]

@@ -244,3 +244,10 @@ def test_published_tables_compare_low_n():
     assert tg.geomean == pytest.approx(0.965, abs=0.005) and tg.regressed and code == 1
     rows = [line for line in markdown([c]).splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 16 and all(line.count("low-n") == 2 for line in rows)  # S_PP and S_TG marked
+
+
+def test_no_rows_in_common_is_not_comparable(tmp_path, cli):
+    base = sweep_file(tmp_path / "base.jsonl", seed=1)
+    crashed = Path(__file__).parent / "data" / "sweep-logs" / "ik-pr861-crash-after-header.log"  # 0 rows
+    result = cli(base, crashed, "--force")
+    assert result.exit_code == 3 and "no row has the same N_KV" in result.stdout
