@@ -10,6 +10,11 @@ from importlib import import_module
 
 import typer
 
+try:  # typer >= 0.2x carries its own copy of click; older ones use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
+
 from sweepbench import __version__
 from sweepbench.errors import SweepbenchError
 
@@ -54,12 +59,24 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point. Commands turn user errors into one line themselves (``commands.user_errors``)."""
+    """Console entry point. Commands turn user errors into one line themselves (``commands.user_errors``);
+    Click's own usage errors (an unknown option or command, a missing value) become one line here too, instead of
+    a usage block."""
     try:
-        app(args=argv, prog_name="sweepbench")
+        code = app(args=argv, prog_name="sweepbench", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError:  # bare `sweepbench`: typer has printed the help already
+        sys.exit(0)
+    except click_exceptions.UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else "sweepbench"
+        print(f"sweepbench: error: {e.format_message()} (see '{command} -h')", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("sweepbench: interrupted", file=sys.stderr)
+        sys.exit(130)
     except SweepbenchError as e:  # raised outside a command (e.g. while registering)
         print(f"sweepbench: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

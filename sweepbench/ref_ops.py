@@ -216,6 +216,10 @@ class QuantMatrix:
     qtype: Q
     row_len: int
 
+    @property
+    def n_bytes(self) -> int:
+        return self.raw.nbytes
+
 
 @dataclass(frozen=True)
 class ExpertGroups:
@@ -248,6 +252,11 @@ class ExpertStack:
         self.raw, self.qtype, self.row_len, self.n_expert, self.keep = raw, qtype, row_len, n_expert, keep
         self.n_rows = raw.shape[0] // n_expert
         self._cache: dict[int, np.ndarray] = {}
+
+    @property
+    def n_bytes(self) -> int:
+        """Bytes held: the float32 experts decoded so far, or the mapped encoding when they are not kept."""
+        return sum(w.nbytes for w in self._cache.values()) if self.keep else self.raw.nbytes
 
     def __getitem__(self, e: int) -> np.ndarray:  # [N, E]
         w = self._cache.get(e)

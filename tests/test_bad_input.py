@@ -101,3 +101,28 @@ def test_synth_bad_flags(tmp_path, args, needle):
 def test_synth_bad_output_path(tmp_path, target, needle):
     result = CliRunner().invoke(app, ["synth", "tiny", "-o", str(tmp_path / target)])
     _assert_one_line_error(result, needle, code=2)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sweep-bench", "--bogus"], "No such option: --bogus"),
+    (["nope"], "No such command 'nope'"),
+    (["info"], "Missing argument"),
+    (["logits", "-m"], "requires an argument"),
+])
+def test_click_usage_errors_are_one_line_through_the_console_entry(capsys, argv, needle):
+    """Unknown options and commands come from Click, not from us: main() still turns them into one line."""
+    from sweepbench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and err.startswith("sweepbench: error:")
+
+
+def test_bare_command_prints_help_and_exits_0(capsys):
+    from sweepbench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 0 and "sweep-bench" in capsys.readouterr().out

@@ -140,3 +140,15 @@ def test_logits_command_bad_flags(tiny_model, tmp_path, args, needle):
     result = CliRunner().invoke(app, ["logits", "-m", str(tiny_model()), "-o", str(tmp_path / "x.npy"), *args])
     assert result.exit_code == 2, result.output
     assert needle in result.output and result.output.count("\n") == 1
+
+
+def test_memory_estimate_matches_what_load_holds(model):
+    """The fit check's estimate (before load) against what the engine holds once warmup used every expert."""
+    options = EngineOptions(n_ctx=64, type_k="q8_0")
+    engine = create_engine("reference")
+    estimate = engine.estimate_memory(str(model), options)
+    engine.load(str(model), options)
+    engine.warmup()
+    held = engine.memory()
+    assert held.kv_bytes == estimate.kv_bytes
+    assert held.weights_bytes == estimate.weights_bytes

@@ -76,6 +76,7 @@ def test_vs_ik_writes_both_engines_ratios_and_the_wheel_note(tiny_model, tmp_pat
     assert ratio["ratio_pp"] == pytest.approx(rows[0]["speed_pp"] / rows[1]["speed_pp"])
     runs = load_runs([out])
     assert [r.engine for r in runs] == ["reference", "ik"] and all(len(r.rows) == 4 for r in runs)
+    assert [r.label for r in runs] == ["vs (reference)", "vs (ik)"]  # one run in the file: no "#i"
     assert all(len(row.samples("tg")) == 2 for r in runs for row in r.rows)
 
 

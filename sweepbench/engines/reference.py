@@ -10,10 +10,14 @@ from typing import Any
 
 from sweepbench import ref_ops
 from sweepbench.config import ModelConfig
-from sweepbench.engines.base import EngineOptions
+from sweepbench.engines.base import EngineOptions, MemoryUse
 from sweepbench.engines.forward_engine import ForwardEngine
-from sweepbench.gguf_model import GGUFTensor
+from sweepbench.gguf_model import GGUFModel, GGUFTensor
+from sweepbench.models import weight_kind
+from sweepbench.models.tensors import open_model
 from sweepbench.quants import dequantize
+
+KV_BYTES_PER_VALUE = {"f16": 2.0, "q8_0": 34 / 32}
 
 # Share of MemAvailable that dequantized (float32) experts may take before they are decoded on every use instead.
 EXPERT_CACHE_SHARE = 0.4
@@ -28,6 +32,12 @@ def mem_available_bytes() -> int:
     except OSError:
         pass
     return 8 << 30
+
+
+def _experts_fit(model: GGUFModel) -> bool:
+    """Whether float32 copies of all routed experts fit the share of free memory they may take."""
+    n_values = sum(t.n_elements for n, t in model.tensors.items() if "_exps." in n)
+    return 4 * n_values <= EXPERT_CACHE_SHARE * mem_available_bytes()
 
 
 class ReferenceEngine(ForwardEngine):
@@ -53,9 +63,24 @@ class ReferenceEngine(ForwardEngine):
 
     def _keep_experts(self, cfg: ModelConfig) -> bool:
         if self._expert_budget is None:
-            n_values = sum(t.n_elements for n, t in self.model.tensors.items() if "_exps." in n)
-            self._expert_budget = 4 * n_values <= EXPERT_CACHE_SHARE * mem_available_bytes()
+            self._expert_budget = _experts_fit(self.model)
         return self._expert_budget
+
+    def estimate_memory(self, model_path: str, options: EngineOptions) -> MemoryUse:
+        """What ``load`` will hold: float32 copies of every dense weight (and of the experts when they fit the
+        expert cache), the mapped embedding table, and the KV cache."""
+        model, cfg = open_model(model_path)
+        keep = _experts_fit(model)
+        weights = 0
+        for name, t in model.tensors.items():
+            kind = weight_kind(name)
+            mapped = kind == "embedding" or (kind == "experts" and not keep)
+            weights += t.n_bytes if mapped else 4 * t.n_elements
+        if "output.weight" not in model.tensors:  # tied head: a float32 copy of the embeddings
+            weights += 4 * model.tensors["token_embd.weight"].n_elements
+        per_cell = cfg.n_layer * cfg.n_embd_kv * (KV_BYTES_PER_VALUE.get(options.type_k, 2.0)
+                                                  + KV_BYTES_PER_VALUE.get(options.type_v, 2.0))
+        return MemoryUse(weights_bytes=weights, kv_bytes=int(per_cell * options.n_ctx))
 
     def allocate_cache(self, cfg: ModelConfig, options: EngineOptions) -> ref_ops.KVCache:
         return ref_ops.KVCache.allocate(cfg.n_layer, options.n_ctx, cfg.n_embd_kv, options.type_k, options.type_v)

@@ -106,20 +106,23 @@ def load_runs(paths: Iterable[Path], labels: list[str] | None = None) -> list[Ru
     ``labels`` gives one label per file (all runs of that file then share it: repetitions) or one per run.
     """
     paths = [Path(p) for p in paths]
-    parsed = [[run for pr in parse_file(p) for run in _split_engines(pr)] for p in paths]
+    files = [parse_file(p) for p in paths]
+    # (index of the parsed run in its file, run of one engine, " (engine)" for --vs runs)
+    parsed = [[(i, *run) for i, pr in enumerate(prs) for run in _split_engines(pr)] for prs in files]
     n_runs = sum(len(runs) for runs in parsed)
     if labels and len(labels) not in (len(paths), n_runs):
         raise UsageError(f"--label given {len(labels)} times for {len(paths)} files holding {n_runs} runs; "
                          f"give one label per file or one per run")
     result: list[Run] = []
     for file_index, (path, runs) in enumerate(zip(paths, parsed)):
-        for i, (pr, engine_suffix) in enumerate(runs):
+        several = len(files[file_index]) > 1
+        for i, pr, engine_suffix in runs:
             if labels and len(labels) == len(paths):
                 label = labels[file_index] + engine_suffix
             elif labels:
                 label = labels[len(result)]
             else:
-                label = pr.header.get("label") or path.stem + (f"#{i + 1}" if len(runs) > 1 else "")
+                label = pr.header.get("label") or path.stem + (f"#{i + 1}" if several else "")
                 label += engine_suffix
             rows = tuple(sorted((Row.from_record(r) for r in pr.rows), key=_row_order))
             header = {"source": str(path), **pr.header}  # our own JSONL names no source: the file is the source
