@@ -1,0 +1,258 @@
+"""KV cache and flash attention (online softmax over chunks of cells; never an n_kv x n_tokens matrix).
+
+Cache layout per layer (C cells, padded to a multiple of ``CHUNK``; Hkv heads of D dims):
+    f16   K  uint16 [Hkv, C/8, D, 8]   8 cells side by side per dim: one vcvtph2ps gives a dim of 8 cells
+          V  uint16 [Hkv, C, D]        row-major: a cell's values are contiguous for the P.V accumulation
+    q8_0  K  the Q8_0 R8 weight layout per head (qs [Hkv, C/8, D/32*256], scales [Hkv, C/8, D/32*8] f16):
+             the 8 cells of a group are the 8 "rows" of ``qtiles.q8_t4``, queries the quantized "tokens"
+          V  int8 [Hkv, C, D] and f16 scales [Hkv, C, D/32]
+q8_0 blocks are quantized as ggml's reference (d = amax/127 in f16, q = roundf(x/d)).
+
+Work item = (KV head h, tile of up to TQ tokens): its G = H/Hkv query heads x tokens are the rows of the tile;
+per chunk of 32 cells: scores S [rows, 32] (scaled by 1/sqrt(D), causal mask), running max m, sum l and
+output O [rows, D] rescaled by exp(m_old - m_new), V chunk converted to float32 once, O += P V. Items write
+disjoint output rows: deterministic.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from sweepbench.cpu_kernels.layouts import SIGNED_OFFSET
+from sweepbench.cpu_kernels.quant_act import _quantize_row
+from sweepbench.cpu_kernels.qtiles import q8_t1, q8_t4
+from sweepbench.cpu_kernels.simd import (
+    bcf, f2h, fadd, fma, fmul, fsub, h2f, hmax, hsum, ldf, ldh, lds8f, mask_from, stf, vexp, zf,
+)
+
+CHUNK = 32  # cells per online-softmax step: S and the float32 V chunk (16 KB at D=128) stay in L1
+TQ = 4  # tokens per prefill tile: K/V chunks are read once for TQ*G query rows
+
+
+class KVCache:
+    """Per-layer K/V arrays in the layouts above. ``n_filled`` is kept by the engine (truncate moves it)."""
+
+    def __init__(self, n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int, type_k: str, type_v: str):
+        if head_dim % 32:
+            raise ValueError(f"head_dim {head_dim} is not a multiple of 32")
+        c = -(-n_ctx // CHUNK) * CHUNK
+        self.type_k, self.type_v, self.n_ctx, self.head_dim, self.n_head_kv = type_k, type_v, c, head_dim, n_head_kv
+        h, d = n_head_kv, head_dim
+        self.k = [np.zeros((h, c // 8, d * 8), np.uint16) if type_k == "f16" else
+                  np.zeros((h, c // 8, d // 32 * 256), np.uint8) for _ in range(n_layer)]
+        self.ks = [np.zeros((h, c // 8, d // 32 * 8) if type_k == "q8_0" else (1, 1, 1), np.uint16)
+                   for _ in range(n_layer)]
+        self.v = [np.zeros((h, c, d), np.uint16 if type_v == "f16" else np.int8) for _ in range(n_layer)]
+        self.vs = [np.zeros((h, c, d // 32) if type_v == "q8_0" else (1, 1, 1), np.uint16) for _ in range(n_layer)]
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(a.nbytes for a in self.k + self.ks + self.v + self.vs)
+
+
+# ------------------------------------------------------------------------------------------- store
+
+
+@njit(cache=True)
+def _q8_block(x, q):
+    """ggml's quantize_row_q8_0_ref on 32 values: returns d (float32, to be stored as f16), fills q int8."""
+    amax = np.float32(0.0)
+    for i in range(32):
+        amax = max(amax, abs(x[i]))
+    d = amax / np.float32(127.0)
+    inv = np.float32(1.0) / d if d != 0 else np.float32(0.0)
+    for i in range(32):
+        a = abs(x[i] * inv)
+        f = np.floor(a)
+        r = f + np.floor(np.float32(2.0) * (a - f))  # roundf: halves away from zero (gguf's np_roundf)
+        q[i] = np.int8(-r if x[i] * inv < 0 else r)
+    return d
+
+
+@njit(cache=True)
+def kv_store(k, v, kc, ks, vc, vs, pos0, k_q8, v_q8):
+    """k, v f32 [T, Hkv*D] -> cells pos0..pos0+T of one layer's cache arrays (layouts in the module doc)."""
+    t_n = k.shape[0]
+    h_n = kc.shape[0]
+    d_n = k.shape[1] // h_n
+    q = np.empty(32, np.int8)
+    for t in range(t_n):
+        c = pos0 + t
+        grp, r = c // 8, c % 8
+        for h in range(h_n):
+            for b in range(d_n // 32):
+                src = k[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
+                if k_q8:
+                    ks[h, grp, 8 * b + r] = f2h(_q8_block(src, q))
+                    for vv in range(8):
+                        for i in range(4):
+                            byte = np.uint8(q[4 * vv + i]) ^ np.uint8(0x80 if SIGNED_OFFSET else 0)
+                            kc[h, grp, 256 * b + 32 * vv + 4 * r + i] = byte
+                else:
+                    for i in range(32):
+                        kc[h, grp, (32 * b + i) * 8 + r] = f2h(src[i])
+                vsrc = v[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
+                if v_q8:
+                    vs[h, c, b] = f2h(_q8_block(vsrc, q))
+                    for i in range(32):
+                        vc[h, c, 32 * b + i] = q[i]
+                else:
+                    for i in range(32):
+                        vc[h, c, 32 * b + i] = f2h(vsrc[i])
+
+
+# ------------------------------------------------------------------------------------------- attention
+
+
+@njit(cache=True)
+def _scores_f16(kh, grp, D, Q, rows, S, gi):
+    """S[r, 8gi : 8gi+8] = q_r . k of the 8 cells of group ``grp`` (f16 K), rows 4 at a time, 2 chains each."""
+    base = grp * D * 8
+    for rb in range(0, rows, 4):
+        r0, r1, r2, r3 = rb, min(rb + 1, rows - 1), min(rb + 2, rows - 1), min(rb + 3, rows - 1)
+        a0, a1, a2, a3, b0, b1, b2, b3 = zf(), zf(), zf(), zf(), zf(), zf(), zf(), zf()
+        for d in range(0, D, 2):
+            ka, kb = ldh(kh, base + 8 * d), ldh(kh, base + 8 * d + 8)
+            a0, b0 = fma(ka, bcf(Q[r0, d]), a0), fma(kb, bcf(Q[r0, d + 1]), b0)
+            a1, b1 = fma(ka, bcf(Q[r1, d]), a1), fma(kb, bcf(Q[r1, d + 1]), b1)
+            a2, b2 = fma(ka, bcf(Q[r2, d]), a2), fma(kb, bcf(Q[r2, d + 1]), b2)
+            a3, b3 = fma(ka, bcf(Q[r3, d]), a3), fma(kb, bcf(Q[r3, d + 1]), b3)
+        S1 = S.reshape(-1)
+        n = S.shape[1]
+        stf(S1, r0 * n + 8 * gi, fadd(a0, b0))
+        if rb + 1 < rows:
+            stf(S1, r1 * n + 8 * gi, fadd(a1, b1))
+        if rb + 2 < rows:
+            stf(S1, r2 * n + 8 * gi, fadd(a2, b2))
+        if rb + 3 < rows:
+            stf(S1, r3 * n + 8 * gi, fadd(a3, b3))
+
+
+@njit(cache=True)
+def _scores_q8(kq, ksc, grp, D, QQ, QD, QS, rows, S, gi):
+    """The same with a q8_0 K: integer dots of the quantized query rows against the group's 8 cells."""
+    S1 = S.reshape(-1)
+    n = S.shape[1]
+    rb = 0
+    while rb + 4 <= rows:
+        a0, a1, a2, a3 = q8_t4(kq, ksc, grp, D, QQ, QD, QS, rb, rb + 1, rb + 2, rb + 3, False)
+        stf(S1, rb * n + 8 * gi, a0)
+        stf(S1, (rb + 1) * n + 8 * gi, a1)
+        stf(S1, (rb + 2) * n + 8 * gi, a2)
+        stf(S1, (rb + 3) * n + 8 * gi, a3)
+        rb += 4
+    while rb < rows:
+        stf(S1, rb * n + 8 * gi, q8_t1(kq, ksc, grp, D, QQ, rb, QD, QS, False))
+        rb += 1
+
+
+@njit(parallel=True, cache=True)
+def flash_attn(q, out, pos0, n_head, kc, ks, vc, vs, k_q8, v_q8):
+    """q f32 [T, H*D] (token t at pos0+t) over one layer's cache -> out f32 [T, H*D]."""
+    t_n = q.shape[0]
+    h_kv, d_n = vc.shape[0], vc.shape[2]
+    g_n = n_head // h_kv
+    tq = TQ if t_n >= TQ else 1
+    n_tiles = (t_n + tq - 1) // tq
+    scale = np.float32(1.0 / math.sqrt(d_n))
+    for item in prange(h_kv * n_tiles):
+        h, t0 = item % h_kv, (item // h_kv) * tq
+        nt = min(tq, t_n - t0)
+        rows = nt * g_n
+        Q = np.empty((rows, d_n), np.float32)  # row = tt * G + g
+        for rr in range(rows):
+            Q[rr] = q[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
+        QQ = np.empty(rows * d_n, np.int8)
+        QD = np.empty(rows * d_n // 32, np.float32)
+        QS = np.empty(rows * d_n // 16, np.float32)
+        if k_q8:
+            for rr in range(rows):
+                _quantize_row(Q[rr], QQ[rr * d_n : (rr + 1) * d_n], QD[rr * d_n // 32 : (rr + 1) * d_n // 32],
+                              QS[rr * d_n // 16 : (rr + 1) * d_n // 16])
+        S = np.empty((rows, CHUNK), np.float32)
+        O = np.zeros((rows, d_n), np.float32)
+        Vc = np.empty((CHUNK, d_n), np.float32)
+        m = np.full(rows, -np.inf, np.float32)
+        l = np.zeros(rows, np.float32)
+        kh, ksh = kc[h].reshape(-1), ks[h].reshape(-1)
+        last = pos0 + t0 + nt - 1  # last cell any row of the tile sees
+        for c0 in range(0, last + 1, CHUNK):
+            cn = min(CHUNK, last + 1 - c0)
+            ng = (cn + 7) // 8
+            for gi in range(ng):
+                if k_q8:
+                    _scores_q8(kh, ksh.view(np.uint8), c0 // 8 + gi, d_n, QQ, QD, QS, rows, S, gi)
+                else:
+                    _scores_f16(kh, c0 // 8 + gi, d_n, Q, rows, S, gi)
+            _softmax_step(S, O, m, l, rows, ng, c0, pos0 + t0, g_n, scale)
+            _v_chunk(vc[h], vs[h], c0, cn, v_q8, Vc)
+            _pv(S, Vc, O, rows, cn)
+        for rr in range(rows):
+            inv = np.float32(1.0) / l[rr]
+            o = out[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
+            for d in range(d_n):
+                o[d] = O[rr, d] * inv
+
+
+@njit(cache=True)
+def _softmax_step(S, O, m, l, rows, ng, c0, pos_t0, g_n, scale):
+    """Scale and mask S, update m and l, turn S into exp(S - m_new), rescale O by exp(m_old - m_new)."""
+    S1, O1 = S.reshape(-1), O.reshape(-1)
+    n, d_n = S.shape[1], O.shape[1]
+    for r in range(rows):
+        visible = pos_t0 + r // g_n - c0 + 1  # cells c0 .. c0 + visible - 1 are at or before the row's token
+        mx = np.float32(-np.inf)
+        for gi in range(ng):
+            s = mask_from(fmul(ldf(S1, r * n + 8 * gi), bcf(scale)), visible - 8 * gi, -np.inf)
+            stf(S1, r * n + 8 * gi, s)
+            mx = max(mx, hmax(s))
+        m_new = max(m[r], mx)
+        if m_new == -np.inf:  # nothing visible yet (cannot happen from cell 0 on, kept for safety)
+            continue
+        alpha = np.float32(math.exp(m[r] - m_new))
+        tot = np.float32(0.0)
+        for gi in range(ng):
+            p = vexp(fsub(ldf(S1, r * n + 8 * gi), bcf(m_new)))
+            stf(S1, r * n + 8 * gi, p)
+            tot += hsum(p)
+        m[r], l[r] = m_new, l[r] * alpha + tot
+        if alpha != 1:
+            av = bcf(alpha)
+            for d in range(0, d_n, 8):
+                stf(O1, r * d_n + d, fmul(ldf(O1, r * d_n + d), av))
+
+
+@njit(cache=True)
+def _v_chunk(vh, vsh, c0, cn, v_q8, Vc):
+    """Cells c0..c0+cn of one head's V -> float32 Vc [CHUNK, D]."""
+    d_n = vh.shape[1]
+    V1, Vc1 = vh.reshape(-1), Vc.reshape(-1)
+    for c in range(cn):
+        for d in range(0, d_n, 8):
+            if v_q8:
+                x = fmul(lds8f(V1.view(np.uint8), (c0 + c) * d_n + d), bcf(h2f(vsh[c0 + c, d // 32])))
+            else:
+                x = ldh(V1, (c0 + c) * d_n + d)
+            stf(Vc1, c * d_n + d, x)
+
+
+@njit(cache=True)
+def _pv(S, Vc, O, rows, cn):
+    """O[r, :] += sum_c P[r, c] Vc[c, :], 32 dims (4 vectors) at a time."""
+    S1, V1, O1 = S.reshape(-1), Vc.reshape(-1), O.reshape(-1)
+    n, d_n = S.shape[1], O.shape[1]
+    for r in range(rows):
+        for ds in range(0, d_n, 32):
+            o = r * d_n + ds
+            a0, a1, a2, a3 = ldf(O1, o), ldf(O1, o + 8), ldf(O1, o + 16), ldf(O1, o + 24)
+            for c in range(cn):
+                p = bcf(S1[r * n + c])
+                v = c * d_n + ds
+                a0, a1 = fma(ldf(V1, v), p, a0), fma(ldf(V1, v + 8), p, a1)
+                a2, a3 = fma(ldf(V1, v + 16), p, a2), fma(ldf(V1, v + 24), p, a3)
+            stf(O1, o, a0)
+            stf(O1, o + 8, a1)
+            stf(O1, o + 16, a2)
+            stf(O1, o + 24, a3)

@@ -1,0 +1,263 @@
+"""``--engine numba-cpu``: the architectures' ``forward()`` over Numba kernels (``sweepbench.cpu_kernels``).
+
+Quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, IQ4_XS) meet activations quantized per block of 32 to int8
+and are multiplied with integer dot products, then scales (ggml's scheme); F32/F16/BF16 weights use float dots
+on float32 activations (no quantization: the F16 tier). MXFP4 is expanded to int8 blocks at load.
+``repack=True`` (-rtr, the default here) rewrites every matrix with a multiple of 8 rows into the R8 layouts
+(``cpu_kernels.layouts``); ``repack=False`` runs the plain kernels on the memory-mapped GGUF rows.
+KV cache: ``cpu_kernels.attention.KVCache`` (f16 or q8_0), flash attention for prefill and decode.
+Every kernel is compiled (or loaded from Numba's cache) in ``warmup``, never inside a measured call.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+
+from sweepbench.config import ModelConfig
+from sweepbench.cpu_kernels.threads import init_threading, set_threads, threading_layer
+from sweepbench.engines.base import EngineOptions
+from sweepbench.engines.forward_engine import ForwardEngine
+from sweepbench.errors import SweepbenchError
+from sweepbench.gguf_model import GGUFTensor
+from sweepbench.quants import SUPPORTED, dequantize
+from sweepbench.ref_ops import QuantMatrix
+
+init_threading()  # before any parallel kernel module is used
+
+from sweepbench.cpu_kernels import attention, dense, moe, qmm, rowmajor  # noqa: E402
+from sweepbench.cpu_kernels.layouts import K_F32, KIND_OF, QuantR8, can_repack, repack  # noqa: E402
+from sweepbench.cpu_kernels.quant_act import QuantAct  # noqa: E402
+from sweepbench.cpu_kernels.simd import CPU_NAME, ISA  # noqa: E402
+
+@dataclass
+class Plain:
+    """A weight stack kept as GGUF rows: raw uint8 [X, N*row_bytes] (a view of the mapped file)."""
+
+    kind: int  # rowmajor kind (float weights: K_F32 + format)
+    qtype: Q
+    n_rows: int
+    row_len: int
+    raw: np.ndarray
+
+    @property
+    def n_bytes(self) -> int:
+        return self.raw.nbytes
+
+
+@dataclass
+class Groups:
+    """Routed rows grouped by expert: rows [R] (routed row t*K + j) in expert order, xrows [R] their tokens,
+    offsets [X+1], active experts; ids [T, K] as routed."""
+
+    ids: np.ndarray
+    rows: np.ndarray
+    xrows: np.ndarray
+    offsets: np.ndarray
+    active: np.ndarray
+
+
+def _prepare(t: GGUFTensor, n_mats: int, use_repack: bool):
+    n_rows = t.raw.shape[0] // n_mats
+    if use_repack and can_repack(t.qtype, n_rows):
+        return repack(t.raw, t.qtype, n_rows, t.row_len, n_mats)
+    return Plain(KIND_OF[Q(t.qtype)], Q(t.qtype), n_rows, t.row_len, np.asarray(t.raw).reshape(n_mats, -1))
+
+
+_UNUSED = np.zeros(1, np.float32)  # activation scales of float weights (never read)
+
+
+class CpuOps:
+    """The ops table (``models.ops``) over the kernels. Activations are float32 C-contiguous NumPy arrays."""
+
+    def __init__(self) -> None:
+        self._last_x: np.ndarray | None = None  # the last quantized input: q, k and v share one quantization
+        self._last_q: QuantAct | None = None
+
+    # ---- helpers
+    def _quant(self, x: np.ndarray) -> QuantAct:
+        if x is not self._last_x:
+            self._last_x, self._last_q = x, QuantAct(x)
+        return self._last_q
+
+    @staticmethod
+    def _ident(t: int):
+        rows = np.arange(t, dtype=np.int64)
+        return rows, np.array([0, t], np.int64), np.zeros(1, np.int64)
+
+    def _act(self, x, kind):
+        """(activations, their block scales, block sums) as the kernels of weight ``kind`` take them."""
+        if kind >= K_F32:
+            return x.reshape(-1), _UNUSED, _UNUSED
+        a = self._quant(x)
+        return a.q.reshape(-1), a.d.reshape(-1), a.s16.reshape(-1)
+
+    def _mm(self, x, w, xrows, yrows, offsets, active, n_out_rows):
+        y = np.empty((n_out_rows, w.n_rows), np.float32)
+        xin, xd, xs = self._act(x, w.kind)
+        if isinstance(w, QuantR8):
+            qmm.q_mm(w.kind, w.qs, w.sc, w.row_len, xin, xd, xs, xrows, yrows, offsets, active, y.reshape(-1))
+        else:
+            rowmajor.rm_mm(w.kind, w.raw, w.n_rows, w.row_len, xin, xd, xs, xrows, yrows, offsets, active,
+                           y.reshape(-1))
+        return y
+
+    def _up_gate(self, x, wg, wu, xrows, yrows, offsets, active, n_out_rows):
+        if type(wg) is not type(wu) or wg.kind != wu.kind:  # mixed types (never in practice): unfused
+            g = self._mm(x, wg, xrows, yrows, offsets, active, n_out_rows)
+            u = self._mm(x, wu, xrows, yrows, offsets, active, n_out_rows)
+            return (g / (np.float32(1.0) + np.exp(-g)) * u).astype(np.float32)
+        h = np.empty((n_out_rows, wg.n_rows), np.float32)
+        xin, xd, xs = self._act(x, wg.kind)
+        if isinstance(wg, QuantR8):
+            qmm.q_up_gate(wg.kind, wg.qs, wg.sc, wu.qs, wu.sc, wg.row_len, xin, xd, xs, xrows, yrows, offsets,
+                          active, h.reshape(-1))
+        else:
+            rowmajor.rm_up_gate(wg.kind, wg.raw, wu.raw, wg.n_rows, wg.row_len, xin, xd, xs, xrows, yrows, offsets,
+                                active, h.reshape(-1))
+        return h
+
+    # ---- dense building blocks
+    def embed(self, w: QuantMatrix, tokens):
+        tokens = np.asarray(tokens, np.int64)
+        return dequantize(np.ascontiguousarray(w.raw[tokens]), w.qtype, w.row_len)
+
+    def rms_norm(self, x, w, eps):
+        out = np.empty_like(x)
+        dense.rms_norm(x, w, float(eps), out)
+        return out
+
+    def rms_norm_heads(self, x, w, eps, head_dim):
+        out = np.empty_like(x)
+        dense.rms_norm_heads(x, w, float(eps), int(head_dim), out)
+        return out
+
+    def rope_neox(self, x, pos0, head_dim, n_rot, base, freq_scale):
+        out = np.empty_like(x)
+        dense.rope_neox(x, int(pos0), int(head_dim), int(n_rot), float(base), float(freq_scale), out)
+        return out
+
+    def matmul(self, x, w):
+        rows, offsets, active = self._ident(x.shape[0])
+        return self._mm(x, w, rows, rows, offsets, active, x.shape[0])
+
+    def add(self, x, y):
+        out = np.empty_like(x)
+        dense.add(x, y, out)
+        return out
+
+    def swiglu_ffn(self, x, w_gate, w_up, w_down):
+        rows, offsets, active = self._ident(x.shape[0])
+        h = self._up_gate(x, w_gate, w_up, rows, rows, offsets, active, x.shape[0])
+        return self._mm(h, w_down, rows, rows, offsets, active, x.shape[0])
+
+    def rows(self, x, idx):
+        return np.ascontiguousarray(x[np.asarray(idx, np.int64)])
+
+    def split(self, x, sizes):
+        bounds = np.cumsum((0,) + tuple(sizes))
+        return [np.ascontiguousarray(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def to_host(self, x):
+        return np.asarray(x, np.float32)
+
+    # ---- attention
+    def kv_store(self, cache: attention.KVCache, il, k, v, pos0):
+        attention.kv_store(k, v, cache.k[il], cache.ks[il], cache.v[il], cache.vs[il], int(pos0),
+                           cache.type_k == "q8_0", cache.type_v == "q8_0")
+
+    def attention(self, q, cache: attention.KVCache, il, pos0, n_head, n_head_kv, head_dim):
+        out = np.empty_like(q)
+        attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.ks[il], cache.v[il], cache.vs[il],
+                             cache.type_k == "q8_0", cache.type_v == "q8_0")
+        return out
+
+    # ---- MoE
+    def route_softmax_topk(self, logits, k, norm):
+        ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
+        moe.route_softmax_topk(logits, int(k), bool(norm), ids, w)
+        return ids, w
+
+    def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
+        ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
+        b = bias if bias is not None else np.zeros(logits.shape[1], np.float32)
+        moe.route_sigmoid_topk(logits, b, bias is not None, int(k), int(n_groups), int(n_groups_used), bool(norm),
+                               float(norm_eps), float(scale), ids, w)
+        return ids, w
+
+    def group_rows_by_expert(self, ids, n_expert):
+        r = ids.size
+        rows, xrows, offsets = np.empty(r, np.int64), np.empty(r, np.int64), np.empty(n_expert + 1, np.int64)
+        active = moe.group_rows(np.ascontiguousarray(ids, np.int32), int(n_expert), rows, xrows, offsets)
+        return Groups(ids, rows, xrows, offsets, active)
+
+    def expert_up_gate(self, x, w_gate, w_up, groups: Groups):
+        return self._up_gate(x, w_gate, w_up, groups.xrows, groups.rows, groups.offsets, groups.active,
+                             groups.rows.size)
+
+    def expert_down(self, h, w_down, groups: Groups):
+        return self._mm(h, w_down, groups.rows, groups.rows, groups.offsets, groups.active, groups.rows.size)
+
+    def combine(self, y, weights):
+        out = np.empty((weights.shape[0], y.shape[1]), np.float32)
+        moe.combine(y, weights, out)
+        return out
+
+
+class NumbaCpuEngine(ForwardEngine):
+    name = "numba-cpu"
+    IGNORED = {
+        "flash_attn": "attention is always flash-style (online softmax over chunks of cells)",
+        "fused_moe": "up and gate are always fused (one quantized activation, one pass)",
+        "seed": "nothing is sampled",
+    }
+
+    def load(self, model_path: str, options: EngineOptions) -> None:
+        self.ops = CpuOps()
+        self.n_threads = set_threads(options.n_threads)
+        self._repack_seconds = 0.0
+        self._layouts: dict[str, int] = {}
+        self.compile_seconds = None
+        super().load(model_path, options)
+
+    def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
+        if t.qtype not in SUPPORTED:
+            raise SweepbenchError(f"{name}: quant type {Q(t.qtype).name} is not supported by numba-cpu")
+        if kind in ("norm", "bias"):
+            return np.ascontiguousarray(dequantize(t.raw, t.qtype, t.row_len).reshape(-1))
+        if kind == "embedding" and name == "token_embd.weight":
+            return QuantMatrix(t.raw, Q(t.qtype), t.row_len)
+        t0 = time.perf_counter()
+        w = _prepare(t, cfg.n_expert if kind == "experts" else 1, self.options.repack)
+        self._repack_seconds += time.perf_counter() - t0
+        layout = "R8" if isinstance(w, QuantR8) else "row-major"
+        self._layouts[layout] = self._layouts.get(layout, 0) + 1
+        return w
+
+    def allocate_cache(self, cfg: ModelConfig, options: EngineOptions) -> attention.KVCache:
+        return attention.KVCache(cfg.n_layer, options.n_ctx, cfg.n_head_kv, cfg.head_dim, options.type_k,
+                                 options.type_v)
+
+    def warmup(self) -> None:
+        """Compiles (or loads from Numba's cache) every kernel path: the all-experts BOS token runs the decode
+        tiles, a short prefill the 4-token tiles; the time is reported once by describe()."""
+        t0 = time.perf_counter()
+        super().warmup()
+        n = min(8, self.options.n_ctx, self.options.n_ubatch)
+        if n > 1:
+            self.prefill(np.full(n, self.config.bos_token_id), 0)
+        self.n_filled = 0
+        if self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - t0
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update({
+            "threading_layer": threading_layer(), "n_threads": self.n_threads, "simd": ISA, "cpu_target": CPU_NAME,
+            "layouts": dict(self._layouts), "repack_seconds": round(self._repack_seconds, 3),
+            "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
+        })
+        return d

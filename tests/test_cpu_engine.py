@@ -1,0 +1,71 @@
+"""numba-cpu as an engine: what it reports, that batching does not change its answers, and one-line errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sweepbench.engines import create_engine
+from sweepbench.engines.base import EngineOptions
+from sweepbench.errors import SweepbenchError, UsageError
+
+
+def _engine(path, **kw):
+    engine = create_engine("numba-cpu")
+    engine.load(str(path), EngineOptions(**{"n_ctx": 64, "n_threads": 2, **kw}))
+    engine.warmup()
+    return engine
+
+
+def test_describe_reports_layer_simd_layout_and_compile_time(tiny_model):
+    d = _engine(tiny_model("qwen3moe", expert_type="Q4_K")).describe()
+    assert d["engine"] == "numba-cpu" and d["n_threads"] == 2
+    assert d["threading_layer"] in ("tbb", "omp", "workqueue")
+    assert d["simd"] in ("vnni", "avx2", "generic")
+    assert d["layouts"]["R8"] > 0 and d["compile_seconds"] is not None and d["repack_seconds"] >= 0
+    assert set(d["ignored"]) >= {"flash_attn", "fused_moe"}
+
+
+def test_one_batch_equals_prefill_then_decodes(tiny_model):
+    """The 4-token tiles (prefill) and the decode tiles compute the same rows: logits agree to float noise."""
+    path = tiny_model("bailingmoe2", expert_type="Q8_0")
+    tokens = np.random.default_rng(4).integers(0, 512, 11)
+    e = _engine(path, grouped_routing=True)
+    batch = e.prefill(tokens, 0, all_logits=True)
+    e.truncate(0)
+    steps = np.stack([e.decode(int(t), i) for i, t in enumerate(tokens)])
+    assert np.abs(batch - steps).max() < 1e-3 * np.abs(batch).max()
+    e.truncate(5)  # a rolled-back cache recomputes the same suffix
+    again = np.stack([e.decode(int(t), 5 + i) for i, t in enumerate(tokens[5:])])
+    assert np.array_equal(again, steps[5:])
+
+
+def test_repack_and_plain_layouts_agree(tiny_model):
+    path = tiny_model("qwen3moe", expert_type="Q6_K")
+    tokens = np.random.default_rng(6).integers(0, 512, 9)
+    a = _engine(path).prefill(tokens, 0, all_logits=True)
+    b = _engine(path, repack=False).prefill(tokens, 0, all_logits=True)
+    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()
+
+
+def test_bad_requests_are_one_line_errors(tiny_model):
+    path = tiny_model()
+    with pytest.raises(UsageError, match="q4_1"):
+        _engine(path, type_k="q4_1")
+    e = _engine(path)
+    with pytest.raises(SweepbenchError, match="outside the vocabulary"):
+        e.decode(99999, 0)
+    with pytest.raises(SweepbenchError, match="leave a hole"):
+        e.decode(1, 7)
+    with pytest.raises(SweepbenchError, match="do not fit"):
+        e.prefill(np.ones(65, np.int64), 0)
+
+
+def test_logits_command_runs_numba_cpu(tiny_model, tmp_path):
+    from sweepbench.cli import app
+
+    out = tmp_path / "l.npy"
+    result = CliRunner().invoke(app, ["logits", "-m", str(tiny_model()), "--tokens", "1,5,9,2", "--engine",
+                                      "numba-cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (4, 512)

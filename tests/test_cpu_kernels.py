@@ -1,0 +1,180 @@
+"""numba-cpu kernels against their NumPy twins (``sweepbench.ref_ops``) on irregular shapes.
+
+Tolerances: integer-dot kernels are compared with the twin fed the SAME quantized activations (dequantized),
+so only float summation order differs (rel 1e-5); float kernels rel 1e-5; routing ids and groupings exactly;
+combine bit-exactly (same float operations in the same order).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from sweepbench import ref_ops
+from sweepbench.engines.numba_cpu import CpuOps, _prepare  # noqa: F401  (initialises the threading layer)
+from sweepbench.cpu_kernels import attention
+from sweepbench.cpu_kernels.quant_act import QuantAct
+from sweepbench.quants import dequantize, random_rows
+
+QUANT = [Q.Q8_0, Q.Q4_0, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_XS, Q.MXFP4]
+FLOAT = [Q.F32, Q.F16, Q.BF16]
+
+
+class _T:
+    """A GGUFTensor stand-in: raw rows, type, row length."""
+
+    def __init__(self, raw, qtype, row_len):
+        self.raw, self.qtype, self.row_len = raw, qtype, row_len
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _x_seen(ops, x, qtype):
+    """The activation the kernel really multiplies: quantized for integer dots, x itself for float weights."""
+    return x if qtype in FLOAT else QuantAct(x).dequantize()
+
+
+@pytest.mark.parametrize("repack", [True, False], ids=["R8", "plain"])
+@pytest.mark.parametrize("qtype", QUANT + FLOAT, ids=lambda q: q.name)
+def test_matmul_every_type(qtype, repack):
+    rng = np.random.default_rng(int(qtype))
+    n, k, t = 40, 512, 7  # 5 row groups; 7 tokens = one 4-token tile + 3 single-token tiles
+    raw = random_rows(qtype, n, k, rng)
+    w = _prepare(_T(raw, qtype, k), 1, repack)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    ops = CpuOps()
+    y = ops.matmul(x, w)
+    ref = ref_ops.matmul(_x_seen(ops, x, qtype).astype(np.float64), dequantize(raw, qtype, k).astype(np.float64))
+    assert y.shape == (t, n) and _rel(y, ref) < 1e-5
+
+
+def test_rows_not_a_multiple_of_8_keep_the_plain_layout():
+    rng = np.random.default_rng(2)
+    raw = random_rows(Q.Q8_0, 12, 256, rng)
+    w = _prepare(_T(raw, Q.Q8_0, 256), 1, True)
+    assert type(w).__name__ == "Plain"
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    ref = QuantAct(x).dequantize().astype(np.float64) @ dequantize(raw, Q.Q8_0, 256).T
+    assert _rel(CpuOps().matmul(x, w), ref) < 1e-5
+
+
+def test_activation_quantization_matches_a_numpy_twin():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((5, 96)) * np.array([1, 0, 1e-3, 30, 1])[:, None]).astype(np.float32)
+    a = QuantAct(x)
+    blocks = x.reshape(5, 3, 32)
+    d = np.abs(blocks).max(axis=-1) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = np.rint(blocks * inv[..., None]).astype(np.int8)
+    assert np.array_equal(a.q, q.reshape(5, 96)) and np.array_equal(a.d, d)
+    assert np.allclose(a.s16, (q.reshape(5, 6, 16).sum(-1) * np.repeat(d, 2, axis=1)), rtol=1e-6)
+    assert np.all(a.q[1] == 0) and np.all(a.d[1] == 0)  # an all-zero row quantizes to zeros, no NaN
+
+
+def _groups(rng, t, k, x_n):
+    ids = np.stack([rng.choice(x_n, k, replace=False) for _ in range(t)]).astype(np.int32)
+    ids[0, 0] = x_n - 1  # make the last expert active, leave others idle
+    return ids
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.F16], ids=lambda q: q.name)
+@pytest.mark.parametrize("repack", [True, False], ids=["R8", "plain"])
+def test_experts_up_gate_down_combine(qtype, repack):
+    rng = np.random.default_rng(7)
+    x_n, k, t, e_n, f_n = 6, 3, 9, 256, 256  # uneven expert loads (some 0, some not a multiple of 4)
+    ids = _groups(rng, t, k, x_n)
+    shapes = {"gate": (f_n, e_n), "up": (f_n, e_n), "down": (e_n, f_n)}  # (rows, row length) per expert
+    raws = {name: random_rows(qtype, x_n * rows, cols, rng) for name, (rows, cols) in shapes.items()}
+    ws = {name: _prepare(_T(raws[name], qtype, cols), x_n, repack) for name, (_, cols) in shapes.items()}
+    stacks = {name: ref_ops.ExpertStack(raws[name], qtype, cols, x_n, keep=True) for name, (_, cols) in shapes.items()}
+    ops = CpuOps()
+    x = rng.standard_normal((t, e_n)).astype(np.float32)
+    groups = ops.group_rows_by_expert(ids, x_n)
+    ref_groups = ref_ops.group_rows_by_expert(ids, x_n)
+    assert np.array_equal(groups.rows, ref_groups.rows) and np.array_equal(groups.offsets, ref_groups.offsets)
+    h = ops.expert_up_gate(x, ws["gate"], ws["up"], groups)
+    h_ref = ref_ops.expert_up_gate(_x_seen(ops, x, qtype), stacks["gate"], stacks["up"], ref_groups)
+    assert _rel(h, h_ref) < 1e-5
+    y = ops.expert_down(h, ws["down"], groups)
+    y_ref = ref_ops.expert_down(_x_seen(ops, h, qtype), stacks["down"], ref_groups)
+    assert _rel(y, y_ref) < 1e-5
+    weights = rng.random((t, k)).astype(np.float32)
+    assert np.array_equal(ops.combine(y, weights), ref_ops.combine(y, weights))  # same ops, same order
+
+
+@pytest.mark.parametrize("kv", ["f16", "q8_0"])
+def test_flash_attention_prefill_then_decode(kv):
+    rng = np.random.default_rng(11)
+    h, h_kv, d, n_ctx = 6, 2, 64, 80  # G = 3 query heads per KV head: rows not a multiple of 4
+    cache = attention.KVCache(1, n_ctx, h_kv, d, kv, kv)
+    ref_cache = ref_ops.KVCache.allocate(1, n_ctx, h_kv * d, kv, kv)
+    ops = CpuOps()
+    pos = 0
+    for t in (37, 6, 1, 1):  # a prefill crossing chunk boundaries, a small batch, two decodes
+        q = rng.standard_normal((t, h * d)).astype(np.float32)
+        k = rng.standard_normal((t, h_kv * d)).astype(np.float32)
+        v = rng.standard_normal((t, h_kv * d)).astype(np.float32)
+        ops.kv_store(cache, 0, k, v, pos)
+        ref_ops.kv_store(ref_cache, 0, k, v, pos)
+        out = ops.attention(q, cache, 0, pos, h, h_kv, d)
+        ref = ref_ops.attention(q, ref_cache, 0, pos, h, h_kv, d)
+        tol = 2e-5 if kv == "f16" else 2e-2  # q8_0 K: the query is quantized to int8 as ik does
+        assert _rel(out, ref) < tol, (kv, t, pos)
+        pos += t
+
+
+def test_kv_store_q8_0_blocks_match_ggml_reference_quantizer():
+    rng = np.random.default_rng(5)
+    k = rng.standard_normal((3, 64)).astype(np.float32)
+    cache = attention.KVCache(1, 32, 1, 64, "q8_0", "q8_0")
+    ops = CpuOps()
+    ops.kv_store(cache, 0, k, k, 4)
+    ref = ref_ops.KVCache.allocate(1, 32, 64, "q8_0", "q8_0")
+    ref_ops.kv_store(ref, 0, k, k, 4)
+    blocks = ref.v[0][4:7].reshape(3, 2, 34)
+    assert np.array_equal(cache.vs[0][0, 4:7].view(np.uint8).reshape(3, 2, 2), blocks[..., :2])
+    assert np.array_equal(cache.v[0][0, 4:7].view(np.uint8).reshape(3, 2, 32), blocks[..., 2:])
+
+
+def test_routing_softmax_and_sigmoid_grouped_match_the_twins():
+    rng = np.random.default_rng(13)
+    ops = CpuOps()
+    logits = rng.standard_normal((17, 32)).astype(np.float32)
+    logits[3, [4, 9]] = logits[3, 1]  # exact ties: the larger index goes first
+    ids, w = ops.route_softmax_topk(logits, 8, True)
+    rids, rw = ref_ops.route_softmax_topk(logits, 8, True)
+    assert np.array_equal(ids, rids) and np.allclose(w, rw, rtol=1e-6)
+    bias = (rng.standard_normal(32) * 0.1).astype(np.float32)
+    for groups, used, k in ((1, 1, 8), (8, 4, 8), (4, 2, 3), (8, 1, 8)):  # the last trips ik's degenerate guard
+        ids, w = ops.route_sigmoid_topk(logits, bias, k, groups, used, True, 1e-20, 2.5)
+        rids, rw = ref_ops.route_sigmoid_topk(logits, bias, k, groups, used, True, 1e-20, 2.5)
+        assert np.array_equal(ids, rids), (groups, used, k)
+        assert np.allclose(w, rw, rtol=1e-6)
+    ids, w = ops.route_sigmoid_topk(logits, None, 4, 1, 1, False, 0.0, 1.0)
+    rids, rw = ref_ops.route_sigmoid_topk(logits, None, 4, 1, 1, False, 0.0, 1.0)
+    assert np.array_equal(ids, rids) and np.allclose(w, rw, rtol=1e-6)
+
+
+def test_norms_rope_add_match_the_twins():
+    rng = np.random.default_rng(17)
+    ops = CpuOps()
+    x = rng.standard_normal((5, 6 * 64)).astype(np.float32) * 3
+    w = rng.standard_normal(6 * 64).astype(np.float32)
+    assert _rel(ops.rms_norm(x, w, 1e-6), ref_ops.rms_norm(x, w, 1e-6)) < 1e-6
+    wh = rng.standard_normal(64).astype(np.float32)
+    assert _rel(ops.rms_norm_heads(x, wh, 1e-6, 64), ref_ops.rms_norm_heads(x, wh, 1e-6, 64)) < 1e-6
+    for n_rot in (64, 32):
+        args = (1234, 64, n_rot, 6e5, 1.0)
+        assert _rel(ops.rope_neox(x, *args), ref_ops.rope_neox(x, *args)) < 1e-6
+    assert np.array_equal(ops.add(x, x), ref_ops.add(x, x))
+
+
+def test_kernels_are_deterministic():
+    rng = np.random.default_rng(19)
+    raw = random_rows(Q.Q4_K, 64, 512, rng)
+    w = _prepare(_T(raw, Q.Q4_K, 512), 1, True)
+    x = rng.standard_normal((13, 512)).astype(np.float32)
+    first = [CpuOps().matmul(x, w) for _ in range(3)]
+    assert all(np.array_equal(first[0], f) for f in first[1:])
