@@ -21,13 +21,13 @@ import numpy as np
 from numba import njit, prange
 
 from sweepbench.cpu_kernels.layouts import SIGNED_OFFSET
-from sweepbench.cpu_kernels.quant_act import _quantize_row
+from sweepbench.cpu_kernels.quant_act import REC, quantize_row
 from sweepbench.cpu_kernels.qtiles import q8_t1, q8_t4
 from sweepbench.cpu_kernels.simd import (
-    bcf, f2h, fadd, fma, fmul, fsub, h2f, hmax, hsum, ldf, ldh, lds8f, mask_from, stf, vexp, zf,
+    bcf, f2h, fma, fmul, fsub, h2f, hmax, hsum, ld1f, ldf, ldh, lds8f, mask_from, stf, vexp, zf,
 )
 
-CHUNK = 32  # cells per online-softmax step: S and the float32 V chunk (16 KB at D=128) stay in L1
+CHUNK = 32  # cells per online-softmax step (a multiple of 16): S and the float32 V chunk (16 KB) stay in L1
 TQ = 4  # tokens per prefill tile: K/V chunks are read once for TQ*G query rows
 
 
@@ -107,45 +107,46 @@ def kv_store(k, v, kc, ks, vc, vs, pos0, k_q8, v_q8):
 
 
 @njit(cache=True)
-def _scores_f16(kh, grp, D, Q, rows, S, gi):
-    """S[r, 8gi : 8gi+8] = q_r . k of the 8 cells of group ``grp`` (f16 K), rows 4 at a time, 2 chains each."""
+def _scores_f16(kh, grp, D, Qb, rows, S, gi):
+    """S[r, 8gi : 8gi+16] = q_r . k for the 16 cells of groups grp, grp+1 (f16 K): 4 rows x 2 groups = 8
+    accumulators, each K vector converted once per 4 rows. Qb: the query rows' bytes (float32 [rows, D])."""
     base = grp * D * 8
+    n = S.shape[1]
+    S1 = S.reshape(-1)
     for rb in range(0, rows, 4):
-        r0, r1, r2, r3 = rb, min(rb + 1, rows - 1), min(rb + 2, rows - 1), min(rb + 3, rows - 1)
+        q0 = 4 * D * rb  # byte offsets of rows rb..rb+3 (rows past the end read the padded scratch: unused)
+        q1, q2, q3 = q0 + 4 * D, q0 + 8 * D, q0 + 12 * D
         a0, a1, a2, a3, b0, b1, b2, b3 = zf(), zf(), zf(), zf(), zf(), zf(), zf(), zf()
-        for d in range(0, D, 2):
-            ka, kb = ldh(kh, base + 8 * d), ldh(kh, base + 8 * d + 8)
-            a0, b0 = fma(ka, bcf(Q[r0, d]), a0), fma(kb, bcf(Q[r0, d + 1]), b0)
-            a1, b1 = fma(ka, bcf(Q[r1, d]), a1), fma(kb, bcf(Q[r1, d + 1]), b1)
-            a2, b2 = fma(ka, bcf(Q[r2, d]), a2), fma(kb, bcf(Q[r2, d + 1]), b2)
-            a3, b3 = fma(ka, bcf(Q[r3, d]), a3), fma(kb, bcf(Q[r3, d + 1]), b3)
-        S1 = S.reshape(-1)
-        n = S.shape[1]
-        stf(S1, r0 * n + 8 * gi, fadd(a0, b0))
-        if rb + 1 < rows:
-            stf(S1, r1 * n + 8 * gi, fadd(a1, b1))
-        if rb + 2 < rows:
-            stf(S1, r2 * n + 8 * gi, fadd(a2, b2))
-        if rb + 3 < rows:
-            stf(S1, r3 * n + 8 * gi, fadd(a3, b3))
+        for d in range(D):
+            ka, kb = ldh(kh, base + 8 * d), ldh(kh, base + 8 * D + 8 * d)
+            x0, x1 = bcf(ld1f(Qb, q0 + 4 * d)), bcf(ld1f(Qb, q1 + 4 * d))
+            x2, x3 = bcf(ld1f(Qb, q2 + 4 * d)), bcf(ld1f(Qb, q3 + 4 * d))
+            a0, a1, a2, a3 = fma(ka, x0, a0), fma(ka, x1, a1), fma(ka, x2, a2), fma(ka, x3, a3)
+            b0, b1, b2, b3 = fma(kb, x0, b0), fma(kb, x1, b1), fma(kb, x2, b2), fma(kb, x3, b3)
+        for j, (a, b) in enumerate(((a0, b0), (a1, b1), (a2, b2), (a3, b3))):
+            if rb + j < rows:
+                stf(S1, (rb + j) * n + 8 * gi, a)
+                stf(S1, (rb + j) * n + 8 * gi + 8, b)
 
 
 @njit(cache=True)
-def _scores_q8(kq, ksc, grp, D, QQ, QD, QS, rows, S, gi):
-    """The same with a q8_0 K: integer dots of the quantized query rows against the group's 8 cells."""
+def _scores_q8(kq, ksc, grp, D, QQ, rows, S, gi):
+    """The same with a q8_0 K: integer dots of the quantized query rows against the 16 cells of 2 groups."""
     S1 = S.reshape(-1)
     n = S.shape[1]
-    rb = 0
-    while rb + 4 <= rows:
-        a0, a1, a2, a3 = q8_t4(kq, ksc, grp, D, QQ, QD, QS, rb, rb + 1, rb + 2, rb + 3, False)
-        stf(S1, rb * n + 8 * gi, a0)
-        stf(S1, (rb + 1) * n + 8 * gi, a1)
-        stf(S1, (rb + 2) * n + 8 * gi, a2)
-        stf(S1, (rb + 3) * n + 8 * gi, a3)
-        rb += 4
-    while rb < rows:
-        stf(S1, rb * n + 8 * gi, q8_t1(kq, ksc, grp, D, QQ, rb, QD, QS, False))
-        rb += 1
+    for gg in range(2):
+        rb = 0
+        while rb + 4 <= rows:
+            a0, a1, a2, a3 = q8_t4(kq, ksc, grp + gg, D, QQ, rb, False)
+            o = 8 * (gi + gg)
+            stf(S1, rb * n + o, a0)
+            stf(S1, (rb + 1) * n + o, a1)
+            stf(S1, (rb + 2) * n + o, a2)
+            stf(S1, (rb + 3) * n + o, a3)
+            rb += 4
+        while rb < rows:
+            stf(S1, rb * n + 8 * (gi + gg), q8_t1(kq, ksc, grp + gg, D, QQ, rb, False))
+            rb += 1
 
 
 @njit(parallel=True, cache=True)
@@ -161,34 +162,32 @@ def flash_attn(q, out, pos0, n_head, kc, ks, vc, vs, k_q8, v_q8):
         h, t0 = item % h_kv, (item // h_kv) * tq
         nt = min(tq, t_n - t0)
         rows = nt * g_n
-        Q = np.empty((rows, d_n), np.float32)  # row = tt * G + g
+        Q = np.zeros((rows + 3, d_n), np.float32)  # row = tt * G + g; 3 spare rows for the 4-row tiles
         for rr in range(rows):
             Q[rr] = q[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
-        QQ = np.empty(rows * d_n, np.int8)
-        QD = np.empty(rows * d_n // 32, np.float32)
-        QS = np.empty(rows * d_n // 16, np.float32)
+        QQ = np.empty(rows * d_n // 32 * REC if k_q8 else 1, np.uint8)  # the query rows as activation records
         if k_q8:
             for rr in range(rows):
-                _quantize_row(Q[rr], QQ[rr * d_n : (rr + 1) * d_n], QD[rr * d_n // 32 : (rr + 1) * d_n // 32],
-                              QS[rr * d_n // 16 : (rr + 1) * d_n // 16])
+                quantize_row(Q[rr], QQ, rr * d_n // 32 * REC)
         S = np.empty((rows, CHUNK), np.float32)
-        O = np.zeros((rows, d_n), np.float32)
+        O = np.zeros((rows + 3, d_n), np.float32)
         Vc = np.empty((CHUNK, d_n), np.float32)
         m = np.full(rows, -np.inf, np.float32)
         l = np.zeros(rows, np.float32)
-        kh, ksh = kc[h].reshape(-1), ks[h].reshape(-1)
+        kh, ksh, Qb = kc[h].reshape(-1), ks[h].reshape(-1), Q.reshape(-1).view(np.uint8)
         last = pos0 + t0 + nt - 1  # last cell any row of the tile sees
         for c0 in range(0, last + 1, CHUNK):
             cn = min(CHUNK, last + 1 - c0)
             ng = (cn + 7) // 8
-            for gi in range(ng):
+            for gi in range(0, ng, 2):  # pairs of 8-cell groups (a chunk holds whole pairs: CHUNK % 16 == 0)
                 if k_q8:
-                    _scores_q8(kh, ksh.view(np.uint8), c0 // 8 + gi, d_n, QQ, QD, QS, rows, S, gi)
+                    _scores_q8(kh, ksh.view(np.uint8), c0 // 8 + gi, d_n, QQ, rows, S, gi)
                 else:
-                    _scores_f16(kh, c0 // 8 + gi, d_n, Q, rows, S, gi)
+                    _scores_f16(kh, c0 // 8 + gi, d_n, Qb, rows, S, gi)
+            ng = (ng + 1) // 2 * 2
             _softmax_step(S, O, m, l, rows, ng, c0, pos0 + t0, g_n, scale)
-            _v_chunk(vc[h], vs[h], c0, cn, v_q8, Vc)
-            _pv(S, Vc, O, rows, cn)
+            _v_chunk(vc[h], vs[h], c0, ng * 8, v_q8, Vc)
+            _pv(S, Vc, O, rows, ng * 8)
         for rr in range(rows):
             inv = np.float32(1.0) / l[rr]
             o = out[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
@@ -205,13 +204,11 @@ def _softmax_step(S, O, m, l, rows, ng, c0, pos_t0, g_n, scale):
         visible = pos_t0 + r // g_n - c0 + 1  # cells c0 .. c0 + visible - 1 are at or before the row's token
         mx = np.float32(-np.inf)
         for gi in range(ng):
-            s = mask_from(fmul(ldf(S1, r * n + 8 * gi), bcf(scale)), visible - 8 * gi, -np.inf)
-            stf(S1, r * n + 8 * gi, s)
-            mx = max(mx, hmax(s))
+            sv = mask_from(fmul(ldf(S1, r * n + 8 * gi), bcf(scale)), visible - 8 * gi, -np.inf)
+            stf(S1, r * n + 8 * gi, sv)
+            mx = max(mx, hmax(sv))
         m_new = max(m[r], mx)
-        if m_new == -np.inf:  # nothing visible yet (cannot happen from cell 0 on, kept for safety)
-            continue
-        alpha = np.float32(math.exp(m[r] - m_new))
+        alpha = np.float32(math.exp(m[r] - m_new))  # 0 on the first chunk (m = -inf); cell 0 is always visible
         tot = np.float32(0.0)
         for gi in range(ng):
             p = vexp(fsub(ldf(S1, r * n + 8 * gi), bcf(m_new)))
@@ -240,19 +237,28 @@ def _v_chunk(vh, vsh, c0, cn, v_q8, Vc):
 
 @njit(cache=True)
 def _pv(S, Vc, O, rows, cn):
-    """O[r, :] += sum_c P[r, c] Vc[c, :], 32 dims (4 vectors) at a time."""
+    """O[r, :] += sum_c P[r, c] Vc[c, :]: 4 rows x 16 dims (8 accumulators) per pass, one V load per 4 rows."""
     S1, V1, O1 = S.reshape(-1), Vc.reshape(-1), O.reshape(-1)
+    Sb = S1.view(np.uint8)
     n, d_n = S.shape[1], O.shape[1]
-    for r in range(rows):
-        for ds in range(0, d_n, 32):
-            o = r * d_n + ds
-            a0, a1, a2, a3 = ldf(O1, o), ldf(O1, o + 8), ldf(O1, o + 16), ldf(O1, o + 24)
+    for rb in range(0, rows, 4):
+        p0 = 4 * n * min(rb, rows - 1)  # byte offsets of the rows' P (rows past the end repeat the last)
+        p1, p2, p3 = 4 * n * min(rb + 1, rows - 1), 4 * n * min(rb + 2, rows - 1), 4 * n * min(rb + 3, rows - 1)
+        for ds in range(0, d_n, 16):
+            o = rb * d_n + ds
+            a0, a1, a2, a3 = ldf(O1, o), ldf(O1, o + d_n), ldf(O1, o + 2 * d_n), ldf(O1, o + 3 * d_n)
+            b0, b1, b2, b3 = ldf(O1, o + 8), ldf(O1, o + d_n + 8), ldf(O1, o + 2 * d_n + 8), ldf(O1, o + 3 * d_n + 8)
             for c in range(cn):
-                p = bcf(S1[r * n + c])
-                v = c * d_n + ds
-                a0, a1 = fma(ldf(V1, v), p, a0), fma(ldf(V1, v + 8), p, a1)
-                a2, a3 = fma(ldf(V1, v + 16), p, a2), fma(ldf(V1, v + 24), p, a3)
+                va, vb = ldf(V1, c * d_n + ds), ldf(V1, c * d_n + ds + 8)
+                x0, x1 = bcf(ld1f(Sb, p0 + 4 * c)), bcf(ld1f(Sb, p1 + 4 * c))
+                x2, x3 = bcf(ld1f(Sb, p2 + 4 * c)), bcf(ld1f(Sb, p3 + 4 * c))
+                a0, a1, a2, a3 = fma(va, x0, a0), fma(va, x1, a1), fma(va, x2, a2), fma(va, x3, a3)
+                b0, b1, b2, b3 = fma(vb, x0, b0), fma(vb, x1, b1), fma(vb, x2, b2), fma(vb, x3, b3)
             stf(O1, o, a0)
-            stf(O1, o + 8, a1)
-            stf(O1, o + 16, a2)
-            stf(O1, o + 24, a3)
+            stf(O1, o + 8, b0)
+            stf(O1, o + d_n, a1)  # rows past the end land in O's 3 spare rows
+            stf(O1, o + d_n + 8, b1)
+            stf(O1, o + 2 * d_n, a2)
+            stf(O1, o + 2 * d_n + 8, b2)
+            stf(O1, o + 3 * d_n, a3)
+            stf(O1, o + 3 * d_n + 8, b3)

@@ -35,25 +35,31 @@ def rms_norm_heads(x, w, eps, head_dim, out):
         _rms_row(x[t, h * head_dim : (h + 1) * head_dim], w, eps, out[t, h * head_dim : (h + 1) * head_dim])
 
 
-@njit(parallel=True, cache=True)
-def rope_neox(x, pos0, head_dim, n_rot, base, freq_scale, out):
-    """NEOX RoPE: rotates (x[i], x[i + n_rot/2]) of every head by freq_scale * pos * base^(-2i/n_rot); dims
-    n_rot..D copied. Angles in float64, cos/sin rounded to float32 as the twin."""
+@njit(cache=True)
+def rope_table(pos0, t_n, n_rot, base, freq_scale, cs, sn):
+    """cos/sin [T, n_rot/2] of theta = freq_scale * pos * base^(-2i/n_rot), angles in float64, rounded to
+    float32 as the twin. Computed once per forward and shared by every layer's q and k."""
     half = n_rot // 2
-    n_head = x.shape[1] // head_dim
-    for t in prange(x.shape[0]):
+    for t in range(t_n):
         pos = np.float64(pos0 + t)
-        cs = np.empty(half, np.float32)
-        sn = np.empty(half, np.float32)
         for i in range(half):
             theta = freq_scale * pos * base ** (-2.0 * i / n_rot)
-            cs[i], sn[i] = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+            cs[t, i], sn[t, i] = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+
+
+@njit(parallel=True, cache=True)
+def rope_neox(x, head_dim, cs, sn, out):
+    """NEOX RoPE with a ``rope_table``: rotates (x[i], x[i + n_rot/2]) of every head; dims n_rot..D copied."""
+    half = cs.shape[1]
+    n_rot = 2 * half
+    n_head = x.shape[1] // head_dim
+    for t in prange(x.shape[0]):
         for h in range(n_head):
             o = h * head_dim
             for i in range(half):
                 x0, x1 = x[t, o + i], x[t, o + half + i]
-                out[t, o + i] = x0 * cs[i] - x1 * sn[i]
-                out[t, o + half + i] = x0 * sn[i] + x1 * cs[i]
+                out[t, o + i] = x0 * cs[t, i] - x1 * sn[t, i]
+                out[t, o + half + i] = x0 * sn[t, i] + x1 * cs[t, i]
             for i in range(n_rot, head_dim):
                 out[t, o + i] = x[t, o + i]
 

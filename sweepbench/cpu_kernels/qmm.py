@@ -1,11 +1,12 @@
 """Matrix products over the R8 layouts: one driver per role, every weight type behind a switch on ``kind``.
 
-Quantized kinds take int8 activations X with their scales XD, XS; float kinds (F32, F16, BF16: ``kind >= K_F32``)
-take float32 activations X, their weights in ``qs`` (float32 or uint16 bits) and ignore sc, XD, XS.
+Quantized kinds take activation records X (``quant_act``); float kinds (F32, F16, BF16: ``kind >= K_F32``)
+take float32 activations X, their weights in ``qs`` (float32 or uint16 bits) and ignore sc.
 
 Roles (a dense matrix is a stack of one expert whose rows are all the tokens):
-    mm        Y[yrows[i], :] = W_e . x[xrows[i]]          for the rows i of each active expert e
-    up_gate   H[yrows[i], :] = silu(G_e . x[xrows[i]]) * (U_e . x[xrows[i]])   (fused: one quantized x, two matrices)
+    mm        Y[yrows[i], :] = W_e . x_i                       for the rows i of each active expert e
+    up_gate   H[i, :] = silu(G_e . x_i) * (U_e . x_i)           (fused: one quantized x, two matrices)
+An expert's activation rows are contiguous (the caller gathers them), so a 4-token tile takes one row pointer.
 Work items are (active expert, row group of 8 outputs); each walks its expert's rows 4 at a time (``t4``), then
 one at a time (``t1``). Items write disjoint outputs, so there are no atomics and runs are bit-identical.
 
@@ -20,7 +21,7 @@ from sweepbench.cpu_kernels.layouts import K_F32, K_Q4_0, K_Q4_K, K_Q5_K, K_Q6_K
 from sweepbench.cpu_kernels.qtiles import (
     iq4_t1, iq4_t4, q4_0_t1, q4_0_t4, q6_t1, q6_t4, q8_t1, q8_t4, qk_t1, qk_t4,
 )
-from sweepbench.cpu_kernels.simd import bcf, fadd, fma, ldbf, ldf, ldh, silu_mul, stf, zf
+from sweepbench.cpu_kernels.simd import bcf, fadd, fma, ld1f, ldbf, ldf, ldh, silu_mul, stf, zf
 
 # ------------------------------------------------------------------------------------------- float weights
 # w [X, G, K*8]: element k of the 8 rows of group g side by side; fmt 0 = float32, 1 = f16 bits, 2 = bf16 bits.
@@ -42,10 +43,11 @@ def f_t1(w, g, K, X, r, fmt):
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     for k in range(0, K, 4):
         o = base + 8 * k
-        a0 = fma(_ldw(w, o, fmt), bcf(X[xo + k]), a0)
-        a1 = fma(_ldw(w, o + 8, fmt), bcf(X[xo + k + 1]), a1)
-        a2 = fma(_ldw(w, o + 16, fmt), bcf(X[xo + k + 2]), a2)
-        a3 = fma(_ldw(w, o + 24, fmt), bcf(X[xo + k + 3]), a3)
+        xb = 4 * (xo + k)  # byte offset: unchecked scalar loads (Numba's wraparound check costs 3 instructions)
+        a0 = fma(_ldw(w, o, fmt), bcf(ld1f(X, xb)), a0)
+        a1 = fma(_ldw(w, o + 8, fmt), bcf(ld1f(X, xb + 4)), a1)
+        a2 = fma(_ldw(w, o + 16, fmt), bcf(ld1f(X, xb + 8)), a2)
+        a3 = fma(_ldw(w, o + 24, fmt), bcf(ld1f(X, xb + 12)), a3)
     return _sum4(a0, a1, a2, a3)
 
 
@@ -55,17 +57,19 @@ def _sum4(a0, a1, a2, a3):
 
 
 @njit(cache=True)
-def f_t4(w, g, K, X, r0, r1, r2, r3, fmt):
-    """4 tokens, 2 partial sums each (k even / odd)."""
-    base = g * K * 8
+def f_t4(w, g, K, X, r, fmt):
+    """Tokens r..r+3, 2 partial sums each (k even / odd)."""
+    base, x0 = g * K * 8, 4 * r * K  # activation byte offsets
+    x1, x2, x3 = x0 + 4 * K, x0 + 8 * K, x0 + 12 * K
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     b0, b1, b2, b3 = zf(), zf(), zf(), zf()
     for k in range(0, K, 2):
         wa, wb = _ldw(w, base + 8 * k, fmt), _ldw(w, base + 8 * k + 8, fmt)
-        a0, b0 = fma(wa, bcf(X[r0 * K + k]), a0), fma(wb, bcf(X[r0 * K + k + 1]), b0)
-        a1, b1 = fma(wa, bcf(X[r1 * K + k]), a1), fma(wb, bcf(X[r1 * K + k + 1]), b1)
-        a2, b2 = fma(wa, bcf(X[r2 * K + k]), a2), fma(wb, bcf(X[r2 * K + k + 1]), b2)
-        a3, b3 = fma(wa, bcf(X[r3 * K + k]), a3), fma(wb, bcf(X[r3 * K + k + 1]), b3)
+        o = 4 * k
+        a0, b0 = fma(wa, bcf(ld1f(X, x0 + o)), a0), fma(wb, bcf(ld1f(X, x0 + o + 4)), b0)
+        a1, b1 = fma(wa, bcf(ld1f(X, x1 + o)), a1), fma(wb, bcf(ld1f(X, x1 + o + 4)), b1)
+        a2, b2 = fma(wa, bcf(ld1f(X, x2 + o)), a2), fma(wb, bcf(ld1f(X, x2 + o + 4)), b2)
+        a3, b3 = fma(wa, bcf(ld1f(X, x3 + o)), a3), fma(wb, bcf(ld1f(X, x3 + o + 4)), b3)
     return fadd(a0, b0), fadd(a1, b1), fadd(a2, b2), fadd(a3, b3)
 
 
@@ -73,38 +77,39 @@ def f_t4(w, g, K, X, r0, r1, r2, r3, fmt):
 
 
 @njit(cache=True)
-def _t1(kind, qs, sc, g, K, X, r, XD, XS):
+def _t1(kind, qs, sc, g, K, X, r):
     if kind >= K_F32:
         return f_t1(qs, g, K, X, r, kind - K_F32)
     if kind == K_Q8_0 or kind == K_Q8_F32:
-        return q8_t1(qs, sc, g, K, X, r, XD, XS, kind == K_Q8_F32)
+        return q8_t1(qs, sc, g, K, X, r, kind == K_Q8_F32)
     if kind == K_Q4_0:
-        return q4_0_t1(qs, sc, g, K, X, r, XD, XS)
+        return q4_0_t1(qs, sc, g, K, X, r)
     if kind == K_Q4_K or kind == K_Q5_K:
-        return qk_t1(qs, sc, g, K, X, r, XD, XS, kind == K_Q5_K)
+        return qk_t1(qs, sc, g, K, X, r, kind == K_Q5_K)
     if kind == K_Q6_K:
-        return q6_t1(qs, sc, g, K, X, r, XD, XS)
-    return iq4_t1(qs, sc, g, K, X, r, XD, XS)
+        return q6_t1(qs, sc, g, K, X, r)
+    return iq4_t1(qs, sc, g, K, X, r)
 
 
 @njit(cache=True)
-def _t4(kind, qs, sc, g, K, X, XD, XS, r0, r1, r2, r3):
+def _t4(kind, qs, sc, g, K, X, r):
     if kind >= K_F32:
-        return f_t4(qs, g, K, X, r0, r1, r2, r3, kind - K_F32)
+        return f_t4(qs, g, K, X, r, kind - K_F32)
     if kind == K_Q8_0 or kind == K_Q8_F32:
-        return q8_t4(qs, sc, g, K, X, XD, XS, r0, r1, r2, r3, kind == K_Q8_F32)
+        return q8_t4(qs, sc, g, K, X, r, kind == K_Q8_F32)
     if kind == K_Q4_0:
-        return q4_0_t4(qs, sc, g, K, X, XD, XS, r0, r1, r2, r3)
+        return q4_0_t4(qs, sc, g, K, X, r)
     if kind == K_Q4_K or kind == K_Q5_K:
-        return qk_t4(qs, sc, g, K, X, XD, XS, r0, r1, r2, r3, kind == K_Q5_K)
+        return qk_t4(qs, sc, g, K, X, r, kind == K_Q5_K)
     if kind == K_Q6_K:
-        return q6_t4(qs, sc, g, K, X, XD, XS, r0, r1, r2, r3)
-    return iq4_t4(qs, sc, g, K, X, XD, XS, r0, r1, r2, r3)
+        return q6_t4(qs, sc, g, K, X, r)
+    return iq4_t4(qs, sc, g, K, X, r)
 
 
 @njit(parallel=True, cache=True)
-def q_mm(kind, qs, sc, K, X, XD, XS, xrows, yrows, offsets, active, Y):
-    """qs, sc [X, G, QB|SB] (float kinds: qs = w [X, G, K*8]); X [.., K], XD, XS, Y [rows, N] flattened."""
+def q_mm(kind, qs, sc, K, X, yrows, offsets, active, Y):
+    """qs, sc [X, G, QB|SB] (float kinds: qs = w [X, G, K*8]); X activation rows (records; float kinds f32
+    [.., K]), expert e's in rows offsets[e]..offsets[e+1]; row i's output goes to Y[yrows[i]] (flattened)."""
     n_groups = qs.shape[1]
     n_out = n_groups * 8
     for item in prange(active.shape[0] * n_groups):
@@ -112,20 +117,20 @@ def q_mm(kind, qs, sc, K, X, XD, XS, xrows, yrows, offsets, active, Y):
         wq, ws = qs[e].reshape(-1), sc[e].reshape(-1)
         i, hi = offsets[e], offsets[e + 1]
         while i + 4 <= hi:
-            a0, a1, a2, a3 = _t4(kind, wq, ws, g, K, X, XD, XS, xrows[i], xrows[i + 1], xrows[i + 2], xrows[i + 3])
+            a0, a1, a2, a3 = _t4(kind, wq, ws, g, K, X, i)
             stf(Y, yrows[i] * n_out + 8 * g, a0)
             stf(Y, yrows[i + 1] * n_out + 8 * g, a1)
             stf(Y, yrows[i + 2] * n_out + 8 * g, a2)
             stf(Y, yrows[i + 3] * n_out + 8 * g, a3)
             i += 4
         while i < hi:
-            stf(Y, yrows[i] * n_out + 8 * g, _t1(kind, wq, ws, g, K, X, xrows[i], XD, XS))
+            stf(Y, yrows[i] * n_out + 8 * g, _t1(kind, wq, ws, g, K, X, i))
             i += 1
 
 
 @njit(parallel=True, cache=True)
-def q_up_gate(kind, gqs, gsc, uqs, usc, K, X, XD, XS, xrows, yrows, offsets, active, H):
-    """H f32 [R, F] (flattened), row yrows[i] = silu(gate_e x) * (up_e x) for x = X[xrows[i]]."""
+def q_up_gate(kind, gqs, gsc, uqs, usc, K, X, offsets, active, H):
+    """H f32 [R, F] (flattened), row i = silu(gate_e x_i) * (up_e x_i) for the rows i of each expert e."""
     n_groups = gqs.shape[1]
     n_out = n_groups * 8
     for item in prange(active.shape[0] * n_groups):
@@ -133,19 +138,14 @@ def q_up_gate(kind, gqs, gsc, uqs, usc, K, X, XD, XS, xrows, yrows, offsets, act
         gq, gs, uq, us = gqs[e].reshape(-1), gsc[e].reshape(-1), uqs[e].reshape(-1), usc[e].reshape(-1)
         i, hi = offsets[e], offsets[e + 1]
         while i + 4 <= hi:
-            r0, r1, r2, r3 = xrows[i], xrows[i + 1], xrows[i + 2], xrows[i + 3]
-            g0, g1, g2, g3 = _t4(kind, gq, gs, g, K, X, XD, XS, r0, r1, r2, r3)
-            u0, u1, u2, u3 = _t4(kind, uq, us, g, K, X, XD, XS, r0, r1, r2, r3)
-            stf(H, yrows[i] * n_out + 8 * g, silu_mul(g0, u0))
-            stf(H, yrows[i + 1] * n_out + 8 * g, silu_mul(g1, u1))
-            stf(H, yrows[i + 2] * n_out + 8 * g, silu_mul(g2, u2))
-            stf(H, yrows[i + 3] * n_out + 8 * g, silu_mul(g3, u3))
+            g0, g1, g2, g3 = _t4(kind, gq, gs, g, K, X, i)
+            u0, u1, u2, u3 = _t4(kind, uq, us, g, K, X, i)
+            stf(H, i * n_out + 8 * g, silu_mul(g0, u0))
+            stf(H, (i + 1) * n_out + 8 * g, silu_mul(g1, u1))
+            stf(H, (i + 2) * n_out + 8 * g, silu_mul(g2, u2))
+            stf(H, (i + 3) * n_out + 8 * g, silu_mul(g3, u3))
             i += 4
         while i < hi:
-            r = xrows[i]
-            gv = _t1(kind, gq, gs, g, K, X, r, XD, XS)
-            uv = _t1(kind, uq, us, g, K, X, r, XD, XS)
-            stf(H, yrows[i] * n_out + 8 * g, silu_mul(gv, uv))
+            gv, uv = _t1(kind, gq, gs, g, K, X, i), _t1(kind, uq, us, g, K, X, i)
+            stf(H, i * n_out + 8 * g, silu_mul(gv, uv))
             i += 1
-
-

@@ -4,18 +4,19 @@ One row x one token per call: 32 weights in natural order per vector against 32 
 vector accumulator per row, one horizontal sum at the end. Kept as the layout baseline that run-time repacking
 is measured against (benchmarks/NOTES.md), and for weights whose row count is not a multiple of 8.
 
-Arguments: raw uint8 [N*RB] one matrix's rows (RB bytes each); n row; K row length; X, XD, XS the quantized
-activations as in ``qtiles``; r activation row. Float weights: w the same bytes, X f32.
+Arguments: raw uint8 [N*RB] one matrix's rows (RB bytes each); n row; K row length; X the activation records
+(``quant_act``); r activation row. Float weights: w the same bytes, X f32.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
+from sweepbench.cpu_kernels.quant_act import REC
 from sweepbench.cpu_kernels.layouts import K_F32, K_IQ4_XS, K_Q4_0, K_Q4_K, K_Q5_K, K_Q6_K, K_Q8_0, K_Q8_F32
 from sweepbench.cpu_kernels.simd import (
     bcf, bcf2, bits_at, bits_f32, cvt, dot_ss, dot_us, fma, fmul, fsub, hi4, hsum, ld16x2, ld32, ldbf, ldf,
-    ldh, ldh1, lo4, lut16, orb, silu_mul, split16, zf, zi,
+    ldh, ld1f, ldh1, lo4, lut16, orb, silu_mul, split16, zf, zi,
 )
 from sweepbench.quants import IQ4_NL_VALUES, MXFP4_VALUES
 
@@ -36,25 +37,25 @@ def _e8m0_half(e):
 
 
 @njit(cache=True)
-def rm_dot(kind, raw, n, K, X, r, XD, XS):
-    """One row n of a GGUF matrix . quantized activation row r -> float32."""
+def rm_dot(kind, raw, n, K, X, r):
+    """One row n of a GGUF matrix . activation records of row r -> float32."""
     nb = K // 32
-    xo, xd = r * K, r * nb
+    xr = r * nb * REC
     acc, corr = zf(), np.float32(0.0)  # corr: offsets and mins, accumulated as scalars
     if kind == K_Q8_0 or kind == K_Q4_0 or kind == K_MXFP4:
         bb = 34 if kind == K_Q8_0 else (18 if kind == K_Q4_0 else 17)
         tab = ld16x2(_MXFP4, 0)
         for b in range(nb):
-            o = n * nb * bb + bb * b
-            x = ld32(X, xo + 32 * b)
+            o, xb = n * nb * bb + bb * b, xr + REC * b
+            x = ld32(X, xb)
             if kind == K_Q8_0:
                 s, d = dot_ss(zi(), ld32(raw, o + 2), x), ldh1(raw, o)
             elif kind == K_Q4_0:
                 s, d = dot_us(zi(), split16(ld16x2(raw, o + 2)), x), ldh1(raw, o)
-                corr += d * np.float32(8.0) * (XS[2 * (xd + b)] + XS[2 * (xd + b) + 1])
+                corr += d * np.float32(8.0) * ld1f(X, xb + 36)
             else:
                 s, d = dot_ss(zi(), lut16(tab, split16(ld16x2(raw, o + 1))), x), _e8m0_half(raw[o])
-            acc = fma(cvt(s), bcf(d * XD[xd + b]), acc)
+            acc = fma(cvt(s), bcf(d * ld1f(X, xb + 32)), acc)
         return hsum(acc) - corr
     ns = K // 256
     if kind == K_Q4_K or kind == K_Q5_K:
@@ -70,10 +71,10 @@ def rm_dot(kind, raw, n, K, X, r, XD, XS):
                 if kind == K_Q5_K:
                     q = orb(q, bits_at(qh, j, 1, 4))
                 sc, mn = _k_scale_min(raw, o + 4, j)
-                bi = xd + 8 * s_ + j
-                s = dot_us(zi(), q, ld32(X, xo + 256 * s_ + 32 * j))
-                acc = fma(cvt(s), bcf(d * np.float32(sc) * XD[bi]), acc)
-                corr += dm * np.float32(mn) * (XS[2 * bi] + XS[2 * bi + 1])
+                xb = xr + REC * (8 * s_ + j)
+                s = dot_us(zi(), q, ld32(X, xb))
+                acc = fma(cvt(s), bcf(d * np.float32(sc) * ld1f(X, xb + 32)), acc)
+                corr += dm * np.float32(mn) * ld1f(X, xb + 36)
         return hsum(acc) - corr
     if kind == K_Q6_K:
         for s_ in range(ns):
@@ -86,10 +87,10 @@ def rm_dot(kind, raw, n, K, X, r, XD, XS):
                     q = orb(hi4(w) if k4 >= 2 else lo4(w), bits_at(qh, 2 * k4, 3, 4))
                     sub = 8 * h + 2 * k4  # two 16-value sub-blocks: lanes 0-3 and 4-7 of the dot
                     sa, sb = d * np.float32(np.int8(raw[o + 192 + sub])), d * np.float32(np.int8(raw[o + 193 + sub]))
-                    bi = xd + 8 * s_ + 4 * h + k4
-                    s = dot_us(zi(), q, ld32(X, xo + 256 * s_ + 128 * h + 32 * k4))
-                    acc = fma(fmul(cvt(s), bcf(XD[bi])), bcf2(sa, sb), acc)
-                    corr += np.float32(32.0) * (sa * XS[2 * bi] + sb * XS[2 * bi + 1])
+                    xb = xr + REC * (8 * s_ + 4 * h + k4)
+                    s = dot_us(zi(), q, ld32(X, xb))
+                    acc = fma(fmul(cvt(s), bcf(ld1f(X, xb + 32))), bcf2(sa, sb), acc)
+                    corr += np.float32(32.0) * (sa * ld1f(X, xb + 40) + sb * ld1f(X, xb + 44))
         return hsum(acc) - corr
     tab = ld16x2(_IQ4, 0)  # IQ4_XS
     for s_ in range(ns):
@@ -99,8 +100,9 @@ def rm_dot(kind, raw, n, K, X, r, XD, XS):
         for j in range(8):
             ls = ((raw[o + 4 + j // 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4)
             w = lut16(tab, split16(ld16x2(raw, o + 8 + 16 * j)))
-            s = dot_ss(zi(), w, ld32(X, xo + 256 * s_ + 32 * j))
-            acc = fma(cvt(s), bcf(d * np.float32(np.int32(ls) - 32) * XD[xd + 8 * s_ + j]), acc)
+            xb = xr + REC * (8 * s_ + j)
+            s = dot_ss(zi(), w, ld32(X, xb))
+            acc = fma(cvt(s), bcf(d * np.float32(np.int32(ls) - 32) * ld1f(X, xb + 32)), acc)
     return hsum(acc)
 
 
@@ -117,27 +119,27 @@ def rm_fdot(fmt, w, n, K, X, r):
 
 
 @njit(cache=True)
-def _row(kind, raw, n, K, X, r, XD, XS):
+def _row(kind, raw, n, K, X, r):
     if kind >= K_F32:
         return rm_fdot(kind - K_F32, raw, n, K, X, r)
-    return rm_dot(kind, raw, n, K, X, r, XD, XS)
+    return rm_dot(kind, raw, n, K, X, r)
 
 
 @njit(parallel=True, cache=True)
-def rm_mm(kind, raw, N, K, X, XD, XS, xrows, yrows, offsets, active, Y):
+def rm_mm(kind, raw, N, K, X, yrows, offsets, active, Y):
     """Plain twin of ``qmm.q_mm``: raw uint8 [X, N*row_bytes]; float kinds take float32 X."""
     for item in prange(active.shape[0] * N):
         e, n = active[item // N], item % N
         for i in range(offsets[e], offsets[e + 1]):
-            Y[yrows[i] * N + n] = _row(kind, raw[e], n, K, X, xrows[i], XD, XS)
+            Y[yrows[i] * N + n] = _row(kind, raw[e], n, K, X, i)
 
 
 @njit(parallel=True, cache=True)
-def rm_up_gate(kind, graw, uraw, N, K, X, XD, XS, xrows, yrows, offsets, active, H):
-    """Plain twin of ``qmm.q_up_gate``: H[yrows[i], n] = silu(gate . x) * (up . x)."""
+def rm_up_gate(kind, graw, uraw, N, K, X, offsets, active, H):
+    """Plain twin of ``qmm.q_up_gate``: H[i, n] = silu(gate . x_i) * (up . x_i)."""
     for item in prange(active.shape[0] * N):
         e, n = active[item // N], item % N
         for i in range(offsets[e], offsets[e + 1]):
-            g = _row(kind, graw[e], n, K, X, xrows[i], XD, XS)
-            u = _row(kind, uraw[e], n, K, X, xrows[i], XD, XS)
-            H[yrows[i] * N + n] = g * u / (np.float32(1.0) + np.exp(-g))
+            g = _row(kind, graw[e], n, K, X, i)
+            u = _row(kind, uraw[e], n, K, X, i)
+            H[i * N + n] = g * u / (np.float32(1.0) + np.exp(-g))

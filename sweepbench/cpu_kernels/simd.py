@@ -482,3 +482,16 @@ def h2f(typingctx, bits):
         b = context.cast(builder, args[0], sig.args[0], types.uint16)
         return builder.fpext(builder.bitcast(b, ir.HalfType()), _F32)
     return types.float32(bits), codegen
+
+
+ld1f = _load("ld1f", types.float32, _F32, 1)  # one float32 at a byte offset, no index checks
+
+
+@intrinsic
+def st1f(typingctx, arr, byte_off, x):
+    """Store a float32 at a byte offset of any array (activation records)."""
+    def codegen(context, builder, sig, args):
+        p = _byte_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _F32)
+        builder.store(context.cast(builder, args[2], sig.args[2], types.float32), p, align=1)
+        return context.get_dummy_value()
+    return types.none(arr, byte_off, x), codegen

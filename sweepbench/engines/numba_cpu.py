@@ -60,14 +60,24 @@ class Groups:
     active: np.ndarray
 
 
+@dataclass
+class ExpertRows:
+    """Expert hidden rows [R, F] in expert order (row i belongs to routed row groups.rows[i])."""
+
+    h: np.ndarray
+    groups: Groups
+
+    def routed(self) -> np.ndarray:  # [R, F] in (token, slot) order, as the NumPy twin returns it
+        out = np.empty_like(self.h)
+        out[self.groups.rows] = self.h
+        return out
+
+
 def _prepare(t: GGUFTensor, n_mats: int, use_repack: bool):
     n_rows = t.raw.shape[0] // n_mats
     if use_repack and can_repack(t.qtype, n_rows):
         return repack(t.raw, t.qtype, n_rows, t.row_len, n_mats)
     return Plain(KIND_OF[Q(t.qtype)], Q(t.qtype), n_rows, t.row_len, np.asarray(t.raw).reshape(n_mats, -1))
-
-
-_UNUSED = np.zeros(1, np.float32)  # activation scales of float weights (never read)
 
 
 class CpuOps:
@@ -76,6 +86,7 @@ class CpuOps:
     def __init__(self) -> None:
         self._last_x: np.ndarray | None = None  # the last quantized input: q, k and v share one quantization
         self._last_q: QuantAct | None = None
+        self._rope_key: tuple | None = None
 
     # ---- helpers
     def _quant(self, x: np.ndarray) -> QuantAct:
@@ -85,40 +96,37 @@ class CpuOps:
 
     @staticmethod
     def _ident(t: int):
+        """Row indices, offsets and active list of a dense product: one 'expert' holding rows 0..t-1."""
         rows = np.arange(t, dtype=np.int64)
         return rows, np.array([0, t], np.int64), np.zeros(1, np.int64)
 
-    def _act(self, x, kind):
-        """(activations, their block scales, block sums) as the kernels of weight ``kind`` take them."""
-        if kind >= K_F32:
-            return x.reshape(-1), _UNUSED, _UNUSED
-        a = self._quant(x)
-        return a.q.reshape(-1), a.d.reshape(-1), a.s16.reshape(-1)
+    def _act(self, x, kind, gather=None):
+        """The activations as the kernels of weight ``kind`` take them: float32 rows, or quantized block
+        records; with ``gather``, rows x[gather] made contiguous (each expert's rows in one run)."""
+        a = x if kind >= K_F32 else self._quant(x).x
+        return (a if gather is None else a[gather]).reshape(-1)
 
-    def _mm(self, x, w, xrows, yrows, offsets, active, n_out_rows):
+    def _mm(self, xin, w, yrows, offsets, active, n_out_rows):
         y = np.empty((n_out_rows, w.n_rows), np.float32)
-        xin, xd, xs = self._act(x, w.kind)
         if isinstance(w, QuantR8):
-            qmm.q_mm(w.kind, w.qs, w.sc, w.row_len, xin, xd, xs, xrows, yrows, offsets, active, y.reshape(-1))
+            qmm.q_mm(w.kind, w.qs, w.sc, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         else:
-            rowmajor.rm_mm(w.kind, w.raw, w.n_rows, w.row_len, xin, xd, xs, xrows, yrows, offsets, active,
-                           y.reshape(-1))
+            rowmajor.rm_mm(w.kind, w.raw, w.n_rows, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         return y
 
-    def _up_gate(self, x, wg, wu, xrows, yrows, offsets, active, n_out_rows):
-        if type(wg) is not type(wu) or wg.kind != wu.kind:  # mixed types (never in practice): unfused
-            g = self._mm(x, wg, xrows, yrows, offsets, active, n_out_rows)
-            u = self._mm(x, wu, xrows, yrows, offsets, active, n_out_rows)
-            return (g / (np.float32(1.0) + np.exp(-g)) * u).astype(np.float32)
-        h = np.empty((n_out_rows, wg.n_rows), np.float32)
-        xin, xd, xs = self._act(x, wg.kind)
+    def _up_gate(self, xin, wg, wu, offsets, active, n_rows):
+        h = np.empty((n_rows, wg.n_rows), np.float32)
         if isinstance(wg, QuantR8):
-            qmm.q_up_gate(wg.kind, wg.qs, wg.sc, wu.qs, wu.sc, wg.row_len, xin, xd, xs, xrows, yrows, offsets,
-                          active, h.reshape(-1))
+            qmm.q_up_gate(wg.kind, wg.qs, wg.sc, wu.qs, wu.sc, wg.row_len, xin, offsets, active, h.reshape(-1))
         else:
-            rowmajor.rm_up_gate(wg.kind, wg.raw, wu.raw, wg.n_rows, wg.row_len, xin, xd, xs, xrows, yrows, offsets,
-                                active, h.reshape(-1))
+            rowmajor.rm_up_gate(wg.kind, wg.raw, wu.raw, wg.n_rows, wg.row_len, xin, offsets, active,
+                                h.reshape(-1))
         return h
+
+    def _check_pair(self, wg, wu):
+        if type(wg) is not type(wu) or wg.kind != wu.kind:
+            raise SweepbenchError(f"gate and up weights differ in type ({wg.qtype.name}, {wu.qtype.name}): "
+                                  "numba-cpu fuses them and needs one type")
 
     # ---- dense building blocks
     def embed(self, w: QuantMatrix, tokens):
@@ -136,13 +144,18 @@ class CpuOps:
         return out
 
     def rope_neox(self, x, pos0, head_dim, n_rot, base, freq_scale):
+        key = (int(pos0), x.shape[0], int(n_rot), float(base), float(freq_scale))
+        if self._rope_key != key:  # one table per forward: every layer's q and k share it
+            self._rope = np.empty((x.shape[0], n_rot // 2), np.float32), np.empty((x.shape[0], n_rot // 2), np.float32)
+            dense.rope_table(*key, *self._rope)
+            self._rope_key = key
         out = np.empty_like(x)
-        dense.rope_neox(x, int(pos0), int(head_dim), int(n_rot), float(base), float(freq_scale), out)
+        dense.rope_neox(x, int(head_dim), *self._rope, out)
         return out
 
     def matmul(self, x, w):
         rows, offsets, active = self._ident(x.shape[0])
-        return self._mm(x, w, rows, rows, offsets, active, x.shape[0])
+        return self._mm(self._act(x, w.kind), w, rows, offsets, active, x.shape[0])
 
     def add(self, x, y):
         out = np.empty_like(x)
@@ -150,9 +163,10 @@ class CpuOps:
         return out
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down):
+        self._check_pair(w_gate, w_up)
         rows, offsets, active = self._ident(x.shape[0])
-        h = self._up_gate(x, w_gate, w_up, rows, rows, offsets, active, x.shape[0])
-        return self._mm(h, w_down, rows, rows, offsets, active, x.shape[0])
+        h = self._up_gate(self._act(x, w_gate.kind), w_gate, w_up, offsets, active, x.shape[0])
+        return self._mm(self._act(h, w_down.kind), w_down, rows, offsets, active, x.shape[0])
 
     def rows(self, x, idx):
         return np.ascontiguousarray(x[np.asarray(idx, np.int64)])
@@ -195,11 +209,15 @@ class CpuOps:
         return Groups(ids, rows, xrows, offsets, active)
 
     def expert_up_gate(self, x, w_gate, w_up, groups: Groups):
-        return self._up_gate(x, w_gate, w_up, groups.xrows, groups.rows, groups.offsets, groups.active,
-                             groups.rows.size)
+        """-> ExpertRows: the [R, F] hidden rows in expert order (``.routed()`` gives the (t, j) order)."""
+        self._check_pair(w_gate, w_up)
+        xin = self._act(x, w_gate.kind, gather=groups.xrows)
+        return ExpertRows(self._up_gate(xin, w_gate, w_up, groups.offsets, groups.active, groups.rows.size), groups)
 
-    def expert_down(self, h, w_down, groups: Groups):
-        return self._mm(h, w_down, groups.rows, groups.rows, groups.offsets, groups.active, groups.rows.size)
+    def expert_down(self, h: "ExpertRows", w_down, groups: Groups):
+        """[R, E] in (t, j) order: each expert's rows are read in one run and written to their routed row."""
+        return self._mm(self._act(h.h, w_down.kind), w_down, groups.rows, groups.offsets, groups.active,
+                        groups.rows.size)
 
     def combine(self, y, weights):
         out = np.empty((weights.shape[0], y.shape[1]), np.float32)
@@ -229,7 +247,8 @@ class NumbaCpuEngine(ForwardEngine):
         if kind in ("norm", "bias"):
             return np.ascontiguousarray(dequantize(t.raw, t.qtype, t.row_len).reshape(-1))
         if kind == "embedding" and name == "token_embd.weight":
-            return QuantMatrix(t.raw, Q(t.qtype), t.row_len)
+            # copied into RAM: a row read from the mapped file can be a disk read (5-8 ms per token measured)
+            return QuantMatrix(np.array(t.raw), Q(t.qtype), t.row_len)
         t0 = time.perf_counter()
         w = _prepare(t, cfg.n_expert if kind == "experts" else 1, self.options.repack)
         self._repack_seconds += time.perf_counter() - t0
