@@ -9,6 +9,7 @@ from sweepbench.errors import UsageError
 ENGINES = {
     "reference": "sweepbench.engines.reference:ReferenceEngine",
     "ik": "sweepbench.engines.ik:IkEngine",
+    "numba-cuda": "sweepbench.engines.numba_cuda:NumbaCudaEngine",
     "numba-cpu": "sweepbench.engines.numba_cpu:NumbaCpuEngine",
 }
 

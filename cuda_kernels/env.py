@@ -1,0 +1,400 @@
+"""Simulator switch, warp helpers and one-instruction PTX intrinsics, each with a plain-Python twin.
+
+The CUDA simulator (NUMBA_ENABLE_CUDASIM=1, what CI runs) has no warp intrinsics and no inline PTX. Every helper
+here therefore exists twice: the GPU version (shuffles, ``@intrinsic`` inline PTX) and a simulator version with
+the same results, written with shared memory and ``syncthreads``. Kernels call only these names, so the kernel
+code that runs in CI is the code that runs on the GPU.
+
+Rule for kernels (the simulator versions synchronise the whole block): call every warp helper uniformly, from
+every thread of the block, the same number of times (mask the work, never skip the call). Blocks are 1-D.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+# The simulator swaps numba.cuda's API for Python versions; its jit lives in numba.cuda.simulator.
+SIM = cuda.jit.__module__.startswith("numba.cuda.simulator") or "simulator" in getattr(cuda.jit, "__module__", "")
+FULL = 0xFFFFFFFF
+MAX_THREADS = 1024  # exchange buffers of the simulator versions cover the largest block
+
+
+def jit(*args, **kw):
+    """``cuda.jit`` with the disk cache on where it works (compile time never lands in a measured row)."""
+    if not SIM:
+        kw.setdefault("cache", True)
+    return cuda.jit(*args, **kw)
+
+
+def device(fn):
+    return cuda.jit(device=True, inline=True)(fn) if not SIM else cuda.jit(device=True)(fn)
+
+
+# ------------------------------------------------------------------------------------------------ GPU versions
+if not SIM:
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda import cgutils
+    from numba.cuda.extending import intrinsic
+
+    _I32, _F32 = ir.IntType(32), ir.FloatType()
+
+    def _cast_all(context, builder, sig, args, to):
+        return [context.cast(builder, a, t, to) for a, t in zip(args, sig.args)]
+
+    def _int_asm(text: str, n_in: int, ret=types.uint32):
+        """An intrinsic for a PTX instruction on n_in 32-bit registers returning one 32-bit register."""
+
+        def typer(typingctx, *args):
+            if len(args) != n_in or not all(isinstance(a, types.Integer) for a in args):
+                return None
+
+            def codegen(context, builder, sig, a):
+                fnty = ir.FunctionType(_I32, [_I32] * n_in)
+                asm = ir.InlineAsm(fnty, text, "=r" + ",r" * n_in)
+                return builder.call(asm, _cast_all(context, builder, sig, a, types.uint32))
+
+            return ret(*args), codegen
+
+        return typer
+
+    @intrinsic
+    def dp4a(typingctx, a, b, c):
+        """c + sum of the 4 signed byte products of a and b (IDP.4A.S8.S8)."""
+        return _int_asm("dp4a.s32.s32 $0, $1, $2, $3;", 3, types.int32)(typingctx, a, b, c)
+
+    @intrinsic
+    def prmt(typingctx, a, b, sel):
+        """Byte permute: result byte i = byte (sel >> 4i) & 7 of the 8-byte value b:a."""
+        return _int_asm("prmt.b32 $0, $1, $2, $3;", 3)(typingctx, a, b, sel)
+
+    @intrinsic
+    def hsub2(typingctx, a, b):
+        return _int_asm("sub.rn.f16x2 $0, $1, $2;", 2)(typingctx, a, b)
+
+    @intrinsic
+    def hmul2(typingctx, a, b):
+        return _int_asm("mul.rn.f16x2 $0, $1, $2;", 2)(typingctx, a, b)
+
+    @intrinsic
+    def hfma2(typingctx, a, b, c):
+        return _int_asm("fma.rn.f16x2 $0, $1, $2, $3;", 3)(typingctx, a, b, c)
+
+    @intrinsic
+    def pack_h2(typingctx, lo, hi):
+        """Two float32 -> one f16x2 word (lo in the low half), round to nearest even."""
+        sig = types.uint32(lo, hi)
+
+        def codegen(context, builder, sig, args):
+            x, y = [context.cast(builder, v, t, types.float32) for v, t in zip(args, sig.args)]
+            asm = ir.InlineAsm(ir.FunctionType(_I32, [_F32, _F32]), "cvt.rn.f16x2.f32 $0, $1, $2;", "=r,f,f")
+            return builder.call(asm, [y, x])  # PTX puts its first source operand in the upper half
+
+        return sig, codegen
+
+    @intrinsic
+    def unpack_h2(typingctx, w):
+        """One f16x2 word -> (low, high) as float32."""
+        sig = types.UniTuple(types.float32, 2)(w)
+
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[0], sig.args[0], types.uint32)
+            fnty = ir.FunctionType(ir.LiteralStructType([_F32, _F32]), [_I32])
+            asm = ir.InlineAsm(fnty, "{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }",
+                               "=f,=f,r")
+            st = builder.call(asm, [v])
+            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, i) for i in range(2)])
+
+        return sig, codegen
+
+    @intrinsic
+    def mma_f16(typingctx, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        """D = A B + C for one m16n8k16 tile (f16 inputs as f16x2 words, f32 accumulators): HMMA.16816.F32."""
+        sig = types.UniTuple(types.float32, 4)(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3)
+
+        def codegen(context, builder, sig, args):
+            ins = [context.cast(builder, v, t, types.uint32) for v, t in zip(args[:6], sig.args[:6])]
+            ins += [context.cast(builder, v, t, types.float32) for v, t in zip(args[6:], sig.args[6:])]
+            fnty = ir.FunctionType(ir.LiteralStructType([_F32] * 4), [_I32] * 6 + [_F32] * 4)
+            asm = ir.InlineAsm(fnty, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                               "{$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};",
+                               "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f")
+            st = builder.call(asm, ins)
+            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, i) for i in range(4)])
+
+        return sig, codegen
+
+    @intrinsic
+    def ldg4(typingctx, arr, i):
+        """arr[i:i+4] of a 1-D uint32/int32 array as one 16-byte non-coherent load (i a multiple of 4)."""
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype.bitwidth == 32):
+            return None
+        sig = types.UniTuple(types.uint32, 4)(arr, i)
+
+        def codegen(context, builder, sig, args):
+            aryty, idxty = sig.args
+            ary = context.make_array(aryty)(context, builder, value=args[0])
+            idx = context.cast(builder, args[1], idxty, types.intp)
+            ptr = builder.gep(ary.data, [idx])
+            fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [ptr.type])
+            asm = ir.InlineAsm(fnty, "ld.global.nc.v4.u32 {$0,$1,$2,$3}, [$4];", "=r,=r,=r,=r,l")
+            st = builder.call(asm, [ptr])
+            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+
+        return sig, codegen
+
+    _ = cgutils  # imported for symmetry with numba's own intrinsics
+
+    @device
+    def lane_id():
+        return cuda.threadIdx.x & 31
+
+    @device
+    def shfl_xor(v, m):
+        return cuda.shfl_xor_sync(FULL, v, m)
+
+    @device
+    def shfl_idx(v, src):
+        return cuda.shfl_sync(FULL, v, src)
+
+    @device
+    def warp_sum(v):
+        for m in (16, 8, 4, 2, 1):
+            v += cuda.shfl_xor_sync(FULL, v, m)
+        return v
+
+    @device
+    def warp_max(v):
+        for m in (16, 8, 4, 2, 1):
+            v = max(v, cuda.shfl_xor_sync(FULL, v, m))
+        return v
+
+    @device
+    def warp_argmax(v, i):
+        """(max value, its index) over the warp; ties go to the larger index (ik's CPU order)."""
+        for m in (16, 8, 4, 2, 1):
+            ov = cuda.shfl_xor_sync(FULL, v, m)
+            oi = cuda.shfl_xor_sync(FULL, i, m)
+            if ov > v or (ov == v and oi > i):
+                v, i = ov, oi
+        return v, i
+
+    @device
+    def warp_prefix_count(flag):
+        """(number of lanes below this one with flag set, total over the warp)."""
+        bal = cuda.ballot_sync(FULL, flag)
+        below = bal & ((np.uint32(1) << np.uint32(cuda.threadIdx.x & 31)) - np.uint32(1))
+        return cuda.popc(below), cuda.popc(bal)
+
+    @device
+    def _rs_stage(vals, m, lane):
+        up = (lane & m) != 0
+        for i in range(m):
+            send = vals[i] if up else vals[i + m]
+            keep = vals[i + m] if up else vals[i]
+            vals[i] = keep + cuda.shfl_xor_sync(FULL, send, m)
+
+    @device
+    def reduce_scatter32(vals):
+        """vals float32[32] per lane -> the warp-wide sum of vals[lane] (31 shuffles for all 32 sums)."""
+        lane = cuda.threadIdx.x & 31
+        _rs_stage(vals, 16, lane)
+        _rs_stage(vals, 8, lane)
+        _rs_stage(vals, 4, lane)
+        _rs_stage(vals, 2, lane)
+        _rs_stage(vals, 1, lane)
+        return vals[0]
+
+    @device
+    def warp_gather32(v, out):
+        """out[k] = v of lane k, for every lane."""
+        for k in range(32):
+            out[k] = cuda.shfl_sync(FULL, v, k)
+
+    @device
+    def group_max(v, g):
+        """max of v over the lanes with the same lane % g (g a power of two)."""
+        m = 16
+        while m >= g:
+            v = max(v, cuda.shfl_xor_sync(FULL, v, m))
+            m >>= 1
+        return v
+
+    @device
+    def group_sum(v, g):
+        m = 16
+        while m >= g:
+            v += cuda.shfl_xor_sync(FULL, v, m)
+            m >>= 1
+        return v
+
+
+# ------------------------------------------------------------------------------------------ simulator versions
+else:
+    def _u32(x) -> int:
+        return int(x) & 0xFFFFFFFF
+
+    def _h2(w) -> np.ndarray:
+        return np.array([_u32(w) & 0xFFFF, _u32(w) >> 16], np.uint16).view(np.float16).astype(np.float64)
+
+    def _from_h2(lo: float, hi: float) -> np.uint32:
+        b = np.array([lo, hi], np.float64).astype(np.float16).view(np.uint16).astype(np.uint32)
+        return np.uint32(int(b[0]) | (int(b[1]) << 16))
+
+    def _dp4a(a, b, c):
+        av = np.array([_u32(a)], np.uint32).view(np.int8).astype(np.int64)
+        bv = np.array([_u32(b)], np.uint32).view(np.int8).astype(np.int64)
+        return np.int32(np.int64(int(c) + int((av * bv).sum())))
+
+    def _prmt(a, b, sel):
+        v = _u32(a) | (_u32(b) << 32)
+        s = _u32(sel)
+        out = 0
+        for k in range(4):
+            byte = (v >> (8 * ((s >> (4 * k)) & 7))) & 0xFF
+            out |= byte << (8 * k)
+        return np.uint32(out)
+
+    def _hsub2(a, b):
+        x, y = _h2(a), _h2(b)
+        return _from_h2(x[0] - y[0], x[1] - y[1])
+
+    def _hmul2(a, b):
+        x, y = _h2(a), _h2(b)
+        return _from_h2(x[0] * y[0], x[1] * y[1])
+
+    def _hfma2(a, b, c):
+        x, y, z = _h2(a), _h2(b), _h2(c)
+        return _from_h2(x[0] * y[0] + z[0], x[1] * y[1] + z[1])
+
+    def _pack_h2(lo, hi):
+        return _from_h2(np.float32(lo), np.float32(hi))
+
+    def _unpack_h2(w):
+        v = _h2(w)
+        return np.float32(v[0]), np.float32(v[1])
+
+    def _ldg4(arr, i):
+        return np.uint32(arr[i]), np.uint32(arr[i + 1]), np.uint32(arr[i + 2]), np.uint32(arr[i + 3])
+
+    dp4a, prmt, hsub2, hmul2, hfma2 = (device(f) for f in (_dp4a, _prmt, _hsub2, _hmul2, _hfma2))
+    pack_h2, unpack_h2, ldg4 = device(_pack_h2), device(_unpack_h2), device(_ldg4)
+
+    def _tid():
+        return cuda.threadIdx.x
+
+    def _lane_id():
+        return cuda.threadIdx.x & 31
+
+    lane_id = device(_lane_id)
+
+    def _exchange(v):
+        """Every thread's v -> the block-wide array of them (two barriers; see the rule in the docstring)."""
+        buf = cuda.shared.array(MAX_THREADS, np.float64)
+        cuda.syncthreads()
+        buf[_tid()] = v
+        cuda.syncthreads()
+        return buf
+
+    def _warp_vals(v):
+        buf = _exchange(float(v))
+        base = _tid() & ~31
+        vals = [buf[base + k] for k in range(32)]
+        cuda.syncthreads()
+        return vals
+
+    def _typed(like, x):
+        return type(like)(x) if isinstance(like, np.generic) else x
+
+    def _shfl_xor(v, m):
+        vals = _warp_vals(v)
+        return _typed(v, vals[_lane_id() ^ int(m)])
+
+    def _shfl_idx(v, src):
+        vals = _warp_vals(v)
+        return _typed(v, vals[int(src) & 31])
+
+    def _warp_sum(v):
+        vals = [np.float32(x) for x in _warp_vals(v)]
+        for m in (16, 8, 4, 2, 1):  # the GPU's butterfly order, so both give the same bits
+            vals = [np.float32(vals[k] + vals[k ^ m]) for k in range(32)]
+        return _typed(v, vals[_lane_id()])
+
+    def _warp_max(v):
+        return _typed(v, max(_warp_vals(v)))
+
+    def _warp_argmax(v, i):
+        vals, idx = _warp_vals(v), _warp_vals(i)
+        best = 0
+        for k in range(1, 32):
+            if vals[k] > vals[best] or (vals[k] == vals[best] and idx[k] > idx[best]):
+                best = k
+        return _typed(v, vals[best]), _typed(i, int(idx[best]))
+
+    def _warp_prefix_count(flag):
+        flags = _warp_vals(1.0 if flag else 0.0)
+        lane = _lane_id()
+        return int(sum(flags[:lane])), int(sum(flags))
+
+    shfl_xor, shfl_idx, warp_sum, warp_max = (device(f) for f in (_shfl_xor, _shfl_idx, _warp_sum, _warp_max))
+    warp_argmax, warp_prefix_count = device(_warp_argmax), device(_warp_prefix_count)
+
+    def _reduce_scatter32(vals):
+        buf = cuda.shared.array((MAX_THREADS, 32), np.float32)
+        cuda.syncthreads()
+        t = _tid()
+        for k in range(32):
+            buf[t, k] = vals[k]
+        cuda.syncthreads()
+        base, lane = t & ~31, _lane_id()
+        v = [buf[base + k, lane] for k in range(32)]
+        cuda.syncthreads()
+        # the GPU's order: stage m adds the partner half, lanes of one 2m-group summed pairwise
+        for m in (16, 8, 4, 2, 1):
+            v = [np.float32(v[k] + v[k ^ m]) for k in range(32)]
+        return v[lane]
+
+    def _warp_gather32(v, out):
+        vals = _warp_vals(v)
+        for k in range(32):
+            out[k] = vals[k]
+
+    def _group_max(v, g):
+        vals, lane = _warp_vals(v), _lane_id()
+        return _typed(v, max(vals[k] for k in range(32) if k % g == lane % g))
+
+    def _group_sum(v, g):
+        vals, lane = [np.float32(x) for x in _warp_vals(v)], _lane_id()
+        m = 16
+        while m >= g:
+            vals = [np.float32(vals[k] + vals[k ^ m]) for k in range(32)]
+            m >>= 1
+        return _typed(v, vals[lane])
+
+    reduce_scatter32, warp_gather32 = device(_reduce_scatter32), device(_warp_gather32)
+    group_max, group_sum = device(_group_max), device(_group_sum)
+
+    def _mma_f16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        """The warp's fragments gathered through shared memory, then the tile product in float64."""
+        regs = cuda.shared.array((MAX_THREADS, 6), np.uint32)
+        cuda.syncthreads()
+        t = _tid()
+        for k, r in enumerate((a0, a1, a2, a3, b0, b1)):
+            regs[t, k] = _u32(r)
+        cuda.syncthreads()
+        base = t & ~31
+        a = np.zeros((16, 16))
+        bt = np.zeros((8, 16))
+        for ln in range(32):
+            g, q = ln >> 2, ln & 3
+            for k, (row, col) in enumerate(((g, 2 * q), (g + 8, 2 * q), (g, 2 * q + 8), (g + 8, 2 * q + 8))):
+                a[row, col : col + 2] = _h2(regs[base + ln, k])
+            bt[g, 2 * q : 2 * q + 2] = _h2(regs[base + ln, 4])
+            bt[g, 2 * q + 8 : 2 * q + 10] = _h2(regs[base + ln, 5])
+        cuda.syncthreads()
+        d = a @ bt.T  # [16, 8]
+        g, q = _lane_id() >> 2, _lane_id() & 3
+        return (np.float32(d[g, 2 * q] + c0), np.float32(d[g, 2 * q + 1] + c1),
+                np.float32(d[g + 8, 2 * q] + c2), np.float32(d[g + 8, 2 * q + 1] + c3))
+
+    mma_f16 = device(_mma_f16)

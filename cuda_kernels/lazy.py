@@ -1,0 +1,71 @@
+"""Deferred results that let the ops table fuse neighbouring ops without changing the models' forward().
+
+The forward is written op by op (``sweepbench.models.ops``). Three pairs run as one kernel here:
+    add -> rms_norm                 the residual sum and the next norm (and its q8_1 output) in one pass
+    rms_norm_heads -> rope_neox     the q/k norm and the rotation, one block per (token, head)
+    expert_down -> combine          the down projection and the weighted sum over slots (token generation)
+An op receiving a deferred value it cannot fuse with materializes it first (``CudaOps.act``), so any other
+sequence of ops still computes the same thing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class LazyAdd:
+    x: Any
+    y: Any
+    value: Any = None  # the materialized sum, once computed
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+
+@dataclass
+class LazyNormHeads:
+    x: Any
+    w: Any
+    eps: float
+    head_dim: int
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+
+@dataclass
+class LazyDown:
+    h: Any  # [R, F]
+    w: Any  # DeviceWeight stack
+    groups: Any
+
+    @property
+    def shape(self):
+        return self.h.rows, self.w.n_rows
+
+
+@dataclass
+class Routed:
+    """Expert ids int32 [T*K] (or their weights float32 [T*K]) on the device, in (token, slot) order."""
+
+    buf: Any
+    n_tokens: int
+    k: int
+    owner: Any = None  # keeps the pool buffer's Act alive
+
+
+@dataclass
+class Groups:
+    """Routed rows grouped by expert; ``rows`` / ``offsets`` / ``tiles`` are built on the device when a GEMM needs
+    them (token generation reads the ids directly)."""
+
+    ids: Routed
+    n_expert: int
+    rows: Any = None
+    offsets: Any = None
+    tiles: Any = None
+    max_tiles: int = 0
+    bm: int = 0

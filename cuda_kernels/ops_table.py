@@ -1,0 +1,280 @@
+"""The ops table of the numba-cuda engine: every op of ``sweepbench.models.ops`` as kernel launches on one stream.
+
+Activations are ``memory.Act`` handles (float32 device buffers from a pool); weights ``weights.DeviceWeight``.
+The position and the token ids are device scalars (``begin`` writes them outside a capture), kernels read them,
+so a decode step captured once into a CUDA graph replays for every position. No op synchronises with the host
+except ``to_host``. A few op pairs are fused through deferred values (``lazy``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from cuda_kernels import attention as att
+from cuda_kernels import elementwise as ew
+from cuda_kernels import gemv, routing
+from cuda_kernels.env import SIM
+from cuda_kernels.lazy import Groups, LazyAdd, LazyDown, LazyNormHeads, Routed
+from cuda_kernels.memory import Act, Pool
+from cuda_kernels.qdot import QUANTIZED
+from cuda_kernels.rope import norm_rope
+
+GEMV_MAX_T = 1 << 30  # activation rows up to which the GEMV kernels run (the GEMMs take larger batches)
+TQ = 64  # query rows per flash-decoding launch in prefill (bounds the partials' scratch)
+
+
+def _blocks(n: int, per: int) -> int:
+    return max(1, (int(n) + per - 1) // per)
+
+
+class CudaOps:
+    def __init__(self, max_tokens: int, n_ctx: int):
+        self.stream = cuda.stream()
+        self.pool = Pool(self.stream)
+        self.n_ctx = n_ctx
+        self.io = cuda.device_array(1 + max_tokens, np.int32)  # [position, token ids...]
+        self.posv, self.tokv = self.io[0:1], self.io[1:]
+        self.zero_ids = cuda.to_device(np.zeros(max(max_tokens, 1), np.int32))
+        self.u32 = cuda.device_array(4, np.uint32)  # stand-ins for arguments a kernel variant does not read
+        self.f32 = cuda.device_array(4, np.float32)
+        self.capturing = False
+        self.n_launches = 0
+        self.att_nw, self.att_cpw = att.NW, att.CPW  # flash-decoding block shape (tests shrink it)
+        self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
+        if SIM:  # the simulator runs a thread per CUDA thread and polls them all at each barrier: keep blocks small
+            self.att_nw, self.att_cpw, self.gemv_nw = 1, 32, 1
+
+    # ---- plumbing ----------------------------------------------------------------------------------------
+    def begin(self, tokens, pos0: int) -> None:
+        """Before a forward: position and token ids into the device scalars (skipped while capturing)."""
+        if self.capturing:
+            return
+        io = np.empty(1 + len(tokens), np.int32)
+        io[0], io[1:] = pos0, np.asarray(tokens, np.int64)
+        self.io[: len(io)].copy_to_device(io, stream=self.stream)  # pageable source: consumed before return
+
+    def new(self, rows: int, cols: int) -> Act:
+        return Act(self.pool, self.pool.get(rows * cols), rows, cols)
+
+    def launch(self, kernel, grid, block, *args):
+        self.n_launches += 1
+        kernel[grid, block, self.stream](*args)
+
+    def act(self, x) -> Act:
+        """Materialize a deferred value."""
+        if isinstance(x, LazyAdd):
+            if x.value is None:
+                a, b = self.act(x.x), self.act(x.y)
+                out = self.new(a.rows, a.cols)
+                n = a.rows * a.cols
+                self.launch(ew.add, _blocks(n, 256), 256, a.f, b.f, out.f, n)
+                x.value = out
+            return x.value
+        if isinstance(x, LazyNormHeads):
+            return self._norm_rope(x.x, x.w, x.eps, x.head_dim, 0, 1.0, 1.0, True)
+        if isinstance(x, LazyDown):
+            return self._expert_rows(x.h, x.w, x.groups, 1)
+        return x
+
+    def q8(self, x: Act):
+        """The q8_1 companion of x (quantized once, kept with x)."""
+        if x.q8 is None:
+            n4 = x.rows * x.cols // 4
+            xq, xa = self.pool.get(n4, np.uint32), self.pool.get(n4 // 4)
+            self.launch(ew.quantize_q8_1, _blocks(n4, 256), 256, x.f, xq, xa, n4)
+            x.attach_q8(xq, xa)
+        return x.q8
+
+    def _inputs(self, x: Act, kind: str):
+        """(xq, xa, xf) for a weight of this kind: q8_1 for quantized weights, the float rows otherwise."""
+        if kind in QUANTIZED:
+            xq, xa = self.q8(x)
+            return xq, xa, self.f32
+        return self.u32, self.f32, x.f
+
+    # ---- dense ops ---------------------------------------------------------------------------------------
+    def embed(self, w, tokens) -> Act:
+        t = len(tokens)
+        out = self.new(t, w.row_len)
+        self.launch(ew.embed_kernel(w.kind), _blocks(t * w.row_len // 32, 128), 128, w.qs, w.hdr, self.tokv, out.f,
+                    t, w.row_len)
+        return out
+
+    def rms_norm(self, x, w, eps: float) -> Act:
+        add = isinstance(x, LazyAdd) and x.value is None
+        if add:
+            a, b = self.act(x.x), self.act(x.y)
+            x.value = res = self.new(a.rows, a.cols)
+        else:
+            a = self.act(x)
+            b = res = a
+        t, e = a.rows, a.cols
+        if e % 32 or e > 4096:
+            raise ValueError(f"rms_norm: row length {e} must be a multiple of 32 and at most 4096")
+        out = self.new(t, e)
+        xq, xa = self.pool.get(t * e // 4, np.uint32), self.pool.get(t * e // 16)
+        out.attach_q8(xq, xa)
+        self.launch(ew.rms_norm, t, 32 * _blocks(e // 4, 32), a.f, b.f, res.f, w, out.f, xq, xa, e, np.float32(eps), add, True)
+        return out
+
+    def rms_norm_heads(self, x, w, eps: float, head_dim: int):
+        return LazyNormHeads(self.act(x), w, eps, head_dim)
+
+    def rope_neox(self, x, pos0: int, head_dim: int, n_rot: int, base: float, freq_scale: float) -> Act:
+        if isinstance(x, LazyNormHeads):
+            return self._norm_rope(x.x, x.w, x.eps, head_dim, n_rot, base, freq_scale, True)
+        return self._norm_rope(self.act(x), self.f32, 0.0, head_dim, n_rot, base, freq_scale, False)
+
+    def _norm_rope(self, x: Act, w, eps, d, n_rot, base, freq_scale, do_norm) -> Act:
+        out = self.new(x.rows, x.cols)
+        self.launch(norm_rope, x.rows * (x.cols // d), d, x.f, w, out.f, self.posv, x.cols // d, d, n_rot,
+                    np.float64(base), np.float64(freq_scale), np.float32(eps), do_norm)
+        return out
+
+    def matmul(self, x, w) -> Act:
+        x = self.act(x)
+        t, n = x.rows, w.n_rows
+        y = self.new(t, n)
+        xq, xa, xf = self._inputs(x, w.kind)
+        self.launch(gemv.dense(w.kind, self.gemv_nw), _blocks(n, self.gemv_nw), 32 * self.gemv_nw, w.qs, w.hdr, xq, xa, xf,
+                    y.f, n, w.row_len, t)
+        return y
+
+    def add(self, x, y):
+        return LazyAdd(x, y)
+
+    def swiglu_ffn(self, x, w_gate, w_up, w_down) -> Act:
+        x = self.act(x)
+        ids = Routed(self.zero_ids, x.rows, 1)
+        h = self._up_gate(x, w_gate, w_up, ids)
+        return self.matmul(h, w_down)
+
+    def rows(self, x, idx) -> Act:
+        x = self.act(x)
+        idx = [int(i) for i in idx]
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            if len(idx) == x.rows:
+                return x
+            a, b = idx[0] * x.cols, (idx[-1] + 1) * x.cols
+            return Act(self.pool, x.f[a:b], len(idx), x.cols, parent=x)
+        dev = cuda.to_device(np.array(idx, np.int32), stream=self.stream)
+        out = self.new(len(idx), x.cols)
+        self.launch(ew.gather_rows, _blocks(out.rows * out.cols, 256), 256, x.f, dev, out.f, len(idx), x.cols)
+        return out
+
+    def split(self, x, sizes) -> list:
+        x = self.act(x)
+        parts, off = [], 0
+        for s in sizes:
+            if x.rows == 1:
+                parts.append(Act(self.pool, x.f[off : off + s], 1, s, parent=x))
+            else:
+                out = self.new(x.rows, s)
+                self.launch(ew.copy_cols, _blocks(x.rows * s, 256), 256, x.f, out.f, x.rows, x.cols, off, s)
+                parts.append(out)
+            off += s
+        return parts
+
+    def to_host(self, x) -> np.ndarray:
+        x = self.act(x)
+        host = x.f.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return host.reshape(x.rows, x.cols)
+
+    # ---- attention ---------------------------------------------------------------------------------------
+    def kv_store(self, cache, il: int, k, v, pos0: int) -> None:
+        k, v = self.act(k), self.act(v)
+        n4 = k.rows * k.cols // 4
+        self.launch(att.kv_store, _blocks(n4, 256), 256, k.f, v.f, cache.kq[il], cache.kd[il], cache.vq[il],
+                    cache.vd[il], self.posv, k.rows, k.cols, cache.type_k == "q8_0", cache.type_v == "q8_0")
+
+    def attention(self, q, cache, il: int, pos0: int, n_head: int, n_head_kv: int, head_dim: int) -> Act:
+        q = self.act(q)
+        t, g = q.rows, n_head // n_head_kv
+        if 32 % g or head_dim % 32 or g * head_dim > 16 * 128:
+            raise ValueError(f"attention: {n_head}/{n_head_kv} heads of {head_dim} are not supported on the GPU")
+        spl = self.att_nw * self.att_cpw
+        n_parts = _blocks(cache.n_ctx, spl)
+        split = att.split_kernel(head_dim, g, cache.type_k == "q8_0", cache.type_v == "q8_0", self.att_nw, self.att_cpw)
+        combine = att.combine_kernel(head_dim, spl)
+        out = self.new(t, n_head * head_dim)
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        for t0 in range(0, t, TQ):
+            tz = min(TQ, t - t0)
+            part_o = self.pool.get(tz * n_head * n_parts * head_dim)
+            part_ml = self.pool.get(tz * n_head * n_parts * 2)
+            grid_x = n_parts if self.capturing else _blocks(pos0 + t0 + tz, spl)  # graphs: sized for n_ctx
+            self.launch(split, (grid_x, n_head_kv, tz), 32 * self.att_nw, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
+                        cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0)
+            self.launch(combine, (n_head, tz), head_dim, part_o, part_ml, self.posv, out.f, n_head, n_parts, t0)
+            self.pool.put(part_o)
+            self.pool.put(part_ml)
+        return out
+
+    # ---- MoE ---------------------------------------------------------------------------------------------
+    def route_softmax_topk(self, logits, k: int, norm: bool):
+        logits = self.act(logits)
+        t, x = logits.rows, logits.cols
+        ids, w = Act(self.pool, self.pool.get(t * k, np.int32), t, k), self.new(t, k)
+        self.launch(routing.route_softmax(x), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS, logits.f,
+                    ids.f, w.f, t, k, bool(norm))
+        return Routed(ids.f, t, k, ids), Routed(w.f, t, k, w)
+
+    def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
+        logits = self.act(logits)
+        t, x = logits.rows, logits.cols
+        ids, w = Act(self.pool, self.pool.get(t * k, np.int32), t, k), self.new(t, k)
+        kernel = routing.route_sigmoid(x, n_groups if n_groups > 1 else 1)
+        self.launch(kernel, _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS, logits.f,
+                    bias if bias is not None else self.f32, bias is not None, ids.f, w.f, t, k, n_groups_used,
+                    bool(norm), np.float32(norm_eps), np.float32(scale))
+        return Routed(ids.f, t, k, ids), Routed(w.f, t, k, w)
+
+    def group_rows_by_expert(self, ids: Routed, n_expert: int) -> Groups:
+        return Groups(ids, n_expert)
+
+    def _up_gate(self, x: Act, w_gate, w_up, ids: Routed) -> Act:
+        r, f = ids.n_tokens * ids.k, w_up.n_rows
+        h = self.new(r, f)
+        if w_gate.kind == w_up.kind:
+            xq, xa, xf = self._inputs(x, w_up.kind)
+            self.launch(gemv.up_gate(w_up.kind, self.gemv_nw), (_blocks(f, self.gemv_nw), r), 32 * self.gemv_nw, w_gate.qs,
+                        w_gate.hdr, w_up.qs, w_up.hdr, xq, xa, xf, ids.buf, h.f, f, x.cols, ids.k)
+            return h
+        g = self._expert_rows(x, w_gate, Groups(ids, 0), ids.k)
+        u = self._expert_rows(x, w_up, Groups(ids, 0), ids.k)
+        self.launch(ew.silu_mul, _blocks(r * f, 256), 256, g.f, u.f, h.f, r * f)
+        return h
+
+    def _expert_rows(self, x: Act, w, groups: Groups, div: int) -> Act:
+        """y[r] = x[r // div] @ W[ids[r]]^T for every routed row r."""
+        ids = groups.ids
+        r, n = ids.n_tokens * ids.k, w.n_rows
+        y = self.new(r, n)
+        xq, xa, xf = self._inputs(x, w.kind)
+        self.launch(gemv.expert(w.kind, self.gemv_nw), (_blocks(n, self.gemv_nw), r), 32 * self.gemv_nw, w.qs, w.hdr, xq, xa,
+                    xf, ids.buf, y.f, n, w.row_len, div)
+        return y
+
+    def expert_up_gate(self, x, w_gate, w_up, groups: Groups) -> Act:
+        return self._up_gate(self.act(x), w_gate, w_up, groups.ids)
+
+    def expert_down(self, h, w_down, groups: Groups):
+        return LazyDown(self.act(h), w_down, groups)
+
+    def combine(self, y, weights: Routed) -> Act:
+        t, k = weights.n_tokens, weights.k
+        if isinstance(y, LazyDown):
+            w, h, ids = y.w, y.h, y.groups.ids
+            e = w.n_rows
+            out = self.new(t, e)
+            hq, ha, hf = self._inputs(h, w.kind)
+            self.launch(gemv.down_combine(w.kind, self.gemv_nw), (_blocks(e, self.gemv_nw), t), 32 * self.gemv_nw, w.qs,
+                        w.hdr, hq, ha, hf, ids.buf, weights.buf, out.f, e, w.row_len, k)
+            return out
+        y = self.act(y)
+        out = self.new(t, y.cols)
+        self.launch(ew.combine_rows, _blocks(t * y.cols, 256), 256, y.f, weights.buf, out.f, t, y.cols, k)
+        return out

@@ -1,0 +1,192 @@
+"""Expert routing on the device (one warp per token, no host round-trip), and the stable grouping of routed rows.
+
+Selection order follows ik's CPU code, the ground truth: top-k by (value, index) descending, so ties go to the
+larger index; grouped routing keeps the Gk groups with the largest sum of their top-2 biased scores (ties: larger
+group index), then takes the top-k among the kept groups' experts. A lane holds experts lane, lane+32, ...
+
+    route_softmax   logits [T, X] -> ids int32 [T, K], w float32 [T, K]   softmax, top-k, optional renormalise
+    route_sigmoid   sigmoid gating; selection on sigmoid + bias (grouped when G > 1), weights unbiased,
+                    w / (sum + eps) if norm, times scale
+    group_rows      ids [R] -> rows int32 [R] grouped by expert, stable in (token, slot) order (a counting sort:
+                    no atomics), offsets int32 [X+1], and the GEMM tile list (expert, first row) per BM rows
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from cuda_kernels.env import jit, warp_argmax, warp_max, warp_sum
+
+NEG = np.float32(-np.inf)
+ROUTE_WARPS = 4  # tokens per block
+_CACHE: dict = {}
+
+
+def route_softmax(n_expert: int):
+    """Kernel (logits, ids, w, T, k, norm) for X = n_expert (a lane holds ceil(X/32) logits)."""
+    key = ("softmax", n_expert)
+    if key in _CACHE:
+        return _CACHE[key]
+    X, XPL = n_expert, (n_expert + 31) // 32
+
+    def kernel(logits, ids, w, T, k, norm):
+        lane = cuda.threadIdx.x & 31
+        t = cuda.blockIdx.x * ROUTE_WARPS + cuda.threadIdx.x // 32
+        ok = t < T
+        p = cuda.local.array(XPL, np.float32)
+        mx = NEG
+        for i in range(XPL):
+            e = lane + 32 * i
+            p[i] = logits[t * X + e] if ok and e < X else NEG
+            mx = max(mx, p[i])
+        mx = warp_max(mx)
+        s = np.float32(0)
+        for i in range(XPL):
+            p[i] = math.exp(p[i] - mx) if p[i] != NEG else np.float32(0)
+            s += p[i]
+        s = warp_sum(s)
+        for i in range(XPL):
+            p[i] = p[i] / s if lane + 32 * i < X and s > 0 else NEG
+        tot = np.float32(0)
+        for r in range(k):
+            bv, bi = NEG, np.int32(-1)
+            for i in range(XPL):
+                if p[i] >= bv and p[i] != NEG:  # later (larger) index wins a tie
+                    bv, bi = p[i], np.int32(lane + 32 * i)
+            bv, bi = warp_argmax(bv, bi)
+            for i in range(XPL):  # the owner retires the winner (a loop, so p stays in registers)
+                if lane + 32 * i == bi:
+                    p[i] = NEG
+            tot += bv
+            if ok and lane == 0:
+                ids[t * k + r] = bi
+                w[t * k + r] = bv
+        if ok and lane == 0 and norm:
+            inv = np.float32(1) / tot if tot > 0 else np.float32(0)
+            for r in range(k):
+                w[t * k + r] = w[t * k + r] * inv
+
+    _CACHE[key] = jit(kernel)
+    return _CACHE[key]
+
+
+def route_sigmoid(n_expert: int, n_groups: int):
+    """Kernel (logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale) for X experts in G groups."""
+    key = ("sigmoid", n_expert, n_groups)
+    if key in _CACHE:
+        return _CACHE[key]
+    X, XPL, G = n_expert, (n_expert + 31) // 32, n_groups
+    P = X // G  # experts per group
+
+    def kernel(logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale):
+        lane, wi = cuda.threadIdx.x & 31, cuda.threadIdx.x // 32
+        t = cuda.blockIdx.x * ROUTE_WARPS + wi
+        ok = t < T
+        sel_sh = cuda.shared.array((ROUTE_WARPS, X), np.float32)
+        prob = cuda.local.array(XPL, np.float32)
+        sel = cuda.local.array(XPL, np.float32)
+        for i in range(XPL):
+            e = lane + 32 * i
+            if ok and e < X:
+                prob[i] = np.float32(1) / (np.float32(1) + math.exp(-logits[t * X + e]))
+                sel[i] = prob[i] + bias[e] if has_bias else prob[i]
+                sel_sh[wi, e] = sel[i]
+            else:
+                prob[i], sel[i] = np.float32(0), NEG
+        cuda.syncthreads()
+        degenerate = G > 1 and k > P * n_groups_used  # ik's guard: the kept groups cannot hold k experts
+        if G > 1 and not degenerate:
+            gs = NEG  # lane g < G: sum of the two largest scores of group g
+            if lane < G and ok:
+                a, b = NEG, NEG
+                for q in range(P):
+                    v = sel_sh[wi, lane * P + q]
+                    if v > a:
+                        a, b = v, a
+                    elif v > b:
+                        b = v
+                gs = a + b if P > 1 else a
+            gs_i = np.int32(lane) if lane < G else np.int32(-1)
+            kept = np.uint32(0)
+            for r in range(n_groups_used):
+                bv, bi = warp_argmax(gs, gs_i)
+                kept |= np.uint32(1) << np.uint32(bi)
+                if bi == lane:
+                    gs = NEG
+            for i in range(XPL):
+                e = lane + 32 * i
+                if e < X and (kept >> np.uint32(e // P)) & np.uint32(1) == 0:
+                    sel[i] = NEG
+        tot = np.float32(0)
+        for r in range(k):
+            if degenerate:
+                bi = np.int32(r)
+                bp = np.float32(-1)
+                for i in range(XPL):
+                    if lane + 32 * i == r:
+                        bp = prob[i]
+                bp = warp_max(bp)  # the one lane that holds expert r
+            else:
+                bv, bi, bp = NEG, np.int32(-1), np.float32(0)
+                for i in range(XPL):
+                    if sel[i] >= bv and sel[i] != NEG:
+                        bv, bi, bp = sel[i], np.int32(lane + 32 * i), prob[i]
+                bv, bi = warp_argmax(bv, bi)
+                bp = np.float32(-1)
+                for i in range(XPL):
+                    if lane + 32 * i == bi:
+                        bp = prob[i]
+                        sel[i] = NEG
+                bp = warp_max(bp)  # the owner's unbiased probability, on every lane
+            tot += bp
+            if ok and lane == 0:
+                ids[t * k + r] = bi
+                w[t * k + r] = bp
+        if ok and lane == 0:
+            inv = np.float32(1) / (tot + eps) if norm else np.float32(1)
+            for r in range(k):
+                v = w[t * k + r] * inv if norm else w[t * k + r]
+                w[t * k + r] = v * scale if abs(scale - np.float32(1)) > np.float32(1e-5) else v
+
+    _CACHE[key] = jit(kernel)
+    return _CACHE[key]
+
+
+GROUP_THREADS = 256
+
+
+@jit
+def group_rows(ids, R, X, bm, rows, offsets, tiles):
+    """One block: counting sort of the R routed rows by expert, stable in row (= (token, slot)) order.
+
+    offsets int32 [X+2]: expert e owns rows[offsets[e]:offsets[e+1]]; offsets[X+1] = number of GEMM tiles.
+    tiles int32 [max_tiles, 2]: (expert, first index into rows) per tile of at most bm rows, experts in order."""
+    counts = cuda.shared.array(1024, np.int32)
+    tid = cuda.threadIdx.x
+    for e in range(tid, X, GROUP_THREADS):
+        c = 0
+        for r in range(R):
+            if ids[r] == e:
+                c += 1
+        counts[e] = c
+    cuda.syncthreads()
+    if tid == 0:
+        run, nt = 0, 0
+        for e in range(X):
+            offsets[e] = run
+            for m0 in range(0, counts[e], bm):
+                tiles[2 * nt] = e
+                tiles[2 * nt + 1] = run + m0
+                nt += 1
+            run += counts[e]
+        offsets[X] = run
+        offsets[X + 1] = nt
+    cuda.syncthreads()
+    for e in range(tid, X, GROUP_THREADS):
+        at = offsets[e]
+        for r in range(R):
+            if ids[r] == e:
+                rows[at] = r
+                at += 1

@@ -1,0 +1,145 @@
+"""``--engine numba-cuda``: the architecture's ``forward()`` over Numba CUDA kernels (``cuda_kernels``), every
+weight resident in VRAM, token generation replayed from a CUDA graph.
+
+Weights are repacked into the device layout at load (``cuda_kernels.layout``); the KV cache, the activations'
+pool, the position and the token ids live on the device. The first decode runs eagerly (it compiles kernels and
+fills the pool), the second is captured as a CUDA graph (one graph for every position: the position is a device
+scalar and the flash-decoding grid is sized for n_ctx), and every decode after that is one graph replay, one
+copy of the logits back and one synchronisation.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweepbench.config import ModelConfig
+from sweepbench.engines.base import EngineOptions, MemoryUse
+from sweepbench.engines.forward_engine import ForwardEngine
+from sweepbench.errors import UsageError
+from sweepbench.gguf_model import GGUFTensor
+
+
+def gpu_present() -> bool:
+    """A cheap check that needs no CUDA import (importing numba.cuda for nothing would pin the simulator off)."""
+    cuda = sys.modules.get("numba.cuda")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or (
+            cuda is not None and getattr(cuda.jit, "__module__", "").startswith("numba.cuda.simulator")):
+        return True  # the simulator (tests)
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    proc = Path("/proc/driver/nvidia/gpus")
+    return proc.is_dir() and any(proc.iterdir())
+
+
+class NumbaCudaEngine(ForwardEngine):
+    name = "numba-cuda"
+    IGNORED = {
+        "repack": "weights are always repacked into the GPU layout at load",
+        "flash_attn": "attention is always flash-style (online softmax, split over the cache)",
+        "n_threads": "the GPU engine runs its kernels on the device; host threads do not matter",
+        "fused_moe": "up and gate are always fused (one kernel reads both)",
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graph = None
+        self._graph_logits = None
+        self._eager_decodes = 0
+        self.use_graphs = os.environ.get("SWEEPBENCH_CUDA_GRAPHS", "1") != "0"
+
+    def load(self, model_path: str, options: EngineOptions) -> None:
+        if not gpu_present():
+            raise UsageError("--engine numba-cuda: no CUDA GPU found on this machine (use --engine reference or ik)")
+        try:
+            from numba import cuda
+        except ImportError as e:
+            raise UsageError(f"--engine numba-cuda needs numba-cuda: pip install 'sweepbench[cuda]' ({e})") from None
+        if not cuda.is_available():
+            raise UsageError("--engine numba-cuda: numba-cuda sees no usable CUDA device")
+        from cuda_kernels.ops_table import CudaOps
+
+        self.ops = CudaOps(max(options.n_ubatch, 1), options.n_ctx)
+        super().load(model_path, options)
+        inner = self._forward
+
+        def forward(ops, w, cfg, cache, tokens, pos0, out_rows):
+            ops.begin(tokens, pos0)
+            return inner(ops, w, cfg, cache, tokens, pos0, out_rows)
+
+        self._forward = forward
+
+    def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
+        from cuda_kernels.weights import upload_vector, upload_weight
+
+        if kind in ("norm", "bias"):
+            return upload_vector(t.dequantize())
+        n_mats = cfg.n_expert if kind == "experts" else 1
+        return upload_weight(t.raw, t.qtype, t.row_len, n_mats)
+
+    def allocate_cache(self, cfg: ModelConfig, options: EngineOptions):
+        from cuda_kernels.weights import DeviceKV
+
+        return DeviceKV(cfg.n_layer, options.n_ctx, cfg.n_embd_kv, options.type_k, options.type_v)
+
+    def synchronize(self) -> None:
+        self.ops.stream.synchronize()
+
+    # ---- token generation through a CUDA graph -----------------------------------------------------------
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        tokens = self._check([token], pos)
+        if not self.use_graphs or self._eager_decodes < 1:
+            self._eager_decodes += 1  # compiles, and fills the pool with every buffer a step needs
+            return self.prefill(tokens, pos)
+        if self.graph is None:
+            self._capture()
+        ops = self.ops
+        self._io_host[0], self._io_host[1] = pos, int(tokens[0])
+        ops.io[:2].copy_to_device(self._io_host, stream=ops.stream)
+        self.graph.replay()
+        self._graph_logits.f.copy_to_host(self._logits_host, stream=ops.stream)
+        ops.stream.synchronize()
+        self.n_filled = pos + 1
+        return np.array(self._logits_host)
+
+    def _capture(self) -> None:
+        from numba import cuda
+
+        from cuda_kernels.graph import Graph
+
+        ops = self.ops
+        self._io_host = cuda.pinned_array(2, np.int32)
+        self._logits_host = cuda.pinned_array(self.config.n_vocab, np.float32)
+        ops.stream.synchronize()
+        graph = Graph(ops.stream)
+        ops.capturing = True
+        try:
+            self._graph_logits = graph.capture(lambda: ops.act(self._forward(
+                ops, self.weights, self.config, self.cache, np.zeros(1, np.int64), 0, [0])))
+        finally:
+            ops.capturing = False
+        self.graph = graph
+
+    def memory(self) -> MemoryUse:
+        from numba import cuda
+
+        use = super().memory()
+        free, total = cuda.current_context().get_memory_info()
+        use.vram_used_bytes = int(total - free)
+        use.scratch_bytes = int(self.ops.pool.n_bytes)
+        return use
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d["cuda_graph"] = bool(self.graph is not None)
+        d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
+        return d
+
+    def close(self) -> None:
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None
+        super().close()

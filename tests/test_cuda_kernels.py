@@ -1,0 +1,177 @@
+"""GPU kernels against their NumPy twins, through the numba-cuda ops table, on irregular tiny shapes.
+
+CI runs these in numba-cuda's simulator; ``SWEEPBENCH_CUDA_TESTS=gpu`` runs them on the device. Tolerances:
+quantized GEMVs meet q8_1 activations, so they are checked against the exact dot of the dequantized weight with
+the twin-quantized activation (float32 accumulation: rel 1e-5), and against the float reference loosely (1e-2).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_sim import REAL_GPU, cuda_module
+from cuda_twins import q8_1, rel, silu, weight
+from gguf import GGMLQuantizationType as Q
+
+from sweepbench import ref_ops
+
+cuda = cuda_module()
+
+from cuda_kernels.memory import Act  # noqa: E402  (after the simulator is chosen)
+from cuda_kernels.ops_table import CudaOps  # noqa: E402
+from cuda_kernels.weights import DeviceKV, upload_vector  # noqa: E402
+
+TYPES = [Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.IQ4_XS, Q.F16, Q.F32]
+
+
+@pytest.fixture
+def ops():
+    o = CudaOps(max_tokens=8, n_ctx=96)
+    if not REAL_GPU:  # small blocks: the simulator runs one OS thread per CUDA thread
+        o.att_nw, o.att_cpw, o.gemv_nw = 1, 32, 1
+    return o
+
+
+def act(ops, x: np.ndarray) -> Act:
+    x = np.ascontiguousarray(x, np.float32)
+    return Act(ops.pool, cuda.to_device(x.reshape(-1)), *x.shape)
+
+
+def host(ops, a) -> np.ndarray:
+    return ops.to_host(a)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda q: q.name)
+def test_matmul_every_type(ops, qtype):
+    rng = np.random.default_rng(int(qtype))
+    t, n, k = 2, 7, 512
+    w, wf = weight(qtype, n, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    got = host(ops, ops.matmul(act(ops, x), w))
+    exact = x if qtype in (Q.F16, Q.F32) else q8_1(x)[2]
+    assert rel(got, exact.astype(np.float64) @ wf.T.astype(np.float64)) < 1e-5
+    assert rel(got, ref_ops.matmul(x, wf)) < 2e-2
+
+
+def test_quantize_matches_twin(ops):
+    x = np.random.default_rng(1).standard_normal((3, 96)).astype(np.float32) * 3
+    a = act(ops, x)
+    xq, xa = ops.q8(a)
+    tq, ta, _ = q8_1(x)
+    assert np.array_equal(xq.copy_to_host(), tq) and np.allclose(xa.copy_to_host(), ta, rtol=1e-6)
+
+
+def test_rms_norm_fused_with_residual_add(ops):
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((3, 160)).astype(np.float32), rng.standard_normal((3, 160)).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(160)).astype(np.float32)
+    s = ops.add(act(ops, x), act(ops, y))
+    out = ops.rms_norm(s, upload_vector(w), 1e-6)
+    assert rel(host(ops, out), ref_ops.rms_norm(x + y, w, 1e-6)) < 1e-6
+    assert rel(host(ops, s), x + y) == 0  # the residual sum was written by the same kernel
+    assert np.array_equal(out.q8[0].copy_to_host(), q8_1(host(ops, out))[0])
+
+
+@pytest.mark.parametrize("n_rot", [64, 32])
+def test_norm_and_rope(ops, n_rot):
+    rng = np.random.default_rng(3)
+    t, h, d, pos0 = 3, 2, 64, 37
+    x = rng.standard_normal((t, h * d)).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    ops.begin(np.zeros(t, np.int64), pos0)
+    out = ops.rope_neox(ops.rms_norm_heads(act(ops, x), upload_vector(w), 1e-6, d), pos0, d, n_rot, 1e6, 1.0)
+    ref = ref_ops.rope_neox(ref_ops.rms_norm_heads(x, w, 1e-6, d), pos0, d, n_rot, 1e6, 1.0)
+    assert rel(host(ops, out), ref) < 1e-5
+
+
+def test_embed_q8_0(ops):
+    rng = np.random.default_rng(4)
+    w, wf = weight(Q.Q8_0, 40, 96, rng)
+    tokens = np.array([3, 39, 0, 3])
+    ops.begin(tokens, 0)
+    assert rel(host(ops, ops.embed(w, tokens)), wf[tokens]) == 0
+
+
+def _logits(rng, t, x, ties=False):
+    z = rng.standard_normal((t, x)).astype(np.float32)
+    if ties:
+        z[:, 5] = z[:, 9]  # an exact tie: the larger index must win, as on ik's CPU
+        z[:, 20] = z[:, 9]
+    return z
+
+
+@pytest.mark.parametrize("n_expert,k", [(8, 2), (40, 8)])
+def test_route_softmax(ops, n_expert, k):
+    rng = np.random.default_rng(5)
+    z = _logits(rng, 3, n_expert, ties=n_expert > 20)
+    ids, w = ops.route_softmax_topk(act(ops, z), k, True)
+    rid, rw = ref_ops.route_softmax_topk(z, k, True)
+    assert np.array_equal(ids.buf.copy_to_host().reshape(3, k), rid)
+    assert rel(w.buf.copy_to_host().reshape(3, k), rw) < 1e-5
+
+
+@pytest.mark.parametrize("groups,used,k", [(1, 1, 4), (4, 2, 3), (8, 4, 8), (4, 1, 12)])
+def test_route_sigmoid_grouped(ops, groups, used, k):
+    rng = np.random.default_rng(6 + groups)
+    x = 64
+    z = _logits(rng, 2, x)
+    bias = (0.01 * rng.standard_normal(x)).astype(np.float32)
+    ids, w = ops.route_sigmoid_topk(act(ops, z), upload_vector(bias), k, groups, used, True, 1e-20, 2.5)
+    rid, rw = ref_ops.route_sigmoid_topk(z, bias, k, groups, used, True, 1e-20, 2.5)
+    assert np.array_equal(ids.buf.copy_to_host().reshape(2, k), rid)  # (4, 1, 12): ik's degenerate guard
+    assert rel(w.buf.copy_to_host().reshape(2, k), rw) < 1e-5
+
+
+def test_group_rows_is_a_stable_counting_sort(ops):
+    from cuda_kernels.routing import GROUP_THREADS, group_rows
+
+    rng = np.random.default_rng(7)
+    x, r, bm = 12, 50, 4
+    ids = rng.integers(0, x, r).astype(np.int32)
+    rows, offsets = cuda.device_array(r, np.int32), cuda.device_array(x + 2, np.int32)
+    tiles = cuda.device_array(2 * (r // bm + x), np.int32)
+    group_rows[1, GROUP_THREADS](cuda.to_device(ids), r, x, bm, rows, offsets, tiles)
+    ref = ref_ops.group_rows_by_expert(ids.reshape(-1, 5), x)
+    off = offsets.copy_to_host()
+    assert np.array_equal(rows.copy_to_host(), ref.rows) and np.array_equal(off[: x + 1], ref.offsets)
+    tl = tiles.copy_to_host().reshape(-1, 2)[: off[x + 1]]
+    want = [(e, off[e] + m) for e in range(x) for m in range(0, off[e + 1] - off[e], bm)]
+    assert [tuple(p) for p in tl] == want
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.F16], ids=lambda q: q.name)
+def test_moe_pipeline(ops, qtype):
+    """route -> group -> fused up/gate -> down + weighted combine, against the reference ops."""
+    rng = np.random.default_rng(8)
+    t, e, f, x, k = (2, 32, 32, 5, 2) if qtype == Q.Q8_0 else (1, 32, 32, 4, 2)
+    wg, wgf = weight(qtype, f, e, rng, x)
+    wu, wuf = weight(qtype, f, e, rng, x)
+    wd, wdf = weight(qtype, e, f, rng, x)
+    xin = rng.standard_normal((t, e)).astype(np.float32)
+    z = _logits(rng, t, x)
+    ids, w = ops.route_softmax_topk(act(ops, z), k, True)
+    groups = ops.group_rows_by_expert(ids, x)
+    out = ops.combine(ops.expert_down(ops.expert_up_gate(act(ops, xin), wg, wu, groups), wd, groups), w)
+    rid, rw = ref_ops.route_softmax_topk(z, k, True)
+    g = ref_ops.group_rows_by_expert(rid, x)
+    def stack(full):  # the dequantized weights as an F32 expert stack of the reference engine
+        return ref_ops.ExpertStack(full.view(np.uint8), Q.F32, full.shape[1], x, True)
+
+    sg, su, sd = stack(wgf), stack(wuf), stack(wdf)
+    h = ref_ops.expert_up_gate(xin, sg, su, g)
+    ref = ref_ops.combine(ref_ops.expert_down(h, sd, g), rw)
+    assert rel(host(ops, out), ref) < (3e-2 if qtype == Q.Q8_0 else 1e-5)
+
+
+@pytest.mark.parametrize("kv", ["f16", "q8_0"])
+def test_attention_prefill_then_decode(ops, kv):
+    rng = np.random.default_rng(9)
+    h, hkv, d, n_ctx = 4, 2, 64, 96
+    ours = DeviceKV(1, n_ctx, hkv * d, kv, kv)
+    ref = ref_ops.KVCache.allocate(1, n_ctx, hkv * d, kv, kv)
+    for pos0, t in ((0, 3), (3, 1), (4, 1)):
+        q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
+        ops.begin(np.zeros(t, np.int64), pos0)
+        ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
+        got = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        ref_ops.kv_store(ref, 0, k, v, pos0)
+        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < 1e-5, (pos0, t)
