@@ -28,9 +28,8 @@ def _asm(fn) -> str:
     """Assembly of a fresh compile of an njit kernel (cached overloads keep no assembly)."""
     fresh = njit(fn.py_func)
     args = {
-        "q8_t1": (np.zeros(256 * 8, np.uint8), np.zeros(16 * 8, np.uint8), 0, 256, np.zeros(8 * 48, np.uint8), 0,
-                  False),
-        "iq4_t1": (np.zeros(1024, np.uint8), np.zeros(80, np.uint8), 0, 256, np.zeros(8 * 48, np.uint8), 0),
+        "q8_t1": (np.zeros(272 * 8, np.uint8), 0, 256, np.zeros(8 * 48, np.uint8), 0, False),
+        "iq4_t1": (np.zeros(1104, np.uint8), 0, 256, np.zeros(8 * 48, np.uint8), 0),
     }[fn.py_func.__name__]
     sig = tuple(numba.typeof(a) for a in args)
     fresh.compile(sig)  # compile only: the tiles return registers, which Python cannot hold

@@ -3,8 +3,9 @@
 Cache layout per layer (C cells, padded to a multiple of ``CHUNK``; Hkv heads of D dims):
     f16   K  uint16 [Hkv, C/8, D, 8]   8 cells side by side per dim: one vcvtph2ps gives a dim of 8 cells
           V  uint16 [Hkv, C, D]        row-major: a cell's values are contiguous for the P.V accumulation
-    q8_0  K  the Q8_0 R8 weight layout per head (qs [Hkv, C/8, D/32*256], scales [Hkv, C/8, D/32*8] f16):
-             the 8 cells of a group are the 8 "rows" of ``qtiles.q8_t4``, queries the quantized "tokens"
+    q8_0  K  the Q8_0 R8 weight layout per head (uint8 [Hkv, C/8, D/32 * 272] block records: 8 f16 scales,
+             then 256 quants): the 8 cells of a group are the 8 "rows" of ``qtiles.q8_t4``, the quantized
+             query rows its "tokens"
           V  int8 [Hkv, C, D] and f16 scales [Hkv, C, D/32]
 q8_0 blocks are quantized as ggml's reference (d = amax/127 in f16, q = roundf(x/d)).
 
@@ -41,15 +42,13 @@ class KVCache:
         self.type_k, self.type_v, self.n_ctx, self.head_dim, self.n_head_kv = type_k, type_v, c, head_dim, n_head_kv
         h, d = n_head_kv, head_dim
         self.k = [np.zeros((h, c // 8, d * 8), np.uint16) if type_k == "f16" else
-                  np.zeros((h, c // 8, d // 32 * 256), np.uint8) for _ in range(n_layer)]
-        self.ks = [np.zeros((h, c // 8, d // 32 * 8) if type_k == "q8_0" else (1, 1, 1), np.uint16)
-                   for _ in range(n_layer)]
+                  np.zeros((h, c // 8, d // 32 * 272), np.uint8) for _ in range(n_layer)]
         self.v = [np.zeros((h, c, d), np.uint16 if type_v == "f16" else np.int8) for _ in range(n_layer)]
         self.vs = [np.zeros((h, c, d // 32) if type_v == "q8_0" else (1, 1, 1), np.uint16) for _ in range(n_layer)]
 
     @property
     def n_bytes(self) -> int:
-        return sum(a.nbytes for a in self.k + self.ks + self.v + self.vs)
+        return sum(a.nbytes for a in self.k + self.v + self.vs)
 
 
 # ------------------------------------------------------------------------------------------- store
@@ -72,7 +71,7 @@ def _q8_block(x, q):
 
 
 @njit(cache=True)
-def kv_store(k, v, kc, ks, vc, vs, pos0, k_q8, v_q8):
+def kv_store(k, v, kc, vc, vs, pos0, k_q8, v_q8):
     """k, v f32 [T, Hkv*D] -> cells pos0..pos0+T of one layer's cache arrays (layouts in the module doc)."""
     t_n = k.shape[0]
     h_n = kc.shape[0]
@@ -85,11 +84,12 @@ def kv_store(k, v, kc, ks, vc, vs, pos0, k_q8, v_q8):
             for b in range(d_n // 32):
                 src = k[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
                 if k_q8:
-                    ks[h, grp, 8 * b + r] = f2h(_q8_block(src, q))
+                    dh = f2h(_q8_block(src, q))
+                    kc[h, grp, 272 * b + 2 * r], kc[h, grp, 272 * b + 2 * r + 1] = dh & 0xFF, dh >> 8
                     for vv in range(8):
                         for i in range(4):
                             byte = np.uint8(q[4 * vv + i]) ^ np.uint8(0x80 if SIGNED_OFFSET else 0)
-                            kc[h, grp, 256 * b + 32 * vv + 4 * r + i] = byte
+                            kc[h, grp, 272 * b + 16 + 32 * vv + 4 * r + i] = byte
                 else:
                     for i in range(32):
                         kc[h, grp, (32 * b + i) * 8 + r] = f2h(src[i])
@@ -130,14 +130,14 @@ def _scores_f16(kh, grp, D, Qb, rows, S, gi):
 
 
 @njit(cache=True)
-def _scores_q8(kq, ksc, grp, D, QQ, rows, S, gi):
+def _scores_q8(kq, grp, D, QQ, rows, S, gi):
     """The same with a q8_0 K: integer dots of the quantized query rows against the 16 cells of 2 groups."""
     S1 = S.reshape(-1)
     n = S.shape[1]
     for gg in range(2):
         rb = 0
         while rb + 4 <= rows:
-            a0, a1, a2, a3 = q8_t4(kq, ksc, grp + gg, D, QQ, rb, False)
+            a0, a1, a2, a3 = q8_t4(kq, grp + gg, D, QQ, rb, False)
             o = 8 * (gi + gg)
             stf(S1, rb * n + o, a0)
             stf(S1, (rb + 1) * n + o, a1)
@@ -145,12 +145,12 @@ def _scores_q8(kq, ksc, grp, D, QQ, rows, S, gi):
             stf(S1, (rb + 3) * n + o, a3)
             rb += 4
         while rb < rows:
-            stf(S1, rb * n + 8 * (gi + gg), q8_t1(kq, ksc, grp + gg, D, QQ, rb, False))
+            stf(S1, rb * n + 8 * (gi + gg), q8_t1(kq, grp + gg, D, QQ, rb, False))
             rb += 1
 
 
 @njit(parallel=True, cache=True)
-def flash_attn(q, out, pos0, n_head, kc, ks, vc, vs, k_q8, v_q8):
+def flash_attn(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8):
     """q f32 [T, H*D] (token t at pos0+t) over one layer's cache -> out f32 [T, H*D]."""
     t_n = q.shape[0]
     h_kv, d_n = vc.shape[0], vc.shape[2]
@@ -174,14 +174,14 @@ def flash_attn(q, out, pos0, n_head, kc, ks, vc, vs, k_q8, v_q8):
         Vc = np.empty((CHUNK, d_n), np.float32)
         m = np.full(rows, -np.inf, np.float32)
         l = np.zeros(rows, np.float32)
-        kh, ksh, Qb = kc[h].reshape(-1), ks[h].reshape(-1), Q.reshape(-1).view(np.uint8)
+        kh, Qb = kc[h].reshape(-1), Q.reshape(-1).view(np.uint8)
         last = pos0 + t0 + nt - 1  # last cell any row of the tile sees
         for c0 in range(0, last + 1, CHUNK):
             cn = min(CHUNK, last + 1 - c0)
             ng = (cn + 7) // 8
             for gi in range(0, ng, 2):  # pairs of 8-cell groups (a chunk holds whole pairs: CHUNK % 16 == 0)
                 if k_q8:
-                    _scores_q8(kh, ksh.view(np.uint8), c0 // 8 + gi, d_n, QQ, rows, S, gi)
+                    _scores_q8(kh.view(np.uint8), c0 // 8 + gi, d_n, QQ, rows, S, gi)
                 else:
                     _scores_f16(kh, c0 // 8 + gi, d_n, Qb, rows, S, gi)
             ng = (ng + 1) // 2 * 2

@@ -1,7 +1,7 @@
 """Matrix products over the R8 layouts: one driver per role, every weight type behind a switch on ``kind``.
 
 Quantized kinds take activation records X (``quant_act``); float kinds (F32, F16, BF16: ``kind >= K_F32``)
-take float32 activations X, their weights in ``qs`` (float32 or uint16 bits) and ignore sc.
+take float32 activations X and their weights in ``qs`` (float32 or uint16 bits).
 
 Roles (a dense matrix is a stack of one expert whose rows are all the tokens):
     mm        Y[yrows[i], :] = W_e . x_i                       for the rows i of each active expert e
@@ -22,6 +22,11 @@ from sweepbench.cpu_kernels.qtiles import (
     iq4_t1, iq4_t4, q4_0_t1, q4_0_t4, q6_t1, q6_t4, q8_t1, q8_t4, qk_t1, qk_t4,
 )
 from sweepbench.cpu_kernels.simd import bcf, fadd, fma, ld1f, ldbf, ldf, ldh, silu_mul, stf, zf
+
+# The caller hands items out CHUNK_ITEMS at a time (numba.set_parallel_chunksize; inside a kernel it would make
+# the kernel uncacheable), not in one static half per thread: on a shared 2-core machine a preempted thread then
+# delays a few items, not half of the product.
+CHUNK_ITEMS = 4
 
 # ------------------------------------------------------------------------------------------- float weights
 # w [X, G, K*8]: element k of the 8 rows of group g side by side; fmt 0 = float32, 1 = f16 bits, 2 = bf16 bits.
@@ -77,75 +82,75 @@ def f_t4(w, g, K, X, r, fmt):
 
 
 @njit(cache=True)
-def _t1(kind, qs, sc, g, K, X, r):
+def _t1(kind, qs, g, K, X, r):
     if kind >= K_F32:
         return f_t1(qs, g, K, X, r, kind - K_F32)
     if kind == K_Q8_0 or kind == K_Q8_F32:
-        return q8_t1(qs, sc, g, K, X, r, kind == K_Q8_F32)
+        return q8_t1(qs, g, K, X, r, kind == K_Q8_F32)
     if kind == K_Q4_0:
-        return q4_0_t1(qs, sc, g, K, X, r)
+        return q4_0_t1(qs, g, K, X, r)
     if kind == K_Q4_K or kind == K_Q5_K:
-        return qk_t1(qs, sc, g, K, X, r, kind == K_Q5_K)
+        return qk_t1(qs, g, K, X, r, kind == K_Q5_K)
     if kind == K_Q6_K:
-        return q6_t1(qs, sc, g, K, X, r)
-    return iq4_t1(qs, sc, g, K, X, r)
+        return q6_t1(qs, g, K, X, r)
+    return iq4_t1(qs, g, K, X, r)
 
 
 @njit(cache=True)
-def _t4(kind, qs, sc, g, K, X, r):
+def _t4(kind, qs, g, K, X, r):
     if kind >= K_F32:
         return f_t4(qs, g, K, X, r, kind - K_F32)
     if kind == K_Q8_0 or kind == K_Q8_F32:
-        return q8_t4(qs, sc, g, K, X, r, kind == K_Q8_F32)
+        return q8_t4(qs, g, K, X, r, kind == K_Q8_F32)
     if kind == K_Q4_0:
-        return q4_0_t4(qs, sc, g, K, X, r)
+        return q4_0_t4(qs, g, K, X, r)
     if kind == K_Q4_K or kind == K_Q5_K:
-        return qk_t4(qs, sc, g, K, X, r, kind == K_Q5_K)
+        return qk_t4(qs, g, K, X, r, kind == K_Q5_K)
     if kind == K_Q6_K:
-        return q6_t4(qs, sc, g, K, X, r)
-    return iq4_t4(qs, sc, g, K, X, r)
+        return q6_t4(qs, g, K, X, r)
+    return iq4_t4(qs, g, K, X, r)
 
 
 @njit(parallel=True, cache=True)
-def q_mm(kind, qs, sc, K, X, yrows, offsets, active, Y):
-    """qs, sc [X, G, QB|SB] (float kinds: qs = w [X, G, K*8]); X activation rows (records; float kinds f32
+def q_mm(kind, qs, K, X, yrows, offsets, active, Y):
+    """qs [X, G, GB] block records (float kinds: w [X, G, K*8]); X activation rows (records; float kinds f32
     [.., K]), expert e's in rows offsets[e]..offsets[e+1]; row i's output goes to Y[yrows[i]] (flattened)."""
     n_groups = qs.shape[1]
     n_out = n_groups * 8
     for item in prange(active.shape[0] * n_groups):
         e, g = active[item // n_groups], item % n_groups
-        wq, ws = qs[e].reshape(-1), sc[e].reshape(-1)
+        wq = qs[e].reshape(-1)
         i, hi = offsets[e], offsets[e + 1]
         while i + 4 <= hi:
-            a0, a1, a2, a3 = _t4(kind, wq, ws, g, K, X, i)
+            a0, a1, a2, a3 = _t4(kind, wq, g, K, X, i)
             stf(Y, yrows[i] * n_out + 8 * g, a0)
             stf(Y, yrows[i + 1] * n_out + 8 * g, a1)
             stf(Y, yrows[i + 2] * n_out + 8 * g, a2)
             stf(Y, yrows[i + 3] * n_out + 8 * g, a3)
             i += 4
         while i < hi:
-            stf(Y, yrows[i] * n_out + 8 * g, _t1(kind, wq, ws, g, K, X, i))
+            stf(Y, yrows[i] * n_out + 8 * g, _t1(kind, wq, g, K, X, i))
             i += 1
 
 
 @njit(parallel=True, cache=True)
-def q_up_gate(kind, gqs, gsc, uqs, usc, K, X, offsets, active, H):
+def q_up_gate(kind, gqs, uqs, K, X, offsets, active, H):
     """H f32 [R, F] (flattened), row i = silu(gate_e x_i) * (up_e x_i) for the rows i of each expert e."""
     n_groups = gqs.shape[1]
     n_out = n_groups * 8
     for item in prange(active.shape[0] * n_groups):
         e, g = active[item // n_groups], item % n_groups
-        gq, gs, uq, us = gqs[e].reshape(-1), gsc[e].reshape(-1), uqs[e].reshape(-1), usc[e].reshape(-1)
+        gq, uq = gqs[e].reshape(-1), uqs[e].reshape(-1)
         i, hi = offsets[e], offsets[e + 1]
         while i + 4 <= hi:
-            g0, g1, g2, g3 = _t4(kind, gq, gs, g, K, X, i)
-            u0, u1, u2, u3 = _t4(kind, uq, us, g, K, X, i)
+            g0, g1, g2, g3 = _t4(kind, gq, g, K, X, i)
+            u0, u1, u2, u3 = _t4(kind, uq, g, K, X, i)
             stf(H, i * n_out + 8 * g, silu_mul(g0, u0))
             stf(H, (i + 1) * n_out + 8 * g, silu_mul(g1, u1))
             stf(H, (i + 2) * n_out + 8 * g, silu_mul(g2, u2))
             stf(H, (i + 3) * n_out + 8 * g, silu_mul(g3, u3))
             i += 4
         while i < hi:
-            gv, uv = _t1(kind, gq, gs, g, K, X, i), _t1(kind, uq, us, g, K, X, i)
+            gv, uv = _t1(kind, gq, g, K, X, i), _t1(kind, uq, g, K, X, i)
             stf(H, i * n_out + 8 * g, silu_mul(gv, uv))
             i += 1

@@ -5,7 +5,7 @@ for 4 tokens. Every integer accumulator has a partner (even / odd vectors) so th
 one vpdpbusd chain of 8 would wait on its own latency (measured: 173 -> 193 GOP/s on one core).
 
 Arguments, shared by every type (one matrix of the stack):
-    qs, sc   uint8 [G*QB], [G*SB]   repacked quants and scales (byte offsets below)
+    qs       uint8 [G*GB]           repacked block records of one matrix: scales, then quants (``layouts``)
     g, K     row group, row length
     X        uint8 [rows*B*48]      activation block records (``quant_act``): q[32], d, s32, s_lo, s_hi
     r        activation row (t4: rows r..r+3; expert rows are gathered contiguously first, so that a tile
@@ -50,30 +50,34 @@ def _f8(s, X, xb):
 
 
 @njit(cache=True)
-def q8_t1(qs, sc, g, K, X, r, f32s):
+def q8_t1(qs, g, K, X, r, f32s):
     """Q8_0 (f16 scales) or the MXFP4 expansion (``f32s``: float32 scales)."""
-    nb = K // 32
-    qg, sb, xr = g * nb * 256, g * nb * (32 if f32s else 16), r * nb * REC
+    nb, sb = K // 32, 32 if f32s else 16
+    bb = sb + 256
+    qg, xr = g * nb * bb, r * nb * REC
     acc = zf()
     for b in range(nb):
-        wo, xb = qg + 256 * b, xr + REC * b
+        bo, xb = qg + bb * b, xr + REC * b
+        wo = bo + sb
         s0, s1 = zi(), zi()
         for v in range(0, 8, 2):
             w0, w1 = ld32(qs, wo + 32 * v), ld32(qs, wo + 32 * v + 32)
             s0 = dot_w8(s0, prep_w8(w0), w0, bc4(X, xb + 4 * v))
             s1 = dot_w8(s1, prep_w8(w1), w1, bc4(X, xb + 4 * v + 4))
-        d = ldf(sc, sb + 32 * b) if f32s else ldh(sc, sb + 16 * b)
+        d = ldf(qs, bo) if f32s else ldh(qs, bo)
         acc = fma(_f8(iadd(s0, s1), X, xb), d, acc)
     return acc
 
 
 @njit(cache=True)
-def q8_t4(qs, sc, g, K, X, r, f32s):
-    nb = K // 32
-    qg, sb, rb = g * nb * 256, g * nb * (32 if f32s else 16), nb * REC
+def q8_t4(qs, g, K, X, r, f32s):
+    nb, sb = K // 32, 32 if f32s else 16
+    bb = sb + 256
+    qg, rb = g * nb * bb, nb * REC
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     for b in range(nb):
-        wo = qg + 256 * b
+        bo = qg + bb * b
+        wo = bo + sb
         x0 = r * rb + REC * b
         x1, x2, x3 = x0 + rb, x0 + 2 * rb, x0 + 3 * rb
         s0, s1, s2, s3, u0, u1, u2, u3 = zi(), zi(), zi(), zi(), zi(), zi(), zi(), zi()
@@ -86,7 +90,7 @@ def q8_t4(qs, sc, g, K, X, r, f32s):
             wp = prep_w8(w)
             u0, u1 = dot_w8(u0, wp, w, bc4(X, x0 + 4 * v + 4)), dot_w8(u1, wp, w, bc4(X, x1 + 4 * v + 4))
             u2, u3 = dot_w8(u2, wp, w, bc4(X, x2 + 4 * v + 4)), dot_w8(u3, wp, w, bc4(X, x3 + 4 * v + 4))
-        d = ldf(sc, sb + 32 * b) if f32s else ldh(sc, sb + 16 * b)
+        d = ldf(qs, bo) if f32s else ldh(qs, bo)
         a0, a1 = fma(_f8(iadd(s0, u0), X, x0), d, a0), fma(_f8(iadd(s1, u1), X, x1), d, a1)
         a2, a3 = fma(_f8(iadd(s2, u2), X, x2), d, a2), fma(_f8(iadd(s3, u3), X, x3), d, a3)
     return a0, a1, a2, a3
@@ -96,28 +100,30 @@ def q8_t4(qs, sc, g, K, X, r, f32s):
 
 
 @njit(cache=True)
-def q4_0_t1(qs, sc, g, K, X, r):
+def q4_0_t1(qs, g, K, X, r):
     nb = K // 32
-    qg, sb, xr = g * nb * 128, g * nb * 16, r * nb * REC
+    qg, xr = g * nb * 144, r * nb * REC
     acc = zf()
     for b in range(nb):
-        wo, xb = qg + 128 * b, xr + REC * b
+        bo, xb = qg + 144 * b, xr + REC * b
+        wo = bo + 16
         s0, s1 = zi(), zi()
         for v in range(4):
             w = ld32(qs, wo + 32 * v)
             s0 = dot_us(s0, lo4(w), bc4(X, xb + 4 * v))
             s1 = dot_us(s1, hi4(w), bc4(X, xb + 16 + 4 * v))
-        acc = fma(_fo(iadd(s0, s1), X, xb, 36, _M8), ldh(sc, sb + 16 * b), acc)
+        acc = fma(_fo(iadd(s0, s1), X, xb, 36, _M8), ldh(qs, bo), acc)
     return acc
 
 
 @njit(cache=True)
-def q4_0_t4(qs, sc, g, K, X, r):
+def q4_0_t4(qs, g, K, X, r):
     nb = K // 32
-    qg, sb, rb = g * nb * 128, g * nb * 16, nb * REC
+    qg, rb = g * nb * 144, nb * REC
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     for b in range(nb):
-        wo = qg + 128 * b
+        bo = qg + 144 * b
+        wo = bo + 16
         x0 = r * rb + REC * b
         x1, x2, x3 = x0 + rb, x0 + 2 * rb, x0 + 3 * rb
         s0, s1, s2, s3, u0, u1, u2, u3 = zi(), zi(), zi(), zi(), zi(), zi(), zi(), zi()
@@ -128,7 +134,7 @@ def q4_0_t4(qs, sc, g, K, X, r):
             s2, s3 = dot_us(s2, n, bc4(X, x2 + 4 * v)), dot_us(s3, n, bc4(X, x3 + 4 * v))
             u0, u1 = dot_us(u0, m, bc4(X, x0 + 16 + 4 * v)), dot_us(u1, m, bc4(X, x1 + 16 + 4 * v))
             u2, u3 = dot_us(u2, m, bc4(X, x2 + 16 + 4 * v)), dot_us(u3, m, bc4(X, x3 + 16 + 4 * v))
-        d = ldh(sc, sb + 16 * b)
+        d = ldh(qs, bo)
         a0, a1 = fma(_fo(iadd(s0, u0), X, x0, 36, _M8), d, a0), fma(_fo(iadd(s1, u1), X, x1, 36, _M8), d, a1)
         a2, a3 = fma(_fo(iadd(s2, u2), X, x2, 36, _M8), d, a2), fma(_fo(iadd(s3, u3), X, x3, 36, _M8), d, a3)
     return a0, a1, a2, a3
@@ -173,14 +179,15 @@ def _qk_sub4(qs, qo, p, X, x0, x1, x2, x3, h, half, five):
 
 
 @njit(cache=True)
-def qk_t1(qs, sc, g, K, X, r, five):
+def qk_t1(qs, g, K, X, r, five):
     ns, nb = K // 256, K // 32
-    qb = 1280 if five else 1024
-    qg, sg, xr = g * ns * qb, g * ns * 160, r * nb * REC
+    bb = 1440 if five else 1184  # 160 scale bytes, then the quants (and Q5_K's plane)
+    qg, xr = g * ns * bb, r * nb * REC
     acc = zf()
     for s in range(ns):
-        qo, so = qg + qb * s, sg + 160 * s
-        d, dm = ldh(sc, so), ldh(sc, so + 16)
+        so = qg + bb * s
+        qo = so + 160
+        d, dm = ldh(qs, so), ldh(qs, so + 16)
         for j in range(8):
             p, xa = j // 2, xr + REC * (8 * s + j)
             if five:  # Q4_K has no plane: never read past its super-block
@@ -188,20 +195,21 @@ def qk_t1(qs, sc, g, K, X, r, five):
                 t = _qk_sub1(qs, qo, p, X, xa, h, False, True) if j % 2 == 0 else _qk_sub1(qs, qo, p, X, xa, h, True, True)
             else:
                 t = _qk_sub1(qs, qo, p, X, xa, zb(), False, False) if j % 2 == 0 else _qk_sub1(qs, qo, p, X, xa, zb(), True, False)
-            acc = fma(_fd(t, X, xa), fmul(d, ldu8f(sc, so + 32 + 8 * j)), acc)
-            acc = fma(bcf(-ld1f(X, xa + 36)), fmul(dm, ldu8f(sc, so + 96 + 8 * j)), acc)
+            acc = fma(_fd(t, X, xa), fmul(d, ldu8f(qs, so + 32 + 8 * j)), acc)
+            acc = fma(bcf(-ld1f(X, xa + 36)), fmul(dm, ldu8f(qs, so + 96 + 8 * j)), acc)
     return acc
 
 
 @njit(cache=True)
-def qk_t4(qs, sc, g, K, X, r, five):
+def qk_t4(qs, g, K, X, r, five):
     ns, nb = K // 256, K // 32
-    qb = 1280 if five else 1024
-    qg, sg, rb = g * ns * qb, g * ns * 160, nb * REC
+    bb = 1440 if five else 1184
+    qg, rb = g * ns * bb, nb * REC
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     for s in range(ns):
-        qo, so = qg + qb * s, sg + 160 * s
-        d, dm = ldh(sc, so), ldh(sc, so + 16)
+        so = qg + bb * s
+        qo = so + 160
+        d, dm = ldh(qs, so), ldh(qs, so + 16)
         for j in range(8):
             p, bj = j // 2, REC * (8 * s + j)
             x0 = r * rb + bj
@@ -216,7 +224,7 @@ def qk_t4(qs, sc, g, K, X, r, five):
                 t0, t1, t2, t3 = _qk_sub4(qs, qo, p, X, x0, x1, x2, x3, zb(), False, False)
             else:
                 t0, t1, t2, t3 = _qk_sub4(qs, qo, p, X, x0, x1, x2, x3, zb(), True, False)
-            dsc, dmn = fmul(d, ldu8f(sc, so + 32 + 8 * j)), fmul(dm, ldu8f(sc, so + 96 + 8 * j))
+            dsc, dmn = fmul(d, ldu8f(qs, so + 32 + 8 * j)), fmul(dm, ldu8f(qs, so + 96 + 8 * j))
             a0 = fma(bcf(-ld1f(X, x0 + 36)), dmn, fma(_fd(t0, X, x0), dsc, a0))
             a1 = fma(bcf(-ld1f(X, x1 + 36)), dmn, fma(_fd(t1, X, x1), dsc, a1))
             a2 = fma(bcf(-ld1f(X, x2 + 36)), dmn, fma(_fd(t2, X, x2), dsc, a2))
@@ -230,13 +238,14 @@ def qk_t4(qs, sc, g, K, X, r, five):
 
 
 @njit(cache=True)
-def q6_t1(qs, sc, g, K, X, r):
+def q6_t1(qs, g, K, X, r):
     ns, nb = K // 256, K // 32
-    qg, sg, xr = g * ns * 1536, g * ns * 144, r * nb * REC
+    qg, xr = g * ns * 1680, r * nb * REC  # per super-block: 144 scale bytes, then 1536 of quants
     acc = zf()
     for s in range(ns):
-        qo, so = qg + 1536 * s, sg + 144 * s
-        d = ldh(sc, so)
+        so = qg + 1680 * s
+        qo = so + 144
+        d = ldh(qs, so)
         for c in range(8):
             p, half = c // 2, c % 2
             xb = xr + REC * (8 * s + c)
@@ -251,19 +260,20 @@ def q6_t1(qs, sc, g, K, X, r):
                         s0, s1 = dot_us(s0, n0, bc4(X, xb + 4 * v)), dot_us(s1, n1, bc4(X, xb + 16 + 4 * v))
                     else:
                         t0, t1 = dot_us(t0, n0, bc4(X, xb + 4 * v + 4)), dot_us(t1, n1, bc4(X, xb + 20 + 4 * v))
-            acc = fma(_fo(iadd(s0, t0), X, xb, 40, _M32), fmul(d, lds8f(sc, so + 16 + 16 * c)), acc)
-            acc = fma(_fo(iadd(s1, t1), X, xb, 44, _M32), fmul(d, lds8f(sc, so + 24 + 16 * c)), acc)
+            acc = fma(_fo(iadd(s0, t0), X, xb, 40, _M32), fmul(d, lds8f(qs, so + 16 + 16 * c)), acc)
+            acc = fma(_fo(iadd(s1, t1), X, xb, 44, _M32), fmul(d, lds8f(qs, so + 24 + 16 * c)), acc)
     return acc
 
 
 @njit(cache=True)
-def q6_t4(qs, sc, g, K, X, r):
+def q6_t4(qs, g, K, X, r):
     ns, nb = K // 256, K // 32
-    qg, sg, rb = g * ns * 1536, g * ns * 144, nb * REC
+    qg, rb = g * ns * 1680, nb * REC
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     for s in range(ns):
-        qo, so = qg + 1536 * s, sg + 144 * s
-        d = ldh(sc, so)
+        so = qg + 1680 * s
+        qo = so + 144
+        d = ldh(qs, so)
         for c in range(8):
             p, half = c // 2, c % 2
             bc = REC * (8 * s + c)
@@ -282,7 +292,7 @@ def q6_t4(qs, sc, g, K, X, r):
                     n = orb(hi4(w) if half else lo4(w), bits_at(h, 2 * v + 2, 3, 4))
                     t0, t1 = dot_us(t0, n, bc4(X, x0 + o + 4)), dot_us(t1, n, bc4(X, x1 + o + 4))
                     t2, t3 = dot_us(t2, n, bc4(X, x2 + o + 4)), dot_us(t3, n, bc4(X, x3 + o + 4))
-                dsc = fmul(d, lds8f(sc, so + 16 + 16 * c + 8 * u))
+                dsc = fmul(d, lds8f(qs, so + 16 + 16 * c + 8 * u))
                 at = 40 + 4 * u
                 a0, a1 = fma(_fo(iadd(s0, t0), X, x0, at, _M32), dsc, a0), fma(_fo(iadd(s1, t1), X, x1, at, _M32), dsc, a1)
                 a2, a3 = fma(_fo(iadd(s2, t2), X, x2, at, _M32), dsc, a2), fma(_fo(iadd(s3, t3), X, x3, at, _M32), dsc, a3)
@@ -294,14 +304,15 @@ def q6_t4(qs, sc, g, K, X, r):
 
 
 @njit(cache=True)
-def iq4_t1(qs, sc, g, K, X, r):
+def iq4_t1(qs, g, K, X, r):
     ns, nb = K // 256, K // 32
-    qg, sg, xr = g * ns * 1024, g * ns * 80, r * nb * REC
+    qg, xr = g * ns * 1104, r * nb * REC  # per super-block: 80 scale bytes, then 1024 of nibbles
     tab = ld16x2(IQ4_TABLE, 0)
     acc = zf()
     for s in range(ns):
-        qo, so = qg + 1024 * s, sg + 80 * s
-        d = ldh(sc, so)
+        so = qg + 1104 * s
+        qo = so + 80
+        d = ldh(qs, so)
         for p in range(4):
             xa = xr + REC * (8 * s + 2 * p)
             sa, sb = zi(), zi()
@@ -310,20 +321,21 @@ def iq4_t1(qs, sc, g, K, X, r):
                 wa, wb = lut16(tab, lo4(w)), lut16(tab, hi4(w))
                 sa = dot_w8(sa, prep_w8(wa), wa, bc4(X, xa + 4 * v))
                 sb = dot_w8(sb, prep_w8(wb), wb, bc4(X, xa + REC + 4 * v))
-            acc = fma(_f8(sa, X, xa), fmul(d, lds8f(sc, so + 16 + 16 * p)), acc)
-            acc = fma(_f8(sb, X, xa + REC), fmul(d, lds8f(sc, so + 24 + 16 * p)), acc)
+            acc = fma(_f8(sa, X, xa), fmul(d, lds8f(qs, so + 16 + 16 * p)), acc)
+            acc = fma(_f8(sb, X, xa + REC), fmul(d, lds8f(qs, so + 24 + 16 * p)), acc)
     return acc
 
 
 @njit(cache=True)
-def iq4_t4(qs, sc, g, K, X, r):
+def iq4_t4(qs, g, K, X, r):
     ns, nb = K // 256, K // 32
-    qg, sg, rb = g * ns * 1024, g * ns * 80, nb * REC
+    qg, rb = g * ns * 1104, nb * REC
     tab = ld16x2(IQ4_TABLE, 0)
     a0, a1, a2, a3 = zf(), zf(), zf(), zf()
     for s in range(ns):
-        qo, so = qg + 1024 * s, sg + 80 * s
-        d = ldh(sc, so)
+        so = qg + 1104 * s
+        qo = so + 80
+        d = ldh(qs, so)
         for j in range(8):
             p, half = j // 2, j % 2
             bj = REC * (8 * s + j)
@@ -341,7 +353,7 @@ def iq4_t4(qs, sc, g, K, X, r):
                 wp = prep_w8(wv)
                 u0, u1 = dot_w8(u0, wp, wv, bc4(X, x0 + 4 * v + 4)), dot_w8(u1, wp, wv, bc4(X, x1 + 4 * v + 4))
                 u2, u3 = dot_w8(u2, wp, wv, bc4(X, x2 + 4 * v + 4)), dot_w8(u3, wp, wv, bc4(X, x3 + 4 * v + 4))
-            dls = fmul(d, lds8f(sc, so + 16 + 8 * j))
+            dls = fmul(d, lds8f(qs, so + 16 + 8 * j))
             a0, a1 = fma(_f8(iadd(s0, u0), X, x0), dls, a0), fma(_f8(iadd(s1, u1), X, x1), dls, a1)
             a2, a3 = fma(_f8(iadd(s2, u2), X, x2), dls, a2), fma(_f8(iadd(s3, u3), X, x3), dls, a3)
     return a0, a1, a2, a3

@@ -495,3 +495,14 @@ def st1f(typingctx, arr, byte_off, x):
         builder.store(context.cast(builder, args[2], sig.args[2], types.float32), p, align=1)
         return context.get_dummy_value()
     return types.none(arr, byte_off, x), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, byte_off):
+    """Software prefetch of the line at ``byte_off`` (into all cache levels)."""
+    def codegen(context, builder, sig, args):
+        p = _byte_ptr(context, builder, sig.args[0], args[0], args[1], sig.args[1], _I8)
+        _call(builder, "llvm.prefetch.p0", ir.VoidType(), [p, ir.Constant(_I32, 0), ir.Constant(_I32, 3),
+                                                            ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, byte_off), codegen

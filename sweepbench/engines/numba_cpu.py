@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType as Q
+from numba import set_parallel_chunksize
 
 from sweepbench.config import ModelConfig
 from sweepbench.cpu_kernels.threads import init_threading, set_threads, threading_layer
@@ -107,17 +108,19 @@ class CpuOps:
         return (a if gather is None else a[gather]).reshape(-1)
 
     def _mm(self, xin, w, yrows, offsets, active, n_out_rows):
+        set_parallel_chunksize(qmm.CHUNK_ITEMS)
         y = np.empty((n_out_rows, w.n_rows), np.float32)
         if isinstance(w, QuantR8):
-            qmm.q_mm(w.kind, w.qs, w.sc, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
+            qmm.q_mm(w.kind, w.qs, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         else:
             rowmajor.rm_mm(w.kind, w.raw, w.n_rows, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         return y
 
     def _up_gate(self, xin, wg, wu, offsets, active, n_rows):
+        set_parallel_chunksize(qmm.CHUNK_ITEMS)
         h = np.empty((n_rows, wg.n_rows), np.float32)
         if isinstance(wg, QuantR8):
-            qmm.q_up_gate(wg.kind, wg.qs, wg.sc, wu.qs, wu.sc, wg.row_len, xin, offsets, active, h.reshape(-1))
+            qmm.q_up_gate(wg.kind, wg.qs, wu.qs, wg.row_len, xin, offsets, active, h.reshape(-1))
         else:
             rowmajor.rm_up_gate(wg.kind, wg.raw, wu.raw, wg.n_rows, wg.row_len, xin, offsets, active,
                                 h.reshape(-1))
@@ -180,12 +183,13 @@ class CpuOps:
 
     # ---- attention
     def kv_store(self, cache: attention.KVCache, il, k, v, pos0):
-        attention.kv_store(k, v, cache.k[il], cache.ks[il], cache.v[il], cache.vs[il], int(pos0),
+        attention.kv_store(k, v, cache.k[il], cache.v[il], cache.vs[il], int(pos0),
                            cache.type_k == "q8_0", cache.type_v == "q8_0")
 
     def attention(self, q, cache: attention.KVCache, il, pos0, n_head, n_head_kv, head_dim):
         out = np.empty_like(q)
-        attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.ks[il], cache.v[il], cache.vs[il],
+        set_parallel_chunksize(1)  # few, long items (one per KV head and token tile): one by one
+        attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.v[il], cache.vs[il],
                              cache.type_k == "q8_0", cache.type_v == "q8_0")
         return out
 
