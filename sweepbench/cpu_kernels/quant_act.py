@@ -53,6 +53,13 @@ def quantize_rows_q8(x, out):
         quantize_row(x[t], out[t], 0)
 
 
+@njit(cache=True)
+def quantize_rows_serial(x, out):
+    """The same for a few rows: no parallel launch (a one-token decode quantizes ~100 activations)."""
+    for t in range(x.shape[0]):
+        quantize_row(x[t], out[t], 0)
+
+
 class QuantAct:
     """A quantized activation matrix: ``x`` uint8 [T, B*48] of block records (see the module doc)."""
 
@@ -62,7 +69,7 @@ class QuantAct:
         x = np.ascontiguousarray(x, np.float32)
         t, k = x.shape
         self.x = np.empty((t, k // 32 * REC), np.uint8)
-        quantize_rows_q8(x, self.x)
+        (quantize_rows_serial if t <= 4 else quantize_rows_q8)(x, self.x)
 
     def fields(self):
         """(q int8 [T, K], d [T, B], s32, s_lo, s_hi) as NumPy arrays (for tests)."""

@@ -50,6 +50,35 @@ class Plain:
 
 
 @dataclass
+class FusedPart:
+    """Rows lo..hi of the outputs of ``whole``, a matrix fused at load from matrices that share their input
+    (a layer's q, k and v): the first product computes all of them, the others are slices of it. One
+    quantization and one pass instead of three calls: a 512-row GEMV alone ran at half the streaming rate."""
+
+    whole: QuantR8
+    lo: int
+    hi: int
+
+    kind = property(lambda self: self.whole.kind)
+    qtype = property(lambda self: self.whole.qtype)
+    row_len = property(lambda self: self.whole.row_len)
+    n_rows = property(lambda self: self.hi - self.lo)
+    n_bytes = property(lambda self: self.whole.n_bytes * (self.hi - self.lo) // self.whole.n_rows)
+
+
+def fuse_rows(parts: list[QuantR8]) -> list[FusedPart] | None:
+    """The matrices stacked along their outputs (same type and input width), or None if they cannot be."""
+    first = parts[0]
+    if not all(isinstance(p, QuantR8) and p.kind == first.kind and p.row_len == first.row_len
+               and p.qs.shape[0] == 1 for p in parts):
+        return None
+    whole = QuantR8(first.kind, first.qtype, sum(p.n_rows for p in parts), first.row_len,
+                    np.concatenate([p.qs for p in parts], axis=1))
+    bounds = np.cumsum([0] + [p.n_rows for p in parts])
+    return [FusedPart(whole, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass
 class Groups:
     """Routed rows grouped by expert: rows [R] (routed row t*K + j) in expert order, xrows [R] their tokens,
     offsets [X+1], active experts; ids [T, K] as routed."""
@@ -88,6 +117,8 @@ class CpuOps:
         self._last_x: np.ndarray | None = None  # the last quantized input: q, k and v share one quantization
         self._last_q: QuantAct | None = None
         self._rope_key: tuple | None = None
+        self._fused_in: tuple = (None, None, None)  # (input, fused matrix, product) of the last fused product
+        self._idents: dict[int, tuple] = {}
 
     # ---- helpers
     def _quant(self, x: np.ndarray) -> QuantAct:
@@ -95,11 +126,11 @@ class CpuOps:
             self._last_x, self._last_q = x, QuantAct(x)
         return self._last_q
 
-    @staticmethod
-    def _ident(t: int):
+    def _ident(self, t: int):
         """Row indices, offsets and active list of a dense product: one 'expert' holding rows 0..t-1."""
-        rows = np.arange(t, dtype=np.int64)
-        return rows, np.array([0, t], np.int64), np.zeros(1, np.int64)
+        if t not in self._idents:
+            self._idents[t] = np.arange(t, dtype=np.int64), np.array([0, t], np.int64), np.zeros(1, np.int64)
+        return self._idents[t]
 
     def _act(self, x, kind, gather=None):
         """The activations as the kernels of weight ``kind`` take them: float32 rows, or quantized block
@@ -157,6 +188,10 @@ class CpuOps:
         return out
 
     def matmul(self, x, w):
+        if isinstance(w, FusedPart):
+            if self._fused_in[0] is not x or self._fused_in[1] is not w.whole:
+                self._fused_in = (x, w.whole, self.matmul(x, w.whole))
+            return np.ascontiguousarray(self._fused_in[2][:, w.lo : w.hi])
         rows, offsets, active = self._ident(x.shape[0])
         return self._mm(self._act(x, w.kind), w, rows, offsets, active, x.shape[0])
 
@@ -244,6 +279,14 @@ class NumbaCpuEngine(ForwardEngine):
         self._layouts: dict[str, int] = {}
         self.compile_seconds = None
         super().load(model_path, options)
+        self._fused = 0
+        for il in range(self.config.n_layer):  # qwen3moe's separate q, k, v (bailingmoe2 ships them fused)
+            names = [f"blk.{il}.attn_{x}.weight" for x in "qkv"]
+            if all(n in self.weights for n in names):
+                parts = fuse_rows([self.weights[n] for n in names])
+                if parts:
+                    self.weights.update(zip(names, parts))
+                    self._fused += 1
 
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         if t.qtype not in SUPPORTED:
@@ -281,6 +324,7 @@ class NumbaCpuEngine(ForwardEngine):
         d.update({
             "threading_layer": threading_layer(), "n_threads": self.n_threads, "simd": ISA, "cpu_target": CPU_NAME,
             "layouts": dict(self._layouts), "repack_seconds": round(self._repack_seconds, 3),
+            "fused_qkv_layers": self._fused,
             "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
         })
         return d
