@@ -71,6 +71,7 @@ def split_kernel(D: int, G: int, k_q8: bool, v_q8: bool, nw: int = NW, cpw: int 
     if key in _CACHE:
         return _CACHE[key]
     DPL, CPS, SPL = D // 32, 32 // G, nw * cpw
+    GD, SH_O, SH_ML = G * (D // 32), (nw, G, D), (nw, G, 2)  # array shapes: compile-time constants
 
     @device
     def load(xq, xd, q8, cell, col, W, vals, valid):
@@ -99,8 +100,8 @@ def split_kernel(D: int, G: int, k_q8: bool, v_q8: bool, nw: int = NW, cpw: int 
             return
         W = Hkv * D
         col = hk * D + lane * DPL
-        qv = cuda.local.array(G * DPL, np.float32)
-        acc = cuda.local.array(G * DPL, np.float32)
+        qv = cuda.local.array(GD, np.float32)
+        acc = cuda.local.array(GD, np.float32)
         for g in range(G):
             for i in range(DPL):
                 qv[g * DPL + i] = q[(t * H + hk * G + g) * D + lane * DPL + i] * scale
@@ -138,8 +139,8 @@ def split_kernel(D: int, G: int, k_q8: bool, v_q8: bool, nw: int = NW, cpw: int 
                     for i in range(DPL):
                         acc[g * DPL + i] += pv[cc * G + g] * kv[i]
         # merge the NW warps of the block
-        sh_o = cuda.shared.array((nw, G, D), np.float32)
-        sh_ml = cuda.shared.array((nw, G, 2), np.float32)
+        sh_o = cuda.shared.array(SH_O, np.float32)
+        sh_ml = cuda.shared.array(SH_ML, np.float32)
         for g in range(G):
             for i in range(DPL):
                 sh_o[w, g, lane * DPL + i] = acc[g * DPL + i]

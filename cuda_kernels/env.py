@@ -143,6 +143,25 @@ if not SIM:
 
         return sig, codegen
 
+    @intrinsic
+    def ldg4f(typingctx, arr, i):
+        """arr[i:i+4] of a 1-D float32 array as one 16-byte non-coherent load (i a multiple of 4)."""
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.float32):
+            return None
+        sig = types.UniTuple(types.float32, 4)(arr, i)
+
+        def codegen(context, builder, sig, args):
+            aryty, idxty = sig.args
+            ary = context.make_array(aryty)(context, builder, value=args[0])
+            idx = context.cast(builder, args[1], idxty, types.intp)
+            ptr = builder.gep(ary.data, [idx])
+            fnty = ir.FunctionType(ir.LiteralStructType([_F32] * 4), [ptr.type])
+            asm = ir.InlineAsm(fnty, "ld.global.nc.v4.f32 {$0,$1,$2,$3}, [$4];", "=f,=f,=f,=f,l")
+            st = builder.call(asm, [ptr])
+            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+
+        return sig, codegen
+
     _ = cgutils  # imported for symmetry with numba's own intrinsics
 
     @device
@@ -277,8 +296,11 @@ else:
     def _ldg4(arr, i):
         return np.uint32(arr[i]), np.uint32(arr[i + 1]), np.uint32(arr[i + 2]), np.uint32(arr[i + 3])
 
+    def _ldg4f(arr, i):
+        return np.float32(arr[i]), np.float32(arr[i + 1]), np.float32(arr[i + 2]), np.float32(arr[i + 3])
+
     dp4a, prmt, hsub2, hmul2, hfma2 = (device(f) for f in (_dp4a, _prmt, _hsub2, _hmul2, _hfma2))
-    pack_h2, unpack_h2, ldg4 = device(_pack_h2), device(_unpack_h2), device(_ldg4)
+    pack_h2, unpack_h2, ldg4, ldg4f = device(_pack_h2), device(_unpack_h2), device(_ldg4), device(_ldg4f)
 
     def _tid():
         return cuda.threadIdx.x
@@ -288,20 +310,29 @@ else:
 
     lane_id = device(_lane_id)
 
+    import threading
+
+    _calls = threading.local()  # each simulated CUDA thread is an OS thread: its own call counter
+
+    def _parity(name: str) -> int:
+        """Alternate between two buffers per call: one barrier per exchange suffices, because nobody can write
+        a buffer again before every thread has passed the next barrier, i.e. finished reading it."""
+        n = getattr(_calls, name, 0)
+        setattr(_calls, name, n + 1)
+        return n & 1
+
     def _exchange(v):
-        """Every thread's v -> the block-wide array of them (two barriers; see the rule in the docstring)."""
-        buf = cuda.shared.array(MAX_THREADS, np.float64)
+        """Every thread's v -> the block-wide array of them (one barrier; see the rule in the docstring)."""
+        buf = cuda.shared.array((2, MAX_THREADS), np.float64)
+        p = _parity("x")
+        buf[p, _tid()] = v
         cuda.syncthreads()
-        buf[_tid()] = v
-        cuda.syncthreads()
-        return buf
+        return buf[p]
 
     def _warp_vals(v):
         buf = _exchange(float(v))
         base = _tid() & ~31
-        vals = [buf[base + k] for k in range(32)]
-        cuda.syncthreads()
-        return vals
+        return [buf[base + k] for k in range(32)]
 
     def _typed(like, x):
         return type(like)(x) if isinstance(like, np.generic) else x
@@ -340,15 +371,13 @@ else:
     warp_argmax, warp_prefix_count = device(_warp_argmax), device(_warp_prefix_count)
 
     def _reduce_scatter32(vals):
-        buf = cuda.shared.array((MAX_THREADS, 32), np.float32)
-        cuda.syncthreads()
-        t = _tid()
+        buf = cuda.shared.array((2, MAX_THREADS, 32), np.float32)
+        p, t = _parity("rs"), _tid()
         for k in range(32):
-            buf[t, k] = vals[k]
+            buf[p, t, k] = vals[k]
         cuda.syncthreads()
         base, lane = t & ~31, _lane_id()
-        v = [buf[base + k, lane] for k in range(32)]
-        cuda.syncthreads()
+        v = [buf[p, base + k, lane] for k in range(32)]
         # the GPU's order: stage m adds the partner half, lanes of one 2m-group summed pairwise
         for m in (16, 8, 4, 2, 1):
             v = [np.float32(v[k] + v[k ^ m]) for k in range(32)]
@@ -376,9 +405,9 @@ else:
 
     def _mma_f16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
         """The warp's fragments gathered through shared memory, then the tile product in float64."""
-        regs = cuda.shared.array((MAX_THREADS, 6), np.uint32)
-        cuda.syncthreads()
-        t = _tid()
+        buf = cuda.shared.array((2, MAX_THREADS, 6), np.uint32)
+        p, t = _parity("mma"), _tid()
+        regs = buf[p]
         for k, r in enumerate((a0, a1, a2, a3, b0, b1)):
             regs[t, k] = _u32(r)
         cuda.syncthreads()
@@ -391,7 +420,6 @@ else:
                 a[row, col : col + 2] = _h2(regs[base + ln, k])
             bt[g, 2 * q : 2 * q + 2] = _h2(regs[base + ln, 4])
             bt[g, 2 * q + 8 : 2 * q + 10] = _h2(regs[base + ln, 5])
-        cuda.syncthreads()
         d = a @ bt.T  # [16, 8]
         g, q = _lane_id() >> 2, _lane_id() & 3
         return (np.float32(d[g, 2 * q] + c0), np.float32(d[g, 2 * q + 1] + c1),

@@ -68,4 +68,4 @@ class Groups:
     offsets: Any = None
     tiles: Any = None
     max_tiles: int = 0
-    bm: int = 0
+    owner: Any = None  # keeps the pool buffers of rows / offsets / tiles alive

@@ -14,14 +14,14 @@ from numba import cuda
 
 from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
-from cuda_kernels import gemv, routing
+from cuda_kernels import flash, gemm, gemv, routing
 from cuda_kernels.env import SIM
 from cuda_kernels.lazy import Groups, LazyAdd, LazyDown, LazyNormHeads, Routed
 from cuda_kernels.memory import Act, Pool
 from cuda_kernels.qdot import QUANTIZED
 from cuda_kernels.rope import norm_rope
 
-GEMV_MAX_T = 1 << 30  # activation rows up to which the GEMV kernels run (the GEMMs take larger batches)
+GEMV_MAX_T = 8  # activation rows up to which the GEMV kernels run; larger batches take the tensor-core GEMMs
 TQ = 64  # query rows per flash-decoding launch in prefill (bounds the partials' scratch)
 
 
@@ -41,6 +41,8 @@ class CudaOps:
         self.f32 = cuda.device_array(4, np.float32)
         self.capturing = False
         self.n_launches = 0
+        self.gemv_max_t = GEMV_MAX_T
+        self.i32 = cuda.device_array(4, np.int32)
         self.att_nw, self.att_cpw = att.NW, att.CPW  # flash-decoding block shape (tests shrink it)
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
         if SIM:  # the simulator runs a thread per CUDA thread and polls them all at each barrier: keep blocks small
@@ -137,6 +139,13 @@ class CudaOps:
         x = self.act(x)
         t, n = x.rows, w.n_rows
         y = self.new(t, n)
+        if t > self.gemv_max_t:
+            if w.kind == "f32":
+                self.launch(gemm.sgemm_f32, (_blocks(t, gemm.SG_B), _blocks(n, gemm.SG_B)), gemm.SG_T, w.qs, x.f, y.f,
+                            t, n, w.row_len)
+            else:
+                self._gemm(w, None, x, y, t, None, 1)
+            return y
         xq, xa, xf = self._inputs(x, w.kind)
         self.launch(gemv.dense(w.kind, self.gemv_nw), _blocks(n, self.gemv_nw), 32 * self.gemv_nw, w.qs, w.hdr, xq, xa, xf,
                     y.f, n, w.row_len, t)
@@ -147,9 +156,26 @@ class CudaOps:
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down) -> Act:
         x = self.act(x)
-        ids = Routed(self.zero_ids, x.rows, 1)
-        h = self._up_gate(x, w_gate, w_up, ids)
+        if x.rows > self.gemv_max_t and w_gate.kind == w_up.kind:
+            h = self.new(x.rows, w_up.n_rows)
+            self._gemm(w_gate, w_up, x, h, x.rows, None, 1)
+        else:
+            h = self._up_gate(x, w_gate, w_up, Routed(self.zero_ids, x.rows, 1))
         return self.matmul(h, w_down)
+
+    def _gemm(self, w, w_up, x: Act, y: Act, m: int, groups: Groups | None, div: int) -> None:
+        """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given."""
+        fused = w_up is not None
+        second = w_up if fused else w
+        k = gemm.kernel(w.kind, groups is not None, fused)
+        if groups is None:
+            grid = (_blocks(m, gemm.BM), _blocks(w.n_rows, gemm.BN))
+            self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,
+                        self.i32, self.i32, self.i32, div, 0)
+        else:
+            grid = (groups.max_tiles, _blocks(w.n_rows, gemm.BN))
+            self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,
+                        groups.rows, groups.offsets, groups.tiles, div, groups.n_expert)
 
     def rows(self, x, idx) -> Act:
         x = self.act(x)
@@ -195,6 +221,12 @@ class CudaOps:
         t, g = q.rows, n_head // n_head_kv
         if 32 % g or head_dim % 32 or g * head_dim > 16 * 128:
             raise ValueError(f"attention: {n_head}/{n_head_kv} heads of {head_dim} are not supported on the GPU")
+        if t > self.gemv_max_t and head_dim % 16 == 0:  # prefill: tensor-core flash attention
+            out = self.new(t, n_head * head_dim)
+            kern = flash.prefill_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0")
+            self.launch(kern, (_blocks(t, flash.BQ), n_head), 128, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
+                        cache.vd[il], self.posv, out.f, t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
+            return out
         spl = self.att_nw * self.att_cpw
         n_parts = _blocks(cache.n_ctx, spl)
         split = att.split_kernel(head_dim, g, cache.type_k == "q8_0", cache.type_v == "q8_0", self.att_nw, self.att_cpw)
@@ -233,7 +265,17 @@ class CudaOps:
         return Routed(ids.f, t, k, ids), Routed(w.f, t, k, w)
 
     def group_rows_by_expert(self, ids: Routed, n_expert: int) -> Groups:
-        return Groups(ids, n_expert)
+        groups = Groups(ids, n_expert)
+        if ids.n_tokens > self.gemv_max_t:  # the GEMMs need the rows by expert; the GEMVs read the ids directly
+            r = ids.n_tokens * ids.k
+            groups.max_tiles = _blocks(r, gemm.BM) + n_expert
+            holder = Act(self.pool, self.pool.get(r, np.int32), 1, r)
+            holder.bufs += [self.pool.get(n_expert + 2, np.int32), self.pool.get(2 * groups.max_tiles, np.int32)]
+            groups.rows, groups.offsets, groups.tiles = holder.bufs
+            groups.owner = holder
+            self.launch(routing.group_rows, 1, routing.GROUP_THREADS, ids.buf, r, n_expert, gemm.BM, groups.rows,
+                        groups.offsets, groups.tiles)
+        return groups
 
     def _up_gate(self, x: Act, w_gate, w_up, ids: Routed) -> Act:
         r, f = ids.n_tokens * ids.k, w_up.n_rows
@@ -259,10 +301,27 @@ class CudaOps:
         return y
 
     def expert_up_gate(self, x, w_gate, w_up, groups: Groups) -> Act:
-        return self._up_gate(self.act(x), w_gate, w_up, groups.ids)
+        x = self.act(x)
+        if groups.rows is None:
+            return self._up_gate(x, w_gate, w_up, groups.ids)
+        r, k = groups.ids.n_tokens * groups.ids.k, groups.ids.k
+        h = self.new(r, w_up.n_rows)
+        if w_gate.kind == w_up.kind:
+            self._gemm(w_gate, w_up, x, h, r, groups, k)
+        else:
+            g, u = self.new(r, w_up.n_rows), self.new(r, w_up.n_rows)
+            self._gemm(w_gate, None, x, g, r, groups, k)
+            self._gemm(w_up, None, x, u, r, groups, k)
+            self.launch(ew.silu_mul, _blocks(r * w_up.n_rows, 256), 256, g.f, u.f, h.f, r * w_up.n_rows)
+        return h
 
     def expert_down(self, h, w_down, groups: Groups):
-        return LazyDown(self.act(h), w_down, groups)
+        h = self.act(h)
+        if groups.rows is None:
+            return LazyDown(h, w_down, groups)
+        y = self.new(h.rows, w_down.n_rows)
+        self._gemm(w_down, None, h, y, h.rows, groups, 1)
+        return y
 
     def combine(self, y, weights: Routed) -> Act:
         t, k = weights.n_tokens, weights.k

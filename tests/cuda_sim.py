@@ -30,7 +30,9 @@ def cuda_module():
         before = os.environ.get("NUMBA_ENABLE_CUDASIM")
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
         try:
-            from numba.cuda.core import config
+            # numba.cuda decides at its import from numba's config, which was read when numba was first
+            # imported (by any earlier test module): re-read it first, then import numba.cuda
+            from numba.core import config
 
             config.reload_config()
             from numba import cuda

@@ -21,7 +21,7 @@ from numba import njit
 from sweepbench.cpu_kernels.layouts import IQ4_TABLE
 from sweepbench.cpu_kernels.quant_act import REC
 from sweepbench.cpu_kernels.simd import (
-    W8_OFFSET, bc4, bcf, bits_at, cvt, dot_us, dot_w8, fma, fmul, hi4, iadd, ld1f, ld16x2, ld32, ldf, ldh, lds8f,
+    W8_OFFSET, bc4, bcf, bits_at, cvt, dot_us, dot_w8, fma, fmul, fsub, hi4, iadd, ld1f, ld16x2, ld32, ldf, ldh, lds8f,
     ldu8f, lo4, lut16, orb, prep_w8, zb, zf, zi,
 )
 
@@ -155,13 +155,17 @@ def _nib(w, h, v, half, five):
 
 
 @njit(cache=True, inline="always")
-def _qk_sub1(qs, qo, p, X, xa, h, half, five):
-    """One sub-block (pair p, lo or hi nibbles) against one token: two chains, summed."""
-    s0, s1 = zi(), zi()
+def _qk_pair1(qs, qo, p, X, xa, ha, hb, five):
+    """Sub-blocks 2p (low nibbles) and 2p+1 (high nibbles) against one token: each vector loaded once and
+    used for both, two chains per sub-block. Returns the two integer sums."""
+    sa, ta, sb, tb = zi(), zi(), zi(), zi()
     for v in range(0, 8, 2):
-        s0 = dot_us(s0, _nib(ld32(qs, qo + 256 * p + 32 * v), h, v, half, five), bc4(X, xa + 4 * v))
-        s1 = dot_us(s1, _nib(ld32(qs, qo + 256 * p + 32 * v + 32), h, v + 1, half, five), bc4(X, xa + 4 * v + 4))
-    return iadd(s0, s1)
+        w0, w1 = ld32(qs, qo + 256 * p + 32 * v), ld32(qs, qo + 256 * p + 32 * v + 32)
+        sa = dot_us(sa, _nib(w0, ha, v, False, five), bc4(X, xa + 4 * v))
+        ta = dot_us(ta, _nib(w1, ha, v + 1, False, five), bc4(X, xa + 4 * v + 4))
+        sb = dot_us(sb, _nib(w0, hb, v, True, five), bc4(X, xa + REC + 4 * v))
+        tb = dot_us(tb, _nib(w1, hb, v + 1, True, five), bc4(X, xa + REC + 4 * v + 4))
+    return iadd(sa, ta), iadd(sb, tb)
 
 
 @njit(cache=True, inline="always")
@@ -180,6 +184,8 @@ def _qk_sub4(qs, qo, p, X, x0, x1, x2, x3, h, half, five):
 
 @njit(cache=True)
 def qk_t1(qs, g, K, X, r, five):
+    """Per super-block: sum_j sc_j (d_x S_j) and sum_j m_j s32_j as float vectors, times d and dmin once
+    (measured on Q4_K, hot in cache: 30 -> see NOTES GB/s on one core against per-sub-block d*sc products)."""
     ns, nb = K // 256, K // 32
     bb = 1440 if five else 1184  # 160 scale bytes, then the quants (and Q5_K's plane)
     qg, xr = g * ns * bb, r * nb * REC
@@ -187,16 +193,18 @@ def qk_t1(qs, g, K, X, r, five):
     for s in range(ns):
         so = qg + bb * s
         qo = so + 160
-        d, dm = ldh(qs, so), ldh(qs, so + 16)
-        for j in range(8):
-            p, xa = j // 2, xr + REC * (8 * s + j)
+        cs, cm = zf(), zf()
+        for p in range(4):
+            xa = xr + REC * (8 * s + 2 * p)
             if five:  # Q4_K has no plane: never read past its super-block
-                h = ld32(qs, qo + 1024 + 32 * j)
-                t = _qk_sub1(qs, qo, p, X, xa, h, False, True) if j % 2 == 0 else _qk_sub1(qs, qo, p, X, xa, h, True, True)
+                ta, tb = _qk_pair1(qs, qo, p, X, xa, ld32(qs, qo + 1024 + 64 * p), ld32(qs, qo + 1056 + 64 * p), True)
             else:
-                t = _qk_sub1(qs, qo, p, X, xa, zb(), False, False) if j % 2 == 0 else _qk_sub1(qs, qo, p, X, xa, zb(), True, False)
-            acc = fma(_fd(t, X, xa), fmul(d, ldu8f(qs, so + 32 + 8 * j)), acc)
-            acc = fma(bcf(-ld1f(X, xa + 36)), fmul(dm, ldu8f(qs, so + 96 + 8 * j)), acc)
+                ta, tb = _qk_pair1(qs, qo, p, X, xa, zb(), zb(), False)
+            cs = fma(_fd(ta, X, xa), ldu8f(qs, so + 32 + 16 * p), cs)
+            cs = fma(_fd(tb, X, xa + REC), ldu8f(qs, so + 40 + 16 * p), cs)
+            cm = fma(bcf(ld1f(X, xa + 36)), ldu8f(qs, so + 96 + 16 * p), cm)
+            cm = fma(bcf(ld1f(X, xa + REC + 36)), ldu8f(qs, so + 104 + 16 * p), cm)
+        acc = fsub(fma(ldh(qs, so), cs, acc), fmul(ldh(qs, so + 16), cm))
     return acc
 
 

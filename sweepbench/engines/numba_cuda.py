@@ -53,7 +53,8 @@ class NumbaCudaEngine(ForwardEngine):
 
     def load(self, model_path: str, options: EngineOptions) -> None:
         if not gpu_present():
-            raise UsageError("--engine numba-cuda: no CUDA GPU found on this machine (use --engine reference or ik)")
+            raise UsageError("--engine numba-cuda: no CUDA GPU found on this machine "
+                             "(use --engine numba-cpu, reference or ik)")
         try:
             from numba import cuda
         except ImportError as e:

@@ -1,0 +1,158 @@
+"""Compile every kernel the numba-cuda engine launches to sm_90 PTX, without a GPU, and report ptxas resources.
+
+The engine runs "dry" on tiny synthetic models: device arrays are NumPy arrays, launches record the kernel and its
+argument types instead of running. Each distinct (kernel, types) is then compiled with ``cuda.compile_ptx`` (real
+numba-cuda typing and lowering, which the simulator never does) and, with --ptxas, assembled for sm_90 to read
+registers, stack frame and spills. Exit 1 if anything fails to compile.
+
+    python benchmarks/gpu_compile_check.py [--ptxas] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import sweepbench  # noqa: F401  (numpy shim)
+
+os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+from numba import cuda, typeof  # noqa: E402
+
+RECORDED: dict = {}
+
+
+class _Recorder:
+    """Stands in for a cuda.jit kernel: kernel[grid, block, stream](*args) records (function, argument types)."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+
+    def __getitem__(self, config):
+        def launch(*args):
+            types = tuple(typeof(a) for a in args)
+            RECORDED.setdefault((self.py_func, types), self.py_func.__qualname__)
+
+        return launch
+
+
+class _Stream:
+    def synchronize(self):
+        pass
+
+
+def _dry_patches():
+    import cuda_kernels.env as env
+
+    env.jit = lambda fn=None, **kw: _Recorder(fn) if fn is not None else (lambda f: _Recorder(f))
+    cuda.device_array = lambda n, dtype=np.float32, **kw: np.zeros(n, dtype)
+    cuda.to_device = lambda a, stream=None, **kw: np.array(a)
+    cuda.pinned_array = lambda n, dtype=np.float32: np.zeros(n, dtype)
+    cuda.stream = _Stream
+    cuda.is_available = lambda: True
+    cuda.defer_cleanup = __import__("contextlib").nullcontext
+
+    class _Ctx:
+        def get_memory_info(self):
+            return 0, 0
+
+    cuda.current_context = lambda: _Ctx()
+
+
+def _patch_arrays():
+    """NumPy arrays pretend to be device arrays for the ops table (copy_to_device / copy_to_host)."""
+    import cuda_kernels.ops_table as ot
+
+    class Arr(np.ndarray):
+        def copy_to_device(self, src, stream=None):
+            self[...] = src
+
+        def copy_to_host(self, dst=None, stream=None):
+            return np.array(self) if dst is None else dst
+
+    def wrap(a):
+        return a.view(Arr)
+
+    real_get = ot.Pool.get
+    ot.Pool.get = lambda self, n, dtype=np.float32: wrap(real_get(self, n, dtype))
+    real_init = ot.CudaOps.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        self.io = wrap(np.zeros(self.io.shape[0], np.int32))
+        self.posv, self.tokv = self.io[0:1], self.io[1:]
+
+    ot.CudaOps.__init__ = init
+
+
+def dry_run(quick: bool) -> None:
+    from sweepbench.engines import numba_cuda
+    from sweepbench.engines.base import EngineOptions
+    from sweepbench.synth import write_synthetic_model
+
+    numba_cuda.gpu_present = lambda: True
+    cases = [("qwen3moe", "Q4_K", "Q8_0", "f16", False), ("bailingmoe2", "Q4_K", "Q8_0", "q8_0", True)]
+    if not quick:
+        cases += [("qwen3moe", t, t, "f16", False) for t in ("Q8_0", "F16", "Q6_K", "IQ4_XS")]
+        cases += [("bailingmoe2", "F16", "F16", "f16", False)]
+    tmp = Path(tempfile.mkdtemp())
+    for arch, et, dt, kv, ger in cases:
+        path = tmp / f"{arch}-{et}-{dt}.gguf"
+        write_synthetic_model(path, "tiny", arch, et, dt, seed=0, threads=2)
+        eng = numba_cuda.NumbaCudaEngine()
+        eng.use_graphs = False
+        eng.load(str(path), EngineOptions(n_ctx=64, n_ubatch=32, type_k=kv, type_v=kv, grouped_routing=ger))
+        eng.warmup()
+        eng.prefill(np.arange(20) % 300, 0)
+        eng.decode(5, 20)
+        eng.decode(6, 21)
+        print(f"dry run {arch} {et}/{dt} kv {kv}{' -ger' if ger else ''}: {len(RECORDED)} kernel variants so far")
+
+
+def compile_all(ptxas: bool) -> int:
+    failures = 0
+    rows = []
+    for (fn, types), name in RECORDED.items():
+        try:
+            ptx, _ = cuda.compile_ptx(fn, types, cc=(9, 0))
+        except Exception as e:  # noqa: BLE001 - report every kernel, then fail
+            failures += 1
+            print(f"FAIL {name}{types}:\n  {type(e).__name__}: {str(e).splitlines()[0][:400]}")
+            continue
+        info = ""
+        if ptxas:
+            with tempfile.TemporaryDirectory() as d:
+                src = Path(d) / "k.ptx"
+                src.write_text(re.sub(r"^\.version \d+\.\d+", ".version 9.0", ptx, flags=re.M))
+                out = subprocess.run(["ptxas", "-arch=sm_90", "-v", str(src), "-o", str(Path(d) / "k.cubin")],
+                                     capture_output=True, text=True)
+                regs = re.findall(r"Used (\d+) registers", out.stderr)
+                stack = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores", out.stderr)
+                info = f"regs {regs[0] if regs else '?'} stack/spill {stack[0] if stack else '?'}"
+                if out.returncode:
+                    failures += 1
+                    info = "PTXAS FAIL " + out.stderr[-300:]
+        rows.append(f"ok   {name:28s} {info}")
+    print("\n".join(sorted(set(rows))))
+    print(f"{len(RECORDED)} kernel variants, {failures} failed")
+    return failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ptxas", action="store_true", help="also assemble for sm_90 and report registers / spills")
+    ap.add_argument("--quick", action="store_true", help="two model mixes instead of seven")
+    args = ap.parse_args()
+    _dry_patches()
+    _patch_arrays()
+    dry_run(args.quick)
+    return 1 if compile_all(args.ptxas) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

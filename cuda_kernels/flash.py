@@ -1,0 +1,157 @@
+"""Flash attention for prefill on the tensor cores (FlashAttention-2 style, f16 operands, f32 accumulators).
+
+Block (query tile of BQ = 64 rows, head h): 4 warps of 16 query rows. Q stays in registers as mma A fragments
+(scaled by 1/sqrt(D)). Per tile of BKV = 64 cache cells: K is staged in shared memory as [cell][dim] f16 pairs
+(exactly the B layout S = Q K^T needs), V transposed as [dim][cell pair] (the B layout of O += P V); S goes
+through an online softmax in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A
+fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
+Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are dequantized while staged.
+Never materialises the T x N_KV score matrix.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from cuda_kernels.env import device, hmul2, hsub2, jit, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
+
+BQ, BKV = 64, 64
+NEG = np.float32(-np.inf)
+U32 = np.uint32
+_CACHE: dict = {}
+
+
+def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
+    """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block 128; out float32 [T, H*D]."""
+    key = (D, k_q8, v_q8)
+    if key in _CACHE:
+        return _CACHE[key]
+    DW = D // 2  # f16 pair words per head row
+    KP = DW + 4  # padded K row (words): fragment reads hit 32 banks
+    VP = BKV // 2 + 4  # padded V^T row (words)
+    NKS = D // 16  # k16 steps over the head dim
+    NDT = D // 8  # n8 tiles over the head dim
+    SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
+
+    def stage_words(xq, xd, q8, cell, col, W, valid):
+        """Two f16 pair words: dims col .. col+3 of a cache row (W values), or zeros."""
+        if not valid:
+            return U32(0), U32(0)
+        if q8:
+            w = xq[cell * (W // 4) + col // 4] ^ U32(0x80808080)
+            d = xd[cell * (W // 32) + col // 32]
+            s2 = pack_h2(d, d)
+            lo = hmul2(hsub2(prmt(w, U32(0x64646464), U32(0x4140)), U32(0x64806480)), s2)
+            hi = hmul2(hsub2(prmt(w, U32(0x64646464), U32(0x4342)), U32(0x64806480)), s2)
+            return lo, hi
+        return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
+
+    stage = device(stage_words)
+
+    def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
+        tid = cuda.threadIdx.x
+        lane, w = tid & 31, tid // 32
+        g, tq = lane >> 2, lane & 3
+        h, q0 = cuda.blockIdx.y, cuda.blockIdx.x * BQ
+        hk = h // (H // Hkv)
+        W = Hkv * D
+        pos0 = posv[0]
+        sk = cuda.shared.array(SK, np.uint32)
+        sv = cuda.shared.array(SV, np.uint32)
+        qa = cuda.local.array(QA, np.uint32)
+        o = cuda.local.array(OA, np.float32)
+        s = cuda.local.array(32, np.float32)
+        r0 = q0 + 16 * w + g  # this thread's two query rows: r0 and r0 + 8
+        for kk in range(NKS):
+            for rr in range(2):
+                t = min(r0 + 8 * rr, T - 1)
+                b = (t * H + h) * D + kk * 16 + 2 * tq
+                qa[kk * 4 + rr] = pack_h2(q[b] * scale, q[b + 1] * scale)
+                qa[kk * 4 + 2 + rr] = pack_h2(q[b + 8] * scale, q[b + 9] * scale)
+        for i in range(OA):
+            o[i] = np.float32(0)
+        m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
+        n_cells = pos0 + min(q0 + BQ, T)
+        for c0 in range(0, n_cells, BKV):
+            for it in range(tid, BKV * (D // 4), 128):  # K tile: cell-major f16 pairs
+                cc, dq = it // (D // 4), it % (D // 4)
+                lo, hi = stage(kq, kd, k_q8, c0 + cc, hk * D + 4 * dq, W, c0 + cc < n_cells)
+                sk[cc * KP + 2 * dq] = lo
+                sk[cc * KP + 2 * dq + 1] = hi
+            for it in range(tid, (BKV // 2) * (D // 4), 128):  # V tile transposed: [dim][cell pair]
+                cp, dq = it // (D // 4), it % (D // 4)
+                a_lo, a_hi = stage(vq, vd, v_q8, c0 + 2 * cp, hk * D + 4 * dq, W, c0 + 2 * cp < n_cells)
+                b_lo, b_hi = stage(vq, vd, v_q8, c0 + 2 * cp + 1, hk * D + 4 * dq, W, c0 + 2 * cp + 1 < n_cells)
+                sv[(4 * dq) * VP + cp] = prmt(a_lo, b_lo, U32(0x5410))
+                sv[(4 * dq + 1) * VP + cp] = prmt(a_lo, b_lo, U32(0x7632))
+                sv[(4 * dq + 2) * VP + cp] = prmt(a_hi, b_hi, U32(0x5410))
+                sv[(4 * dq + 3) * VP + cp] = prmt(a_hi, b_hi, U32(0x7632))
+            cuda.syncthreads()
+            for nt in range(8):  # S = Q K^T, 16 rows x 64 cells per warp
+                z = np.float32(0)
+                d0, d1, d2, d3 = z, z, z, z
+                for kk in range(NKS):
+                    d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3],
+                                             sk[(nt * 8 + g) * KP + kk * 8 + tq], sk[(nt * 8 + g) * KP + kk * 8 + tq + 4],
+                                             d0, d1, d2, d3)
+                s[nt * 4], s[nt * 4 + 1], s[nt * 4 + 2], s[nt * 4 + 3] = d0, d1, d2, d3
+            mx0, mx1 = NEG, NEG
+            for nt in range(8):
+                for e in range(4):
+                    cell = c0 + nt * 8 + 2 * tq + (e & 1)
+                    lim = pos0 + r0 + 8 * (e >> 1)  # causal: the row's own position
+                    if cell > lim or cell >= n_cells:
+                        s[nt * 4 + e] = NEG
+                mx0 = max(mx0, max(s[nt * 4], s[nt * 4 + 1]))
+                mx1 = max(mx1, max(s[nt * 4 + 2], s[nt * 4 + 3]))
+            mx0 = max(mx0, shfl_xor(mx0, 1))
+            mx0 = max(mx0, shfl_xor(mx0, 2))
+            mx1 = max(mx1, shfl_xor(mx1, 1))
+            mx1 = max(mx1, shfl_xor(mx1, 2))
+            n0, n1 = max(m0, mx0), max(m1, mx1)
+            a0 = math.exp(m0 - n0) if n0 != NEG else np.float32(1)
+            a1 = math.exp(m1 - n1) if n1 != NEG else np.float32(1)
+            m0, m1 = n0, n1
+            l0, l1 = l0 * a0, l1 * a1
+            for nt in range(8):
+                for e in range(4):
+                    mm = m0 if e < 2 else m1
+                    p = math.exp(s[nt * 4 + e] - mm) if s[nt * 4 + e] != NEG else np.float32(0)
+                    s[nt * 4 + e] = p
+                    if e < 2:
+                        l0 += p
+                    else:
+                        l1 += p
+            for dt in range(NDT):
+                o[dt * 4] *= a0
+                o[dt * 4 + 1] *= a0
+                o[dt * 4 + 2] *= a1
+                o[dt * 4 + 3] *= a1
+            for j in range(4):  # O += P V, k16 steps over cells
+                p0 = pack_h2(s[8 * j], s[8 * j + 1])
+                p1 = pack_h2(s[8 * j + 2], s[8 * j + 3])
+                p2 = pack_h2(s[8 * j + 4], s[8 * j + 5])
+                p3 = pack_h2(s[8 * j + 6], s[8 * j + 7])
+                for dt in range(NDT):
+                    d0, d1, d2, d3 = mma_f16(p0, p1, p2, p3, sv[(dt * 8 + g) * VP + j * 8 + tq],
+                                             sv[(dt * 8 + g) * VP + j * 8 + tq + 4], o[dt * 4], o[dt * 4 + 1],
+                                             o[dt * 4 + 2], o[dt * 4 + 3])
+                    o[dt * 4], o[dt * 4 + 1], o[dt * 4 + 2], o[dt * 4 + 3] = d0, d1, d2, d3
+            cuda.syncthreads()
+        l0 += shfl_xor(l0, 1)
+        l0 += shfl_xor(l0, 2)
+        l1 += shfl_xor(l1, 1)
+        l1 += shfl_xor(l1, 2)
+        for rr in range(2):
+            t = r0 + 8 * rr
+            if t < T:
+                inv = np.float32(1) / (l0 if rr == 0 else l1)
+                for dt in range(NDT):
+                    b = (t * H + h) * D + dt * 8 + 2 * tq
+                    out[b] = o[dt * 4 + 2 * rr] * inv
+                    out[b + 1] = o[dt * 4 + 2 * rr + 1] * inv
+
+    _CACHE[key] = jit(kernel)
+    return _CACHE[key]

@@ -1,0 +1,171 @@
+"""Tensor-core GEMMs for prompt processing: Y = X W^T with W dequantized tile by tile into shared memory as f16.
+
+Why f16 tiles rather than int8 (MMQ) mma: a 64x64 weight tile is dequantized once and used by 64 activation rows,
+so dequantization costs 1/64 of an instruction per multiply-add, and the f32-accumulating HMMA needs no per-block
+rescaling of int32 partial sums (MMQ's epilogue, which on this chip costs more than the mma itself). Bytes are no
+concern at these sizes: a 2048-token ubatch reads each weight tile once per 64 rows.
+
+Block: BM x BN outputs (64 x 64), 4 warps of 32 x 32 (2 x 4 m16n8k16 tiles), K in steps of BK = 32 (one quant
+block). Each thread stages 16 activations (float32 -> f16) and 16 weights per step; the next step's global loads
+are issued before the current step's mma (register double buffering). Shared rows are padded to 20 words, so the
+fragment reads of a warp hit 32 distinct banks.
+
+Variants (``kernel(kind, gathered, fused)``):
+    dense      rows m0 .. m0+BM of X and Y
+    gathered   a tile of one expert's routed rows (``routing.group_rows``): X row = rows[i] // div, Y row = rows[i],
+               weight rows e*N ..; blocks past the device-side tile count return at once
+    fused      two weights (gate, up): Y = silu(X Wg^T) * (X Wu^T)
+
+``sgemm_f32``: a plain float32 tiled GEMM for float32 weights (the router: its top-k must see exact logits).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from cuda_kernels.env import jit, ldg4f, mma_f16, pack_h2
+from cuda_kernels.tiles import H16
+
+BM, BN, BK, PAD = 64, 64, 32, 20
+THREADS = 128
+_CACHE: dict = {}
+
+
+def kernel(kind: str, gathered: bool, fused: bool):
+    """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
+    Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS."""
+    key = (kind, gathered, fused)
+    if key in _CACHE:
+        return _CACHE[key]
+    deq = H16[kind]
+    NACC = 64 if fused else 32
+    SA, SB2 = BM * PAD, BN * PAD if fused else 1  # shared sizes must be compile-time constants
+
+    def gemm(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert):
+        tid = cuda.threadIdx.x
+        lane, warp = tid & 31, tid // 32
+        g, tq = lane >> 2, lane & 3
+        wm, wn = warp // 2, warp % 2
+        bx, n0 = cuda.blockIdx.x, cuda.blockIdx.y * BN
+        if gathered:
+            if bx >= offsets[n_expert + 1]:
+                return
+            e, i0 = tiles[2 * bx], tiles[2 * bx + 1]
+            cnt = min(BM, offsets[e + 1] - i0)
+            wrow0 = e * N
+        else:
+            i0, cnt, wrow0 = bx * BM, min(BM, M - bx * BM), 0
+        sa = cuda.shared.array(SA, np.uint32)
+        sb = cuda.shared.array(SA, np.uint32)
+        sb2 = cuda.shared.array(SB2, np.uint32)
+        lr, lh = tid // 2, tid % 2  # the row and half-row (16 values) this thread stages
+        arow = -1
+        if lr < cnt:
+            arow = rows[i0 + lr] // div if gathered else i0 + lr
+        brow = wrow0 + n0 + lr if n0 + lr < N else -1
+        ra = cuda.local.array(8, np.uint32)
+        rb = cuda.local.array(8, np.uint32)
+        rb2 = cuda.local.array(8, np.uint32)
+        acc = cuda.local.array(NACC, np.float32)
+        for i in range(NACC):
+            acc[i] = np.float32(0)
+        nk = K // BK
+        for kc in range(nk + 1):
+            if kc > 0:  # stage step kc-1 (loaded last iteration) and multiply it
+                for j in range(8):
+                    sa[lr * PAD + lh * 8 + j] = ra[j]
+                    sb[lr * PAD + lh * 8 + j] = rb[j]
+                    if fused:
+                        sb2[lr * PAD + lh * 8 + j] = rb2[j]
+                cuda.syncthreads()
+            if kc < nk:  # global loads of step kc, in flight during the mma below
+                if arow >= 0:
+                    for v in range(4):
+                        f0, f1, f2, f3 = ldg4f(x, arow * K + kc * BK + lh * 16 + 4 * v)
+                        ra[2 * v] = pack_h2(f0, f1)
+                        ra[2 * v + 1] = pack_h2(f2, f3)
+                else:
+                    for j in range(8):
+                        ra[j] = np.uint32(0)
+                if brow >= 0:
+                    deq(qs, hdr, brow, kc, lh, K, rb)
+                    if fused:
+                        deq(qs2, hdr2, brow, kc, lh, K, rb2)
+                else:
+                    for j in range(8):
+                        rb[j] = np.uint32(0)
+                        rb2[j] = np.uint32(0)
+            if kc > 0:
+                for kk in range(2):
+                    for mi in range(2):
+                        r = wm * 32 + mi * 16 + g
+                        a0 = sa[r * PAD + kk * 8 + tq]
+                        a1 = sa[(r + 8) * PAD + kk * 8 + tq]
+                        a2 = sa[r * PAD + kk * 8 + tq + 4]
+                        a3 = sa[(r + 8) * PAD + kk * 8 + tq + 4]
+                        for ni in range(4):
+                            c = wn * 32 + ni * 8 + g
+                            o = (mi * 4 + ni) * 4
+                            d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, sb[c * PAD + kk * 8 + tq],
+                                                     sb[c * PAD + kk * 8 + tq + 4], acc[o], acc[o + 1], acc[o + 2],
+                                                     acc[o + 3])
+                            acc[o], acc[o + 1], acc[o + 2], acc[o + 3] = d0, d1, d2, d3
+                            if fused:
+                                p = 32 + o
+                                d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, sb2[c * PAD + kk * 8 + tq],
+                                                         sb2[c * PAD + kk * 8 + tq + 4], acc[p], acc[p + 1],
+                                                         acc[p + 2], acc[p + 3])
+                                acc[p], acc[p + 1], acc[p + 2], acc[p + 3] = d0, d1, d2, d3
+                cuda.syncthreads()
+        for mi in range(2):
+            for hh in range(2):
+                r = wm * 32 + mi * 16 + g + 8 * hh
+                if r < cnt:
+                    orow = rows[i0 + r] if gathered else i0 + r
+                    for ni in range(4):
+                        for q in range(2):
+                            col = n0 + wn * 32 + ni * 8 + 2 * tq + q
+                            o = (mi * 4 + ni) * 4 + 2 * hh + q
+                            if col < N:
+                                v = acc[o]
+                                if fused:
+                                    v = v / (np.float32(1) + math.exp(-v)) * acc[32 + o]
+                                y[orow * N + col] = v
+
+    _CACHE[key] = jit(gemm)
+    return _CACHE[key]
+
+
+SG_B, SG_T = 64, 256  # float32 GEMM: 64 x 64 tile, 256 threads of 4 x 4 outputs
+SG_SH = (32, SG_B + 1)  # [k, m] tiles, padded against bank conflicts
+
+
+@jit
+def sgemm_f32(w, x, y, M, N, K):
+    """y [M, N] = x [M, K] @ w[N, K]^T in float32 (K a multiple of 32); grid (ceil(M/64), ceil(N/64)), 256 threads."""
+    sx = cuda.shared.array(SG_SH, np.float32)  # [k, m]
+    sw = cuda.shared.array(SG_SH, np.float32)  # [k, n]
+    tid = cuda.threadIdx.x
+    m0, n0 = cuda.blockIdx.x * SG_B, cuda.blockIdx.y * SG_B
+    tm, tn = (tid // 16) * 4, (tid % 16) * 4
+    acc = cuda.local.array(16, np.float32)
+    for i in range(16):
+        acc[i] = np.float32(0)
+    for k0 in range(0, K, 32):
+        for idx in range(tid, SG_B * 32, SG_T):
+            rr, kk = idx // 32, idx % 32
+            sx[kk, rr] = x[(m0 + rr) * K + k0 + kk] if m0 + rr < M else np.float32(0)
+            sw[kk, rr] = w[(n0 + rr) * K + k0 + kk] if n0 + rr < N else np.float32(0)
+        cuda.syncthreads()
+        for kk in range(32):
+            for i in range(4):
+                xv = sx[kk, tm + i]
+                for j in range(4):
+                    acc[i * 4 + j] += xv * sw[kk, tn + j]
+        cuda.syncthreads()
+    for i in range(4):
+        for j in range(4):
+            if m0 + tm + i < M and n0 + tn + j < N:
+                y[(m0 + tm + i) * N + n0 + tn + j] = acc[i * 4 + j]

@@ -1,0 +1,121 @@
+"""Prompt-processing paths (more than GEMV_MAX_T activation rows): tensor-core GEMMs with f16 tiles, the float32
+GEMM for float32 weights, the expert GEMMs over device-grouped rows. Against the NumPy twins (sweepbench.ref_ops).
+
+f16 operands round both inputs to 11 bits, so the tolerance is 4e-3 of the largest output (float32 weights: 1e-5).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_sim import REAL_GPU, cuda_module
+from cuda_twins import rel, weight
+from gguf import GGMLQuantizationType as Q
+
+from sweepbench import ref_ops
+
+cuda = cuda_module()
+
+from cuda_kernels.memory import Act  # noqa: E402
+from cuda_kernels.ops_table import CudaOps  # noqa: E402
+from cuda_kernels.weights import DeviceKV  # noqa: E402
+
+
+@pytest.fixture
+def ops():
+    o = CudaOps(max_tokens=32, n_ctx=64)
+    if not REAL_GPU:
+        o.att_nw, o.att_cpw, o.gemv_nw = 1, 32, 1
+    return o
+
+
+def act(ops, x):
+    x = np.ascontiguousarray(x, np.float32)
+    return Act(ops.pool, cuda.to_device(x.reshape(-1)), *x.shape)
+
+
+ALL = [Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.IQ4_XS, Q.F16, Q.F32]
+
+
+@pytest.mark.parametrize("qtype", ALL, ids=lambda q: q.name)
+def test_tile_dequantizers(qtype):
+    """Each 16-value f16 tile the GEMM stages equals the dequantized weights rounded to f16 (scales rounded too)."""
+    from cuda_kernels.env import unpack_h2  # noqa: F401  (the kernel below resolves it as a global)
+    from cuda_kernels.tiles import H16
+
+    rng = np.random.default_rng(40 + int(qtype))
+    n, k = 3, 512
+    w, wf = weight(qtype, n, k, rng)
+    deq = H16[w.kind]
+
+    @cuda.jit
+    def tiles(qs, hdr, out, n_rows, K):
+        i = cuda.grid(1)
+        words = cuda.local.array(8, np.uint32)
+        if i < n_rows * (K // 16):
+            row, c, half = i // (K // 16), (i % (K // 16)) // 2, i % 2
+            deq(qs, hdr, row, c, half, K, words)
+            for j in range(8):
+                out[i * 8 + j] = words[j]
+
+    out = cuda.device_array(n * k // 2, np.uint32)
+    tiles[(n * k // 16 + 31) // 32, 32](w.qs, w.hdr, out, n, k)
+    got = out.copy_to_host().view(np.float16).astype(np.float32).reshape(n, k)
+    assert np.allclose(got, wf, rtol=2e-3, atol=1e-3 * np.abs(wf).max())
+
+
+@pytest.mark.parametrize("qtype", ALL if REAL_GPU else [Q.Q4_K, Q.F32], ids=lambda q: q.name)
+def test_dense_gemm(ops, qtype):
+    rng = np.random.default_rng(20 + int(qtype))
+    t, n, k = ops.gemv_max_t + 10, 70 if REAL_GPU else 40, 256
+    w, wf = weight(qtype, n, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    got = ops.to_host(ops.matmul(act(ops, x), w))
+    assert rel(got, ref_ops.matmul(x, wf)) < (1e-5 if qtype == Q.F32 else 4e-3)
+
+
+def test_dense_swiglu(ops):
+    rng = np.random.default_rng(30)
+    t, e, f = ops.gemv_max_t + 3, 32, 64
+    (wg, wgf), (wu, wuf), (wd, wdf) = weight(Q.Q8_0, f, e, rng), weight(Q.Q8_0, f, e, rng), weight(Q.Q8_0, e, f, rng)
+    x = rng.standard_normal((t, e)).astype(np.float32)
+    got = ops.to_host(ops.swiglu_ffn(act(ops, x), wg, wu, wd))
+    assert rel(got, ref_ops.swiglu_ffn(x, wgf, wuf, wdf)) < 4e-3
+
+
+def test_expert_gemms_over_grouped_rows(ops):
+    rng = np.random.default_rng(31)
+    t, e, f, x, k = ops.gemv_max_t + 4, 32, 32, 3, 2
+    (wg, wgf), (wu, wuf), (wd, wdf) = (weight(Q.Q8_0, n, kk, rng, x) for n, kk in ((f, e), (f, e), (e, f)))
+    xin = rng.standard_normal((t, e)).astype(np.float32)
+    z = rng.standard_normal((t, x)).astype(np.float32)
+    ids, w = ops.route_softmax_topk(act(ops, z), k, True)
+    groups = ops.group_rows_by_expert(ids, x)
+    assert groups.rows is not None  # the batched path
+    out = ops.combine(ops.expert_down(ops.expert_up_gate(act(ops, xin), wg, wu, groups), wd, groups), w)
+    rid, rw = ref_ops.route_softmax_topk(z, k, True)
+    g = ref_ops.group_rows_by_expert(rid, x)
+
+    def stack(full):
+        return ref_ops.ExpertStack(full.view(np.uint8), Q.F32, full.shape[1], x, True)
+
+    h = ref_ops.expert_up_gate(xin, stack(wgf), stack(wuf), g)
+    ref = ref_ops.combine(ref_ops.expert_down(h, stack(wdf), g), rw)
+    assert rel(ops.to_host(out), ref) < 4e-3
+
+
+KV_MIXES = [("f16", "f16"), ("q8_0", "q8_0"), ("f16", "q8_0")] if REAL_GPU else [("f16", "q8_0")]
+
+
+@pytest.mark.parametrize("tk,tv", KV_MIXES)
+def test_flash_attention_prefill(ops, tk, tv):
+    """A batch of queries after cached cells (pos0 > 0), causal inside the batch; GQA 2 query heads per KV head."""
+    rng = np.random.default_rng(50)
+    h, hkv, d, n_ctx = (4, 2, 64, 200) if REAL_GPU else (2, 1, 64, 64)
+    ours, ref = DeviceKV(1, n_ctx, hkv * d, tk, tv), ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
+    for pos0, t in ((0, 5), (5, ops.gemv_max_t + 4)) if not REAL_GPU else ((0, 5), (5, 70), (75, 100)):
+        q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
+        ops.begin(np.zeros(t, np.int64), pos0)
+        ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
+        ref_ops.kv_store(ref, 0, k, v, pos0)
+        got = ops.to_host(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < (4e-3 if t > ops.gemv_max_t else 1e-5)
