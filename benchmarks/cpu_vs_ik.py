@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from notes_block import replace_block
+
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "NOTES.md"
 BEGIN, END = "<!-- cpu-vs-ik:begin (written by benchmarks/cpu_vs_ik.py) -->", "<!-- cpu-vs-ik:end -->"
@@ -136,15 +138,7 @@ def spreads(results: dict[str, Path]) -> str:
 
 
 def write_notes(block: str) -> None:
-    text = NOTES.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1]
-    else:  # first run: into the CPU section, before the GPU one
-        marker = "## GPU engine"
-        head, tail = (text.split(marker, 1) + [""])[:2] if marker in text else (text, "")
-        text = head.rstrip() + f"\n\n{BEGIN}\n{block}\n{END}\n\n" + (marker + tail if tail else "")
-    NOTES.write_text(text)
+    replace_block(NOTES, BEGIN, END, block, before="## GPU engine")
 
 
 def main() -> None:

@@ -50,8 +50,8 @@ def _dry_patches():
     import cuda_kernels.env as env
 
     env.jit = lambda fn=None, **kw: _Recorder(fn) if fn is not None else (lambda f: _Recorder(f))
-    cuda.device_array = lambda n, dtype=np.float32, **kw: np.zeros(n, dtype)
-    cuda.to_device = lambda a, stream=None, **kw: np.array(a)
+    cuda.device_array = lambda n, dtype=np.float32, **kw: wrap(np.zeros(n, dtype))
+    cuda.to_device = lambda a, stream=None, **kw: wrap(np.array(a))
     cuda.pinned_array = lambda n, dtype=np.float32: np.zeros(n, dtype)
     cuda.stream = _Stream
     cuda.is_available = lambda: True
@@ -64,19 +64,23 @@ def _dry_patches():
     cuda.current_context = lambda: _Ctx()
 
 
+class Arr(np.ndarray):
+    """A NumPy array that pretends to be a device array (copy_to_device / copy_to_host)."""
+
+    def copy_to_device(self, src, stream=None):
+        self[...] = src
+
+    def copy_to_host(self, dst=None, stream=None):
+        return np.array(self) if dst is None else dst
+
+
+def wrap(a):
+    return a.view(Arr)
+
+
 def _patch_arrays():
-    """NumPy arrays pretend to be device arrays for the ops table (copy_to_device / copy_to_host)."""
+    """NumPy arrays pretend to be device arrays for the ops table."""
     import cuda_kernels.ops_table as ot
-
-    class Arr(np.ndarray):
-        def copy_to_device(self, src, stream=None):
-            self[...] = src
-
-        def copy_to_host(self, dst=None, stream=None):
-            return np.array(self) if dst is None else dst
-
-    def wrap(a):
-        return a.view(Arr)
 
     real_get = ot.Pool.get
     ot.Pool.get = lambda self, n, dtype=np.float32: wrap(real_get(self, n, dtype))

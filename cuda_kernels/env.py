@@ -10,8 +10,13 @@ every thread of the block, the same number of times (mask the work, never skip t
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import cuda
+
+# decode-step kernels are small on purpose (one token): numba's low-occupancy note would flood stderr
+warnings.filterwarnings("ignore", message=r".*will likely result in GPU under-utilization")
 
 # The simulator swaps numba.cuda's API for Python versions; its jit lives in numba.cuda.simulator.
 SIM = cuda.jit.__module__.startswith("numba.cuda.simulator") or "simulator" in getattr(cuda.jit, "__module__", "")

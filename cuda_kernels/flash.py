@@ -1,6 +1,6 @@
 """Flash attention for prefill on the tensor cores (FlashAttention-2 style, f16 operands, f32 accumulators).
 
-Block (query tile of BQ = 64 rows, head h): 4 warps of 16 query rows. Q stays in registers as mma A fragments
+Block (query tile of BQ = 128 rows, head h): 8 warps of 16 query rows (each staged K/V tile serves 128 rows). Q stays in registers as mma A fragments
 (scaled by 1/sqrt(D)). Per tile of BKV = 64 cache cells: K is staged in shared memory as [cell][dim] f16 pairs
 (exactly the B layout S = Q K^T needs), V transposed as [dim][cell pair] (the B layout of O += P V); S goes
 through an online softmax in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A
@@ -17,14 +17,15 @@ from numba import cuda
 
 from cuda_kernels.env import device, hmul2, hsub2, jit, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
 
-BQ, BKV = 64, 64
+BQ, BKV = 128, 64
+THREADS = 32 * (BQ // 16)
 NEG = np.float32(-np.inf)
 U32 = np.uint32
 _CACHE: dict = {}
 
 
 def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
-    """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block 128; out float32 [T, H*D]."""
+    """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D]."""
     key = (D, k_q8, v_q8)
     if key in _CACHE:
         return _CACHE[key]
@@ -75,12 +76,12 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
         m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
         n_cells = pos0 + min(q0 + BQ, T)
         for c0 in range(0, n_cells, BKV):
-            for it in range(tid, BKV * (D // 4), 128):  # K tile: cell-major f16 pairs
+            for it in range(tid, BKV * (D // 4), THREADS):  # K tile: cell-major f16 pairs
                 cc, dq = it // (D // 4), it % (D // 4)
                 lo, hi = stage(kq, kd, k_q8, c0 + cc, hk * D + 4 * dq, W, c0 + cc < n_cells)
                 sk[cc * KP + 2 * dq] = lo
                 sk[cc * KP + 2 * dq + 1] = hi
-            for it in range(tid, (BKV // 2) * (D // 4), 128):  # V tile transposed: [dim][cell pair]
+            for it in range(tid, (BKV // 2) * (D // 4), THREADS):  # V tile transposed: [dim][cell pair]
                 cp, dq = it // (D // 4), it % (D // 4)
                 a_lo, a_hi = stage(vq, vd, v_q8, c0 + 2 * cp, hk * D + 4 * dq, W, c0 + 2 * cp < n_cells)
                 b_lo, b_hi = stage(vq, vd, v_q8, c0 + 2 * cp + 1, hk * D + 4 * dq, W, c0 + 2 * cp + 1 < n_cells)

@@ -1,10 +1,15 @@
 """MMVQ-style GEMVs for a few activation rows (token generation): a warp per output row, lanes over 32-value
 chunks, one warp reduction per (row, activation row).
 
-    dense        y [T, N] = x [T, K] @ W[N, K]^T
+    dense        y [T, N] = x [T, K] @ W[N, K]^T; short N splits each row's K over wpr warps (more warps in flight)
     expert       y [R, N] = x[r // div] @ W[ids[r]]^T per routed row r (div = K for inputs per token, 1 per row)
     up_gate      h [R, F] = silu(x_t @ Wg[e]^T) * (x_t @ Wu[e]^T), t = r // k, e = ids[r]  (fused, seed #861/#864)
-    down_combine y [T, E] = sum_j w[t, j] * (h[t*k + j] @ Wd[ids[t*k+j]]^T), j in slot order (deterministic)
+    down_combine y [T, E] = sum_j w[t, j] * (h[t*k + j] @ Wd[ids[t*k+j]]^T), j in slot order (deterministic):
+                 a warp per output value over all (slot, chunk) pairs of its row, one reduction
+
+Decode is latency-bound: a warp's chain of dependent loads is what a GEMV costs once its grid is a single wave.
+So every row loop handles two chunks per lane and iteration with a clamped second index (no branch), which lets
+the compiler issue both chunks' loads before the first multiply (``row_dot``, ``row_dot2``).
 
 Expert ids are read on the device, so one CUDA graph serves every token. Weights: ``layout``'s flat qs / hdr;
 stacks keep expert e in rows e*N .. e*N+N-1. Activations: q8_1 (xq, xa) for quantized weights, float32 xf for
@@ -17,10 +22,11 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import jit, warp_sum
+from cuda_kernels.env import device, jit, warp_sum
 from cuda_kernels.qdot import DOTS
 
-GEMV_WARPS = 4  # rows (warps) per block by default
+GEMV_WARPS = 4  # warps per block by default
+GEMV_MAX_WARPS = 32  # the most warps a dense block has (shared partials)
 _CACHE: dict = {}
 
 
@@ -30,42 +36,95 @@ def _cached(key, make):
     return _CACHE[key]
 
 
-def dense(kind: str, nw: int = GEMV_WARPS):
-    """(qs, hdr, xq, xa, xf, y, N, K, T): grid (ceil(N / nw)), block 32 * nw."""
-    dot = DOTS[kind]
+def _row_dots(dot):
+    """Device functions over one row for a chunk loop c0, c0 + step, ... < K/32, two chunks per iteration:
+    row_dot -> one weight's dot; row_dot2 -> two weights' dots (gate and up) from the same activation row."""
+
+    @device
+    def row_dot(qs, hdr, row, K, xq, xa, xf, t, c0, step):
+        nc = K // 32
+        acc = np.float32(0)
+        c = c0
+        while c < nc:
+            c2 = c + step
+            ok = c2 < nc
+            a = dot(qs, hdr, row, c, K, xq, xa, xf, t)
+            b = dot(qs, hdr, row, c2 if ok else c, K, xq, xa, xf, t)
+            acc += a + (b if ok else np.float32(0))
+            c += 2 * step
+        return acc
+
+    @device
+    def row_dot2(qs, hdr, qs2, hdr2, row, K, xq, xa, xf, t, c0, step):
+        nc = K // 32
+        acc, acc2 = np.float32(0), np.float32(0)
+        c = c0
+        while c < nc:
+            c2 = c + step
+            ok = c2 < nc
+            cb = c2 if ok else c
+            a = dot(qs, hdr, row, c, K, xq, xa, xf, t)
+            b = dot(qs, hdr, row, cb, K, xq, xa, xf, t)
+            a2 = dot(qs2, hdr2, row, c, K, xq, xa, xf, t)
+            b2 = dot(qs2, hdr2, row, cb, K, xq, xa, xf, t)
+            acc += a + (b if ok else np.float32(0))
+            acc2 += a2 + (b2 if ok else np.float32(0))
+            c += 2 * step
+        return acc, acc2
+
+    return row_dot, row_dot2
+
+
+def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1):
+    """(qs, hdr, xq, xa, xf, y, N, K, T): grid (ceil(N / (nw // wpr))), block 32 * nw. Warp w computes row
+    blockIdx.x * (nw // wpr) + w // wpr over K-slice w % wpr; the wpr slices are summed in order."""
+    rpb = nw // wpr
 
     def make():
+        row_dot, _ = _row_dots(DOTS[kind])
+
         def kernel(qs, hdr, xq, xa, xf, y, N, K, T):
-            n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
-            lane = cuda.threadIdx.x & 31
+            part = cuda.shared.array(GEMV_MAX_WARPS, np.float32)
+            w, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x & 31
+            n = cuda.blockIdx.x * rpb + w // wpr
+            sl = w % wpr
             for t in range(T):
                 acc = np.float32(0)
                 if n < N:
-                    for c in range(lane, K // 32, 32):
-                        acc += dot(qs, hdr, n, c, K, xq, xa, xf, t)
+                    acc = row_dot(qs, hdr, n, K, xq, xa, xf, t, sl * 32 + lane, 32 * wpr)
                 acc = warp_sum(acc)
-                if lane == 0 and n < N:
-                    y[t * N + n] = acc
+                if wpr == 1:
+                    if lane == 0 and n < N:
+                        y[t * N + n] = acc
+                else:
+                    if lane == 0:
+                        part[w] = acc
+                    cuda.syncthreads()
+                    if lane == 0 and sl == 0 and n < N:
+                        tot = np.float32(0)
+                        for i in range(wpr):
+                            tot += part[w + i]
+                        y[t * N + n] = tot
+                    cuda.syncthreads()
 
         return kernel
 
-    return _cached(("dense", kind, nw), make)
+    return _cached(("dense", kind, nw, wpr), make)
+
 
 
 def expert(kind: str, nw: int = GEMV_WARPS):
     """(qs, hdr, xq, xa, xf, ids, y, N, K, div): grid (ceil(N / nw), R)."""
-    dot = DOTS[kind]
-
     def make():
+        row_dot, _ = _row_dots(DOTS[kind])
+
         def kernel(qs, hdr, xq, xa, xf, ids, y, N, K, div):
             r = cuda.blockIdx.y
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             lane = cuda.threadIdx.x & 31
-            row = ids[r] * N + n
             acc = np.float32(0)
             if n < N:
-                for c in range(lane, K // 32, 32):
-                    acc += dot(qs, hdr, row, c, K, xq, xa, xf, r // div)
+                acc = row_dot(qs, hdr, ids[r] * N + n, K, xq, xa, xf, r // div, lane, 32)
             acc = warp_sum(acc)
             if lane == 0 and n < N:
                 y[r * N + n] = acc
@@ -77,19 +136,16 @@ def expert(kind: str, nw: int = GEMV_WARPS):
 
 def up_gate(kind: str, nw: int = GEMV_WARPS):
     """(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k): grid (ceil(F / nw), R)."""
-    dot = DOTS[kind]
-
     def make():
+        _, row_dot2 = _row_dots(DOTS[kind])
+
         def kernel(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k):
             r = cuda.blockIdx.y
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             lane = cuda.threadIdx.x & 31
-            row, t = ids[r] * F + n, r // k
             g, u = np.float32(0), np.float32(0)
             if n < F:
-                for c in range(lane, K // 32, 32):
-                    g += dot(gq, gh, row, c, K, xq, xa, xf, t)
-                    u += dot(uq, uh, row, c, K, xq, xa, xf, t)
+                g, u = row_dot2(gq, gh, uq, uh, ids[r] * F + n, K, xq, xa, xf, r // k, lane, 32)
             g = warp_sum(g)
             u = warp_sum(u)
             if lane == 0 and n < F:
@@ -101,25 +157,33 @@ def up_gate(kind: str, nw: int = GEMV_WARPS):
 
 
 def down_combine(kind: str, nw: int = GEMV_WARPS):
-    """(qs, hdr, hq, ha, hf, ids, w, y, E, F, k): grid (ceil(E / nw), T)."""
-    dot = DOTS[kind]
+    """(qs, hdr, hq, ha, hf, ids, w, y, E, F, k): grid (ceil(E / nw), T), block 32 * nw. A warp per output value
+    runs over all k * F/32 (slot, chunk) pairs of its row, two per lane and iteration, each dot scaled by its
+    slot's weight: one warp reduction at the end, no chain over the slots, a fixed order (deterministic)."""
 
     def make():
+        dot = DOTS[kind]
+
         def kernel(qs, hdr, hq, ha, hf, ids, w, y, E, F, k):
-            t = cuda.blockIdx.y
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
-            lane = cuda.threadIdx.x & 31
-            out = np.float32(0)
-            for j in range(k):
-                r = t * k + j
-                acc = np.float32(0)
-                if n < E:
-                    for c in range(lane, F // 32, 32):
-                        acc += dot(qs, hdr, ids[r] * E + n, c, F, hq, ha, hf, r)
-                acc = warp_sum(acc)
-                out += w[r] * acc
+            t, lane = cuda.blockIdx.y, cuda.threadIdx.x & 31
+            nc = F // 32
+            total = k * nc
+            acc = np.float32(0)
+            if n < E:
+                c = lane
+                while c < total:
+                    c2 = c + 32
+                    ok = c2 < total
+                    cb = c2 if ok else c
+                    r, r2 = t * k + c // nc, t * k + cb // nc
+                    a = dot(qs, hdr, ids[r] * E + n, c % nc, F, hq, ha, hf, r)
+                    b = dot(qs, hdr, ids[r2] * E + n, cb % nc, F, hq, ha, hf, r2)
+                    acc += w[r] * a + (w[r2] * b if ok else np.float32(0))
+                    c += 64
+            acc = warp_sum(acc)
             if lane == 0 and n < E:
-                y[t * E + n] = out
+                y[t * E + n] = acc
 
         return kernel
 

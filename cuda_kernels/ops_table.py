@@ -20,6 +20,7 @@ from cuda_kernels.lazy import Groups, LazyAdd, LazyDown, LazyNormHeads, Routed
 from cuda_kernels.memory import Act, Pool
 from cuda_kernels.qdot import QUANTIZED
 from cuda_kernels.rope import norm_rope
+from cuda_kernels.weights import FusedPart
 
 GEMV_MAX_T = 8  # activation rows up to which the GEMV kernels run; larger batches take the tensor-core GEMMs
 TQ = 64  # query rows per flash-decoding launch in prefill (bounds the partials' scratch)
@@ -41,6 +42,7 @@ class CudaOps:
         self.f32 = cuda.device_array(4, np.float32)
         self.capturing = False
         self.n_launches = 0
+        self._fused_in: tuple = (None, None, None)  # (input, fused weight, product) of the last fused product
         self.gemv_max_t = GEMV_MAX_T
         self.i32 = cuda.device_array(4, np.int32)
         self.att_nw, self.att_cpw = att.NW, att.CPW  # flash-decoding block shape (tests shrink it)
@@ -137,6 +139,15 @@ class CudaOps:
 
     def matmul(self, x, w) -> Act:
         x = self.act(x)
+        if isinstance(w, FusedPart):  # q, k, v of one layer: one product, then column views
+            if self._fused_in[0] is not x or self._fused_in[1] is not w.whole:
+                self._fused_in = (x, w.whole, self.matmul(x, w.whole))
+            y = self._fused_in[2]
+            if y.rows == 1:
+                return Act(self.pool, y.f[w.lo : w.hi], 1, w.hi - w.lo, parent=y)
+            out = self.new(y.rows, w.hi - w.lo)
+            self.launch(ew.copy_cols, _blocks(y.rows * out.cols, 256), 256, y.f, out.f, y.rows, y.cols, w.lo, out.cols)
+            return out
         t, n = x.rows, w.n_rows
         y = self.new(t, n)
         if t > self.gemv_max_t:
@@ -147,8 +158,11 @@ class CudaOps:
                 self._gemm(w, None, x, y, t, None, 1)
             return y
         xq, xa, xf = self._inputs(x, w.kind)
-        self.launch(gemv.dense(w.kind, self.gemv_nw), _blocks(n, self.gemv_nw), 32 * self.gemv_nw, w.qs, w.hdr, xq, xa, xf,
-                    y.f, n, w.row_len, t)
+        nw = self.gemv_nw
+        # short outputs (the router, K/V): split each row's K over 2-4 warps, so the grid has warps enough
+        wpr = 1 if n >= 2048 else min(nw, 4 if n < 512 else 2, max(1, w.row_len // 1024))
+        self.launch(gemv.dense(w.kind, nw, wpr), _blocks(n, nw // wpr), 32 * nw, w.qs, w.hdr, xq, xa, xf, y.f, n,
+                    w.row_len, t)
         return y
 
     def add(self, x, y):
@@ -224,12 +238,16 @@ class CudaOps:
         if t > self.gemv_max_t and head_dim % 16 == 0:  # prefill: tensor-core flash attention
             out = self.new(t, n_head * head_dim)
             kern = flash.prefill_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0")
-            self.launch(kern, (_blocks(t, flash.BQ), n_head), 128, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
+            self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
                         cache.vd[il], self.posv, out.f, t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
             return out
-        spl = self.att_nw * self.att_cpw
+        cpw = max(self.att_cpw, 32 // g)  # a warp's step covers 32 / G cells
+        spl = self.att_nw * cpw
         n_parts = _blocks(cache.n_ctx, spl)
-        split = att.split_kernel(head_dim, g, cache.type_k == "q8_0", cache.type_v == "q8_0", self.att_nw, self.att_cpw)
+        if n_parts > att.MAX_PARTS:
+            raise ValueError(f"attention: a context of {cache.n_ctx} needs {n_parts} flash-decoding parts, "
+                             f"more than the {att.MAX_PARTS} the GPU combine kernel merges")
+        split = att.split_kernel(head_dim, g, cache.type_k == "q8_0", cache.type_v == "q8_0", self.att_nw, cpw)
         combine = att.combine_kernel(head_dim, spl)
         out = self.new(t, n_head * head_dim)
         scale = np.float32(1.0 / math.sqrt(head_dim))
@@ -270,11 +288,12 @@ class CudaOps:
             r = ids.n_tokens * ids.k
             groups.max_tiles = _blocks(r, gemm.BM) + n_expert
             holder = Act(self.pool, self.pool.get(r, np.int32), 1, r)
-            holder.bufs += [self.pool.get(n_expert + 2, np.int32), self.pool.get(2 * groups.max_tiles, np.int32)]
-            groups.rows, groups.offsets, groups.tiles = holder.bufs
+            holder.bufs += [self.pool.get(n_expert + 2, np.int32), self.pool.get(2 * groups.max_tiles, np.int32),
+                            self.pool.get(n_expert, np.int32)]
+            groups.rows, groups.offsets, groups.tiles, counts = holder.bufs
             groups.owner = holder
-            self.launch(routing.group_rows, 1, routing.GROUP_THREADS, ids.buf, r, n_expert, gemm.BM, groups.rows,
-                        groups.offsets, groups.tiles)
+            routing.group_rows(self.launch, ids.buf, r, n_expert, gemm.BM, counts, groups.rows, groups.offsets,
+                               groups.tiles)
         return groups
 
     def _up_gate(self, x: Act, w_gate, w_up, ids: Routed) -> Act:
@@ -330,8 +349,8 @@ class CudaOps:
             e = w.n_rows
             out = self.new(t, e)
             hq, ha, hf = self._inputs(h, w.kind)
-            self.launch(gemv.down_combine(w.kind, self.gemv_nw), (_blocks(e, self.gemv_nw), t), 32 * self.gemv_nw, w.qs,
-                        w.hdr, hq, ha, hf, ids.buf, weights.buf, out.f, e, w.row_len, k)
+            self.launch(gemv.down_combine(w.kind, self.gemv_nw), (_blocks(e, self.gemv_nw), t), 32 * self.gemv_nw, w.qs, w.hdr, hq, ha, hf, ids.buf, weights.buf,
+                        out.f, e, w.row_len, k)
             return out
         y = self.act(y)
         out = self.new(t, y.cols)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cuda_kernels.env import device, dp4a, ldg4, prmt, unpack_h2
+from cuda_kernels.env import device, dp4a, ldg4, ldg4f, prmt, unpack_h2
 
 U32 = np.uint32
 LO4 = U32(0x0F0F0F0F)
@@ -209,8 +209,10 @@ def dot_f32(qs, hdr, row, c, K, xq, xa, xf, t):  # qs [rows, K] float32
     base = row * K + c * 32
     fo = t * K + c * 32
     acc = np.float32(0)
-    for i in range(32):
-        acc += qs[base + i] * xf[fo + i]
+    for v in range(8):  # 16-byte loads of weights and activations: sixteen in flight per lane
+        w0, w1, w2, w3 = ldg4f(qs, base + 4 * v)
+        x0, x1, x2, x3 = ldg4f(xf, fo + 4 * v)
+        acc += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
     return acc
 
 

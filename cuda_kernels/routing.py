@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import jit, warp_argmax, warp_max, warp_sum
+from cuda_kernels.env import jit, warp_argmax, warp_max, warp_prefix_count, warp_sum
 
 NEG = np.float32(-np.inf)
 ROUTE_WARPS = 4  # tokens per block
@@ -154,25 +154,32 @@ def route_sigmoid(n_expert: int, n_groups: int):
     return _CACHE[key]
 
 
-GROUP_THREADS = 256
+GROUP_THREADS, GROUP_WARPS = 256, 8  # threads per expert block of the grouping kernels
 
 
 @jit
-def group_rows(ids, R, X, bm, rows, offsets, tiles):
-    """One block: counting sort of the R routed rows by expert, stable in row (= (token, slot)) order.
-
-    offsets int32 [X+2]: expert e owns rows[offsets[e]:offsets[e+1]]; offsets[X+1] = number of GEMM tiles.
-    tiles int32 [max_tiles, 2]: (expert, first index into rows) per tile of at most bm rows, experts in order."""
-    counts = cuda.shared.array(1024, np.int32)
-    tid = cuda.threadIdx.x
-    for e in range(tid, X, GROUP_THREADS):
-        c = 0
-        for r in range(R):
-            if ids[r] == e:
-                c += 1
-        counts[e] = c
+def expert_counts(ids, R, counts):
+    """Block e (grid X): counts[e] = number of routed rows sent to expert e (integer sums: order-free)."""
+    part = cuda.shared.array(GROUP_THREADS, np.int32)
+    e, tid = cuda.blockIdx.x, cuda.threadIdx.x
+    c = 0
+    for r in range(tid, R, GROUP_THREADS):
+        if ids[r] == e:
+            c += 1
+    part[tid] = c
     cuda.syncthreads()
     if tid == 0:
+        tot = 0
+        for i in range(GROUP_THREADS):
+            tot += part[i]
+        counts[e] = tot
+
+
+@jit
+def expert_offsets(counts, X, bm, offsets, tiles):
+    """One thread: offsets [X+2] (expert e owns rows[offsets[e]:offsets[e+1]], offsets[X+1] = number of tiles)
+    and tiles [max_tiles, 2] = (expert, first index into rows) per GEMM tile of at most bm rows."""
+    if cuda.threadIdx.x == 0 and cuda.blockIdx.x == 0:
         run, nt = 0, 0
         for e in range(X):
             offsets[e] = run
@@ -183,10 +190,36 @@ def group_rows(ids, R, X, bm, rows, offsets, tiles):
             run += counts[e]
         offsets[X] = run
         offsets[X + 1] = nt
-    cuda.syncthreads()
-    for e in range(tid, X, GROUP_THREADS):
-        at = offsets[e]
-        for r in range(R):
-            if ids[r] == e:
-                rows[at] = r
-                at += 1
+
+
+@jit
+def expert_rows(ids, R, offsets, rows):
+    """Block e (grid X): the rows of expert e in increasing row (= (token, slot)) order, so the grouping is a
+    stable counting sort and every GEMM sums its rows in the same order on every run (no atomics)."""
+    warp_tot = cuda.shared.array(GROUP_WARPS, np.int32)
+    e, tid = cuda.blockIdx.x, cuda.threadIdx.x
+    w = tid // 32
+    at = offsets[e]
+    for r0 in range(0, R, GROUP_THREADS):
+        r = r0 + tid
+        hit = r < R and ids[r] == e
+        below, total = warp_prefix_count(hit)
+        if tid % 32 == 0:
+            warp_tot[w] = total
+        cuda.syncthreads()
+        base = 0
+        for i in range(w):
+            base += warp_tot[i]
+        if hit:
+            rows[at + base + below] = r
+        for i in range(GROUP_WARPS):
+            at += warp_tot[i]
+        cuda.syncthreads()
+
+
+def group_rows(launch, ids, R: int, X: int, bm: int, counts, rows, offsets, tiles) -> None:
+    """Routed rows grouped by expert on the device: three launches (counts, offsets + tiles, rows), each block
+    reading the R ids from L2; ``launch(kernel, grid, block, *args)`` enqueues one kernel."""
+    launch(expert_counts, X, GROUP_THREADS, ids, R, counts)
+    launch(expert_offsets, 1, 32, counts, X, bm, offsets, tiles)
+    launch(expert_rows, X, GROUP_THREADS, ids, R, offsets, rows)

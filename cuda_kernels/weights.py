@@ -28,6 +28,47 @@ class DeviceWeight:
         return BYTES_PER_32[self.kind] * self.row_len / 32
 
 
+@dataclass
+class FusedPart:
+    """Output rows lo..hi of ``whole``, a matrix fused at load from matrices that share their input (a layer's
+    q, k and v): the first product computes all of them, the others are views of it (one GEMV instead of three,
+    whose short K / V grids could not fill the GPU)."""
+
+    whole: DeviceWeight
+    lo: int
+    hi: int
+
+    kind = property(lambda self: self.whole.kind)
+    row_len = property(lambda self: self.whole.row_len)
+    n_rows = property(lambda self: self.hi - self.lo)
+    n_mats = property(lambda self: 1)
+    n_bytes = property(lambda self: self.whole.n_bytes * (self.hi - self.lo) // self.whole.n_rows)
+
+
+def fuse_rows(parts: list[DeviceWeight]) -> list[FusedPart] | None:
+    """The matrices stacked along their outputs on the device (same kind and input width), or None."""
+    first = parts[0]
+    if any(p.kind != first.kind or p.row_len != first.row_len or p.n_mats != 1 for p in parts):
+        return None
+    qs = cuda.device_array(sum(p.qs.size for p in parts), first.qs.dtype)
+    hdr = first.hdr if first.kind in ("f32", "f16") else cuda.device_array(sum(p.hdr.size for p in parts),
+                                                                               first.hdr.dtype)
+    oq = oh = 0
+    for p in parts:  # rows are contiguous in qs and hdr: stacking matrices is concatenating their arrays
+        qs[oq : oq + p.qs.size].copy_to_device(p.qs)
+        oq += p.qs.size
+        if hdr is not first.hdr:
+            hdr[oh : oh + p.hdr.size].copy_to_device(p.hdr)
+            oh += p.hdr.size
+    whole = DeviceWeight(first.kind, qs, hdr, sum(p.n_rows for p in parts), first.row_len, 1,
+                         sum(p.n_bytes for p in parts))
+    out, lo = [], 0
+    for p in parts:
+        out.append(FusedPart(whole, lo, lo + p.n_rows))
+        lo += p.n_rows
+    return out
+
+
 def upload_weight(raw: np.ndarray, qtype, row_len: int, n_mats: int = 1) -> DeviceWeight:
     hw = repack(raw, qtype, row_len, n_mats)
     qs = cuda.to_device(np.ascontiguousarray(hw.qs).reshape(-1))

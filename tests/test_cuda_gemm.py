@@ -22,7 +22,7 @@ from cuda_kernels.weights import DeviceKV  # noqa: E402
 
 @pytest.fixture
 def ops():
-    o = CudaOps(max_tokens=32, n_ctx=64)
+    o = CudaOps(max_tokens=128 if REAL_GPU else 32, n_ctx=200 if REAL_GPU else 64)
     if not REAL_GPU:
         o.att_nw, o.att_cpw, o.gemv_nw = 1, 32, 1
     return o

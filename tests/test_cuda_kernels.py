@@ -52,6 +52,40 @@ def test_matmul_every_type(ops, qtype):
     assert rel(got, ref_ops.matmul(x, wf)) < 2e-2
 
 
+@pytest.mark.parametrize("qtype,k,wpr", [(Q.Q8_0, 4096, 4), (Q.F32, 2048, 2)], ids=["q8_0-4warps", "f32-2warps"])
+def test_matmul_short_output_splits_rows_over_warps(ops, qtype, k, wpr):
+    """The router / K / V shape: few output rows, each row's K split over several warps, summed in order."""
+    from cuda_kernels import gemv
+
+    ops.gemv_nw = 4
+    rng = np.random.default_rng(30 + k)
+    t, n = 2, 5
+    w, wf = weight(qtype, n, k, rng)
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    got = host(ops, ops.matmul(act(ops, x), w))
+    assert ("dense", w.kind, 4, wpr) in gemv._CACHE  # the split variant ran
+    exact = x if qtype == Q.F32 else q8_1(x)[2]
+    assert rel(got, exact.astype(np.float64) @ wf.T.astype(np.float64)) < 1e-5
+    again = host(ops, ops.matmul(act(ops, x), w))
+    assert np.array_equal(got, again)
+
+
+@pytest.mark.parametrize("t", [1, 3])
+def test_fused_qkv_parts_equal_separate_products(ops, t):
+    """q, k, v stacked on the device at load: one product, then views (T = 1) or column copies (T > 1)."""
+    from cuda_kernels.weights import fuse_rows
+
+    rng = np.random.default_rng(40 + t)
+    ws = [weight(Q.Q8_0, n, 96, rng)[0] for n in (8, 4, 4)]
+    x = act(ops, rng.standard_normal((t, 96)).astype(np.float32))
+    separate = [host(ops, ops.matmul(x, w)) for w in ws]
+    parts = fuse_rows(ws)
+    assert [p.n_rows for p in parts] == [8, 4, 4] and parts[0].whole is parts[2].whole
+    fused = [host(ops, ops.matmul(x, p)) for p in parts]
+    for a, b in zip(fused, separate):
+        assert a.shape == b.shape and rel(a, b) < 1e-6
+
+
 def test_quantize_matches_twin(ops):
     x = np.random.default_rng(1).standard_normal((3, 96)).astype(np.float32) * 3
     a = act(ops, x)
@@ -122,14 +156,15 @@ def test_route_sigmoid_grouped(ops, groups, used, k):
 
 
 def test_group_rows_is_a_stable_counting_sort(ops):
-    from cuda_kernels.routing import GROUP_THREADS, group_rows
+    """Irregular: R not a multiple of the block (300 rows = 1 block + 44), experts with no rows."""
+    from cuda_kernels.routing import group_rows
 
     rng = np.random.default_rng(7)
-    x, r, bm = 12, 50, 4
-    ids = rng.integers(0, x, r).astype(np.int32)
+    x, r, bm = 12, 300, 4
+    ids = rng.integers(0, x - 2, r).astype(np.int32)  # experts 10 and 11 get nothing
     rows, offsets = cuda.device_array(r, np.int32), cuda.device_array(x + 2, np.int32)
-    tiles = cuda.device_array(2 * (r // bm + x), np.int32)
-    group_rows[1, GROUP_THREADS](cuda.to_device(ids), r, x, bm, rows, offsets, tiles)
+    tiles, counts = cuda.device_array(2 * (r // bm + x), np.int32), cuda.device_array(x, np.int32)
+    group_rows(lambda k, g, b, *a: k[g, b](*a), cuda.to_device(ids), r, x, bm, counts, rows, offsets, tiles)
     ref = ref_ops.group_rows_by_expert(ids.reshape(-1, 5), x)
     off = offsets.copy_to_host()
     assert np.array_equal(rows.copy_to_host(), ref.rows) and np.array_equal(off[: x + 1], ref.offsets)
@@ -138,11 +173,15 @@ def test_group_rows_is_a_stable_counting_sort(ops):
     assert [tuple(p) for p in tl] == want
 
 
-@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.F16], ids=lambda q: q.name)
-def test_moe_pipeline(ops, qtype):
-    """route -> group -> fused up/gate -> down + weighted combine, against the reference ops."""
-    rng = np.random.default_rng(8)
-    t, e, f, x, k = (2, 32, 32, 5, 2) if qtype == Q.Q8_0 else (1, 32, 32, 4, 2)
+@pytest.mark.parametrize("qtype,k", [(Q.Q8_0, 2), (Q.F16, 2), (Q.Q8_0, 9)], ids=["Q8_0", "F16", "Q8_0-9-slots"])
+def test_moe_pipeline(ops, qtype, k):
+    """route -> group -> fused up/gate -> down + weighted combine, against the reference ops. 9 slots: more
+    than a down/combine block has warps (the all-experts warmup), so warps take several slots."""
+    rng = np.random.default_rng(8 + k)
+    t, e, f, x = (2, 32, 32, 5) if qtype == Q.Q8_0 else (1, 32, 32, 4)
+    x = max(x, k + 1)
+    if k > 8:
+        t = 1
     wg, wgf = weight(qtype, f, e, rng, x)
     wu, wuf = weight(qtype, f, e, rng, x)
     wd, wdf = weight(qtype, e, f, rng, x)

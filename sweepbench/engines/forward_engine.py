@@ -73,6 +73,20 @@ class ForwardEngine:
         self.n_filled = 0
         self.load_seconds = time.perf_counter() - t0
 
+    def fuse_qkv(self, fuse_rows) -> int:
+        """Each layer's separate q, k and v (qwen3moe; bailingmoe2 ships them fused) replaced by parts of one
+        matrix that ``fuse_rows(matrices)`` stacks in the backend's layout (or declines with None): one product
+        instead of three. Returns the number of layers fused."""
+        fused = 0
+        for il in range(self.config.n_layer):
+            names = [f"blk.{il}.attn_{x}.weight" for x in "qkv"]
+            if all(n in self.weights for n in names):
+                parts = fuse_rows([self.weights[n] for n in names])
+                if parts:
+                    self.weights.update(zip(names, parts))
+                    fused += 1
+        return fused
+
     def warmup(self) -> None:
         """sweep-bench's warmup: one BOS token routed to EVERY expert (pages in / uploads / compiles all of
         them), then an empty cache."""

@@ -305,14 +305,7 @@ class NumbaCpuEngine(ForwardEngine):
         self._layouts: dict[str, int] = {}
         self.compile_seconds = None
         super().load(model_path, options)
-        self._fused = 0
-        for il in range(self.config.n_layer):  # qwen3moe's separate q, k, v (bailingmoe2 ships them fused)
-            names = [f"blk.{il}.attn_{x}.weight" for x in "qkv"]
-            if all(n in self.weights for n in names):
-                parts = fuse_rows([self.weights[n] for n in names])
-                if parts:
-                    self.weights.update(zip(names, parts))
-                    self._fused += 1
+        self._fused = self.fuse_qkv(fuse_rows)
 
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         if t.qtype not in SUPPORTED:

@@ -72,6 +72,9 @@ class NumbaCudaEngine(ForwardEngine):
             return inner(ops, w, cfg, cache, tokens, pos0, out_rows)
 
         self._forward = forward
+        from cuda_kernels.weights import fuse_rows
+
+        self._fused = self.fuse_qkv(fuse_rows)
 
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         from cuda_kernels.weights import upload_vector, upload_weight
@@ -85,6 +88,20 @@ class NumbaCudaEngine(ForwardEngine):
         from cuda_kernels.weights import DeviceKV
 
         return DeviceKV(cfg.n_layer, options.n_ctx, cfg.n_embd_kv, options.type_k, options.type_v)
+
+    def warmup(self) -> None:
+        """The all-experts token, then one full ubatch (compiles the prompt-processing kernels and fills the pool
+        with their buffers) and two decode steps (the eager one, then the CUDA graph capture), so that no
+        compilation or capture lands in a measured row. The cache is empty afterwards."""
+        super().warmup()
+        bos = self.config.bos_token_id
+        n = min(self.options.n_ubatch, self.options.n_ctx - 2)
+        if n > 1:
+            self.prefill(np.full(n, bos), 0)
+        for pos in range(2):
+            self.decode(bos, pos)
+        self.synchronize()
+        self.n_filled = 0
 
     def synchronize(self) -> None:
         self.ops.stream.synchronize()
@@ -135,6 +152,7 @@ class NumbaCudaEngine(ForwardEngine):
 
     def describe(self) -> dict:
         d = super().describe()
+        d["fused_qkv_layers"] = getattr(self, "_fused", 0)
         d["cuda_graph"] = bool(self.graph is not None)
         d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
         return d

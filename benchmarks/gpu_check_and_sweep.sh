@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One call on the GPU machine (device tool, kind nvidia-h200): the CUDA kernel tests for real, end-to-end logits
+# against the reference engine and against ik_llama.cpp (CPU wheel), then the H200 benchmark. Logs and JSONL go
+# to $OUT. Wheels the image lacks (gguf, ik-llama-cpp-python) travel in .whl/ (see benchmarks/NOTES.md).
+#
+#   benchmarks/gpu_check_and_sweep.sh check          # tests + verify vs ik + gpu_profile.py on the small preset
+#   benchmarks/gpu_check_and_sweep.sh sweep [ARGS]   # benchmarks/gpu_sweep.py ARGS (the full-size presets)
+#   benchmarks/gpu_check_and_sweep.sh all            # both
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/sweepbench-gpu}
+mkdir -p "$OUT"
+mode=${1:-all}
+shift || true
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1 SWEEPBENCH_CACHE=/tmp/sweepbench-cache
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+sb() { python3 -m sweepbench.cli "$@"; }
+
+if [[ $mode == check || $mode == all ]]; then
+  SWEEPBENCH_CUDA_TESTS=gpu timeout 420 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
+    tests/test_cuda_kernels.py tests/test_cuda_gemm.py tests/test_cuda_engine.py 2>&1 | tee "$OUT/tests.log" | tail -40
+  m=/tmp/m; mkdir -p $m
+  for spec in "qwen3moe F16" "bailingmoe2 F16" "qwen3moe Q4_K" "bailingmoe2 Q8_0"; do
+    read -r arch qt <<< "$spec"
+    sb synth tiny --arch "$arch" --expert-type "$qt" --dense-type "$qt" -o "$m/tiny-$arch-$qt.gguf" >/dev/null
+    ger=""; [[ $arch == bailingmoe2 ]] && ger="-ger"
+    echo "== verify numba-cuda $arch $qt $ger" | tee -a "$OUT/verify.log"
+    timeout 120 python3 -m sweepbench.cli verify -m "$m/tiny-$arch-$qt.gguf" --engine numba-cuda --random 24 $ger \
+      --no-noise 2>&1 | tee -a "$OUT/verify.log" | tail -6
+  done
+  # where a decode step and a prefill ubatch spend their GPU time (small preset: the full models' layer shapes)
+  sb synth small --expert-type Q4_K -o $m/small-q4k.gguf >/dev/null
+  timeout 200 python3 benchmarks/gpu_profile.py -m $m/small-q4k.gguf --ctx 4096 --ub 2048 --n-kv 2048 2>&1 \
+    | tee "$OUT/profile.txt" | grep -v "^$" | head -80
+fi
+
+if [[ $mode == sweep || $mode == all ]]; then
+  # JSONL per sweep in one archive ($OUT returns at most 8 files)
+  python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 | tee "$OUT/gpu_sweep.log" | grep -v "^\[" | tail -40
+  tar -czf "$OUT/gpu_runs.tgz" -C /tmp gpu-runs
+fi

@@ -1,0 +1,253 @@
+"""Where the numba-cuda engine's GPU time goes: every kernel of a decode step and of a prefill ubatch timed
+with CUDA events, grouped by (ops-table method, kernel), plus the wall time of CUDA-graph decode replays.
+
+    python benchmarks/gpu_profile.py -m MODEL.gguf [--ctx 4096 --ub 2048 --n-kv 2048]
+
+Events around each launch serialise nothing (one stream), but add ~1 us per launch to the eager step: the
+per-kernel figures are what the GPU spent; the graph-replay line is what a real decode step costs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+import sweepbench  # noqa: F401  (numpy shim before numba)
+from sweepbench.engines import create_engine
+from sweepbench.engines.base import EngineOptions
+
+
+def _name(kernel) -> str:
+    fn = getattr(kernel, "py_func", None)
+    q = getattr(fn, "__qualname__", repr(kernel))
+    return q.split(".<locals>")[0]
+
+
+def profiled(engine, step) -> list[tuple[str, float, int]]:
+    """Run step() with every launch bracketed by events; [(label, microseconds, n_threads)] in launch order."""
+    from numba import cuda
+
+    ops = engine.ops
+    real = ops.launch
+    recs = []
+
+    def launch(kernel, grid, block, *args):
+        caller = sys._getframe(1).f_code.co_name
+        if caller in ("_gemm", "_expert_rows", "_up_gate", "_norm_rope", "act", "q8"):
+            caller = sys._getframe(2).f_code.co_name + "/" + caller
+        e0, e1 = cuda.event(), cuda.event()
+        e0.record(ops.stream)
+        real(kernel, grid, block, *args)
+        e1.record(ops.stream)
+        g = grid if isinstance(grid, tuple) else (grid,)
+        recs.append((f"{caller}:{_name(kernel)}", e0, e1, int(np.prod(g)) * int(block)))
+        LAUNCHES.append((f"{caller}:{_name(kernel)}", kernel, grid, block, args))
+
+    ops.launch = launch
+    try:
+        step()
+        engine.synchronize()
+    finally:
+        ops.launch = real
+    return [(label, cuda.event_elapsed_time(e0, e1) * 1e3, n) for label, e0, e1, n in recs]
+
+
+LAUNCHES: list = []  # (label, kernel, grid, block, args) of the last profiled step
+
+
+def in_graph_us(ops, kernel, grid, block, args, reps: int = 32) -> float:
+    """GPU microseconds of one launch as a CUDA-graph node: a graph of reps copies, replayed, timed by events."""
+    from numba import cuda
+
+    from cuda_kernels.graph import Graph
+
+    kernel[grid, block, ops.stream](*args)  # compiled and loaded before the capture
+    ops.stream.synchronize()
+    g = Graph(ops.stream)
+    g.capture(lambda: [kernel[grid, block, ops.stream](*args) for _ in range(reps)])
+    g.replay()
+    e0, e1 = cuda.event(), cuda.event()
+    e0.record(ops.stream)
+    for _ in range(4):
+        g.replay()
+    e1.record(ops.stream)
+    e1.synchronize()
+    g.close()
+    return cuda.event_elapsed_time(e0, e1) * 1e3 / (4 * reps)
+
+
+def graph_report(ops, title: str) -> None:
+    """Per distinct (label, grid): its cost as a graph node x how often the step launches it."""
+    from numba import cuda
+
+    from cuda_kernels.env import jit
+
+    groups: dict = {}
+    for label, kernel, grid, block, args in LAUNCHES:
+        key = (label, str(grid), block)
+        if key not in groups:
+            groups[key] = [0, (kernel, grid, block, args)]
+        groups[key][0] += 1
+    rows, total = [], 0.0
+    for (label, grid, block), (count, launch) in groups.items():
+        us = in_graph_us(ops, *launch)
+        total += us * count
+        rows.append((us * count, label, grid, block, count, us))
+
+    @jit
+    def empty(x):
+        pass
+
+    dummy = cuda.device_array(1, np.float32)
+    node = in_graph_us(ops, empty, 1, 32, (dummy,))
+    print(f"\n## {title}, kernels as graph nodes: sum {total / 1e3:.3f} ms over {len(LAUNCHES)} nodes "
+          f"(an empty kernel node: {node:.2f} us)")
+    print("| method:kernel | grid x block | calls | us per node | total ms |")
+    print("|---|---|---:|---:|---:|")
+    for tot, label, grid, block, count, us in sorted(rows, reverse=True):
+        print(f"| {label} | {grid} x {block} | {count} | {us:.1f} | {tot / 1e3:.3f} |")
+
+
+def report(title: str, recs, wall_us: float | None = None) -> None:
+    agg = defaultdict(lambda: [0, 0.0, 0])
+    for label, us, n in recs:
+        a = agg[label]
+        a[0] += 1
+        a[1] += us
+        a[2] = n
+    total = sum(a[1] for a in agg.values())
+    print(f"\n## {title}: {len(recs)} launches, kernels {total / 1e3:.3f} ms"
+          + (f", wall {wall_us / 1e3:.3f} ms" if wall_us else ""))
+    print(f"| {'method:kernel':58s} | calls | total ms | mean us | share | threads |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, (c, us, n) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
+        print(f"| {label:58s} | {c} | {us / 1e3:.3f} | {us / c:.1f} | {us / total:.0%} | {n} |")
+
+
+def _time_us(fn, reps: int = 20) -> float:
+    """Median microseconds of fn() on the engine's stream (events), after one warm-up call."""
+    from numba import cuda
+
+    fn()
+    ts = []
+    for _ in range(reps):
+        e0, e1 = cuda.event(), cuda.event()
+        e0.record(_STREAM[0])
+        fn()
+        e1.record(_STREAM[0])
+        e1.synchronize()
+        ts.append(cuda.event_elapsed_time(e0, e1) * 1e3)
+    return float(np.median(ts))
+
+
+_STREAM: list = [None]
+
+
+def gemv_bench(eng) -> None:
+    """Achieved GB/s of the decode GEMVs on this model's real weight shapes, per block shape (warps per block)."""
+    from numba import cuda
+
+    from cuda_kernels.lazy import Groups, LazyDown, Routed
+    from cuda_kernels.memory import Act
+
+    ops, w, cfg = eng.ops, eng.weights, eng.config
+    _STREAM[0] = ops.stream
+    rng = np.random.default_rng(1)
+
+    def act(n):
+        return Act(ops.pool, cuda.to_device(rng.standard_normal(n).astype(np.float32)), 1, n)
+
+    il = cfg.n_layer - 1
+    p = f"blk.{il}."
+    ids = Routed(cuda.to_device(rng.choice(cfg.n_expert, cfg.n_expert_used, replace=False).astype(np.int32)), 1,
+                 cfg.n_expert_used)
+    wts = Routed(cuda.to_device(np.full(cfg.n_expert_used, 0.1, np.float32)), 1, cfg.n_expert_used)
+    print("\n## decode GEMVs: us (GB/s) per warps-per-block")
+    print("| weight | MB read | " + " | ".join(f"nw={nw}" for nw in (1, 2, 4, 8)) + " |")
+    print("|---|---:|---:|---:|---:|---:|")
+    cases = []
+    for name in (p + "attn_q.weight", p + "attn_k.weight", p + "attn_output.weight", "output.weight"):
+        if name in w:
+            x = act(w[name].row_len)
+            cases.append((name, w[name].n_bytes, lambda x=x, m=w[name]: ops.matmul(x, m)))
+    if p + "ffn_gate_exps.weight" in w:
+        g, u, d = w[p + "ffn_gate_exps.weight"], w[p + "ffn_up_exps.weight"], w[p + "ffn_down_exps.weight"]
+        frac = cfg.n_expert_used / cfg.n_expert
+        x = act(g.row_len)
+        h = act(cfg.n_expert_used * u.n_rows)
+        h.rows, h.cols = cfg.n_expert_used, u.n_rows
+        cases.append(("up_gate (fused, 8 experts)", (g.n_bytes + u.n_bytes) * frac,
+                      lambda: ops._up_gate(x, g, u, ids)))
+        cases.append(("down + combine (8 experts)", d.n_bytes * frac,
+                      lambda: ops.combine(LazyDown(h, d, Groups(ids, cfg.n_expert)), wts)))
+    for name, nbytes, fn in cases:
+        cells = []
+        for nw in (1, 2, 4, 8):
+            ops.gemv_nw = nw
+            us = _time_us(fn)
+            cells.append(f"{us:.1f} ({nbytes / us / 1e3:.0f})")
+        print(f"| {name} | {nbytes / 1e6:.1f} | " + " | ".join(cells) + " |")
+    ops.gemv_nw = 4
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-m", "--model", required=True)
+    p.add_argument("--ctx", type=int, default=4096)
+    p.add_argument("--ub", type=int, default=2048)
+    p.add_argument("--n-kv", type=int, default=2048, help="cache depth at which the steps are profiled")
+    p.add_argument("--replays", type=int, default=64)
+    p.add_argument("-ctk", default="f16")
+    p.add_argument("-ger", action="store_true")
+    args = p.parse_args()
+    eng = create_engine("numba-cuda")
+    t0 = time.time()
+    eng.load(args.model, EngineOptions(n_ctx=args.ctx, n_ubatch=args.ub, n_batch=args.ub, type_k=args.ctk,
+                                       type_v=args.ctk, grouped_routing=args.ger))
+    eng.warmup()
+    print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
+    rng = np.random.default_rng(0)
+    v = eng.config.n_vocab
+    pos = 0
+    while pos < args.n_kv:
+        n = min(args.ub, args.n_kv - pos)
+        eng.prefill(rng.integers(0, v, n), pos)
+        pos += n
+    n_kv = pos
+    # decode: eager steps (the graph is already captured by warmup; prefill() runs the eager path)
+    for i in range(2):
+        LAUNCHES.clear()
+        recs = profiled(eng, lambda: eng.prefill(rng.integers(0, v, 1), n_kv))
+    try:
+        graph_report(eng.ops, f"decode step at N_KV {n_kv}")
+    except Exception as e:  # noqa: BLE001 - the rest of the profile still says something
+        print(f"graph report failed: {type(e).__name__}: {e}")
+    eng.truncate(n_kv)
+    eng.synchronize()
+    ts = []
+    for i in range(args.replays):
+        t = time.perf_counter()
+        eng.decode(int(rng.integers(0, v)), n_kv + i)
+        ts.append(time.perf_counter() - t)
+    print(f"\ngraph decode: median {np.median(ts) * 1e3:.3f} ms per token ({1 / np.median(ts):.1f} t/s), "
+          f"min {min(ts) * 1e3:.3f} ms, graph nodes {eng.describe().get('graph_nodes')}")
+    eng.truncate(n_kv)
+    toks = rng.integers(0, v, args.ub)
+    eng.prefill(toks, n_kv)
+    eng.truncate(n_kv)
+    t = time.perf_counter()
+    eng.prefill(toks, n_kv)
+    wall = (time.perf_counter() - t) * 1e6
+    eng.truncate(n_kv)
+    LAUNCHES.clear()
+    recs = profiled(eng, lambda: eng.prefill(toks, n_kv))
+    report(f"prefill of {args.ub} tokens at N_KV {n_kv} ({args.ub / wall * 1e6:.0f} t/s unprofiled)", recs, wall)
+    gemv_bench(eng)
+    eng.close()
+
+
+if __name__ == "__main__":
+    main()
