@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from cuda_kernels.env import device, unpack_h2
-from cuda_kernels.qdot import IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3, _byte, _k_scale_min, _s8
+from cuda_kernels.qdot import IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3, _byte, _k_scale_min, _s8, iq4_xs_scale
 
 U32 = np.uint32
 
@@ -76,11 +76,7 @@ def _iq4_value(n):
 @device
 def deq_iq4_xs(qs, hdr, row, c, K, out, o):
     sb, j = c // 8, c % 8
-    hb = row * (K // 128) + sb * 2
-    h0 = hdr[hb]
-    d, _sh = unpack_h2(h0)
-    ls = ((_byte(hdr[hb + 1], j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((h0 >> U32(16 + 2 * j)) & U32(3)) << U32(4))
-    dl = d * np.float32(np.int32(ls) - 32)
+    dl = iq4_xs_scale(hdr, row, c, K)
     base = row * (K // 8) + sb * 32 + j * 4
     for k in range(4):
         w = qs[base + k]

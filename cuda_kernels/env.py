@@ -129,43 +129,30 @@ if not SIM:
 
         return sig, codegen
 
-    @intrinsic
-    def ldg4(typingctx, arr, i):
-        """arr[i:i+4] of a 1-D uint32/int32 array as one 16-byte non-coherent load (i a multiple of 4)."""
-        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype.bitwidth == 32):
-            return None
-        sig = types.UniTuple(types.uint32, 4)(arr, i)
+    def _ldg4_of(elem, reg, ptx, cons):
+        """An intrinsic (arr, i) -> arr[i:i+4] of a 1-D array as one 16-byte non-coherent load (i a multiple
+        of 4); ``elem`` accepts the array's dtype, ``reg`` / ``ptx`` / ``cons`` name the register type."""
 
-        def codegen(context, builder, sig, args):
-            aryty, idxty = sig.args
-            ary = context.make_array(aryty)(context, builder, value=args[0])
-            idx = context.cast(builder, args[1], idxty, types.intp)
-            ptr = builder.gep(ary.data, [idx])
-            fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [ptr.type])
-            asm = ir.InlineAsm(fnty, "ld.global.nc.v4.u32 {$0,$1,$2,$3}, [$4];", "=r,=r,=r,=r,l")
-            st = builder.call(asm, [ptr])
-            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+        def typer(typingctx, arr, i):
+            if not (isinstance(arr, types.Array) and arr.ndim == 1 and elem(arr.dtype)):
+                return None
+            sig = types.UniTuple(types.float32 if reg is _F32 else types.uint32, 4)(arr, i)
 
-        return sig, codegen
+            def codegen(context, builder, sig, args):
+                aryty, idxty = sig.args
+                ary = context.make_array(aryty)(context, builder, value=args[0])
+                ptr = builder.gep(ary.data, [context.cast(builder, args[1], idxty, types.intp)])
+                fnty = ir.FunctionType(ir.LiteralStructType([reg] * 4), [ptr.type])
+                asm = ir.InlineAsm(fnty, f"ld.global.nc.v4.{ptx} {{$0,$1,$2,$3}}, [$4];", f"{cons},{cons},{cons},{cons},l")
+                st = builder.call(asm, [ptr])
+                return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
 
-    @intrinsic
-    def ldg4f(typingctx, arr, i):
-        """arr[i:i+4] of a 1-D float32 array as one 16-byte non-coherent load (i a multiple of 4)."""
-        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.float32):
-            return None
-        sig = types.UniTuple(types.float32, 4)(arr, i)
+            return sig, codegen
 
-        def codegen(context, builder, sig, args):
-            aryty, idxty = sig.args
-            ary = context.make_array(aryty)(context, builder, value=args[0])
-            idx = context.cast(builder, args[1], idxty, types.intp)
-            ptr = builder.gep(ary.data, [idx])
-            fnty = ir.FunctionType(ir.LiteralStructType([_F32] * 4), [ptr.type])
-            asm = ir.InlineAsm(fnty, "ld.global.nc.v4.f32 {$0,$1,$2,$3}, [$4];", "=f,=f,=f,=f,l")
-            st = builder.call(asm, [ptr])
-            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+        return intrinsic(typer)
 
-        return sig, codegen
+    ldg4 = _ldg4_of(lambda dt: isinstance(dt, types.Integer) and dt.bitwidth == 32, _I32, "u32", "=r")  # words
+    ldg4f = _ldg4_of(lambda dt: dt == types.float32, _F32, "f32", "=f")  # float32
 
     _ = cgutils  # imported for symmetry with numba's own intrinsics
 

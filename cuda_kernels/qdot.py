@@ -158,6 +158,18 @@ def _iq4(n):
 
 
 @device
+def iq4_xs_scale(hdr, row, c, K):
+    """The float32 scale d * (ls - 32) of IQ4_XS chunk c (32 values) of a row; hdr [rows, 2K/256]:
+    per super-block the word d | scales_h << 16, then the word of the 4-bit scales_l."""
+    sb, j = c // 8, c % 8
+    hb = row * (K // 128) + sb * 2
+    h0 = hdr[hb]
+    d, _sh = unpack_h2(h0)
+    ls = ((_byte(hdr[hb + 1], j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((h0 >> U32(16 + 2 * j)) & U32(3)) << U32(4))
+    return d * np.float32(np.int32(ls) - 32)
+
+
+@device
 def dot_iq4_xs(qs, hdr, row, c, K, xq, xa, xf, t):  # qs [rows, K/8], hdr [rows, 2K/256]
     x0, x1, x2, x3, x4, x5, x6, x7 = _x8(xq, K, t, c)
     sb, j = c // 8, c % 8
@@ -170,13 +182,8 @@ def dot_iq4_xs(qs, hdr, row, c, K, xq, xa, xf, t):  # qs [rows, K/8], hdr [rows,
     s = dp4a(_iq4((w1 >> U32(4)) & LO4), x5, s)
     s = dp4a(_iq4((w2 >> U32(4)) & LO4), x6, s)
     s = dp4a(_iq4((w3 >> U32(4)) & LO4), x7, s)
-    hb = row * (K // 128) + sb * 2
-    h0 = hdr[hb]
-    d, _sh = unpack_h2(h0)
-    scales_h = h0 >> U32(16)
-    ls = ((_byte(hdr[hb + 1], j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((scales_h >> U32(2 * j)) & U32(3)) << U32(4))
     a = t * (K // 16) + 2 * c
-    return np.float32(d * np.float32(np.int32(ls) - 32) * xa[a] * np.float32(s))
+    return np.float32(iq4_xs_scale(hdr, row, c, K) * xa[a] * np.float32(s))
 
 
 @device

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cuda_kernels.env import device, hfma2, hmul2, hsub2, pack_h2, prmt, unpack_h2
-from cuda_kernels.qdot import LO4, _iq4, _k_scale_min, _q6, _s8, _byte
+from cuda_kernels.qdot import LO4, _byte, _iq4, _k_scale_min, _q6, _s8, iq4_xs_scale
 
 U32 = np.uint32
 EXP = U32(0x64646464)  # the exponent byte of f16 1024
@@ -73,11 +73,7 @@ def h16_q6_k(qs, hdr, row, c, half, K, out):
 @device
 def h16_iq4_xs(qs, hdr, row, c, half, K, out):
     sb, j = c // 8, c % 8
-    hb = row * (K // 128) + sb * 2
-    h0 = hdr[hb]
-    d, _sh = unpack_h2(h0)
-    ls = ((_byte(hdr[hb + 1], j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((h0 >> U32(16 + 2 * j)) & U32(3)) << U32(4))
-    dl = d * np.float32(np.int32(ls) - 32)
+    dl = iq4_xs_scale(hdr, row, c, K)
     s2 = pack_h2(dl, dl)
     base = row * (K // 8) + sb * 32 + j * 4
     sh = U32(4 * half)  # low nibbles: values 0..15 of the chunk, high nibbles: 16..31
