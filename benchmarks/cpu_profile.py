@@ -25,6 +25,8 @@ METHODS = ("embed", "rms_norm", "rms_norm_heads", "rope_neox", "matmul", "add", 
 
 
 def instrument(ops, stats):
+    """Time the outermost ops-table calls only (matmul of a fused q/k/v part calls matmul again: counted once)."""
+    depth = [0]
     for name in METHODS:
         fn = getattr(ops, name, None)
         if fn is None:
@@ -32,12 +34,16 @@ def instrument(ops, stats):
 
         @functools.wraps(fn)
         def timed(*a, _fn=fn, _name=name, **kw):
+            depth[0] += 1
             t = time.perf_counter()
-            out = _fn(*a, **kw)
-            s = stats[_name]
-            s[0] += 1
-            s[1] += time.perf_counter() - t
-            return out
+            try:
+                return _fn(*a, **kw)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    s = stats[_name]
+                    s[0] += 1
+                    s[1] += time.perf_counter() - t
 
         setattr(ops, name, timed)
 

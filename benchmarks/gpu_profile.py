@@ -1,10 +1,11 @@
-"""Where the numba-cuda engine's GPU time goes: every kernel of a decode step and of a prefill ubatch timed
-with CUDA events, grouped by (ops-table method, kernel), plus the wall time of CUDA-graph decode replays.
+"""Where the numba-cuda engine's GPU time goes: each distinct kernel launch of a decode step timed as a CUDA-graph
+node (a graph of 32 copies, replayed), every kernel of a prefill ubatch timed with CUDA events, and the wall time
+of CUDA-graph decode replays.
 
     python benchmarks/gpu_profile.py -m MODEL.gguf [--ctx 4096 --ub 2048 --n-kv 2048]
 
-Events around each launch serialise nothing (one stream), but add ~1 us per launch to the eager step: the
-per-kernel figures are what the GPU spent; the graph-replay line is what a real decode step costs.
+Graph-node figures are L2-warm (the same launch repeated) and leave out launch overhead; event figures of the
+prefill include the host's launch time, which matters only for kernels shorter than ~50 us.
 """
 from __future__ import annotations
 
@@ -127,72 +128,6 @@ def report(title: str, recs, wall_us: float | None = None) -> None:
         print(f"| {label:58s} | {c} | {us / 1e3:.3f} | {us / c:.1f} | {us / total:.0%} | {n} |")
 
 
-def _time_us(fn, reps: int = 20) -> float:
-    """Median microseconds of fn() on the engine's stream (events), after one warm-up call."""
-    from numba import cuda
-
-    fn()
-    ts = []
-    for _ in range(reps):
-        e0, e1 = cuda.event(), cuda.event()
-        e0.record(_STREAM[0])
-        fn()
-        e1.record(_STREAM[0])
-        e1.synchronize()
-        ts.append(cuda.event_elapsed_time(e0, e1) * 1e3)
-    return float(np.median(ts))
-
-
-_STREAM: list = [None]
-
-
-def gemv_bench(eng) -> None:
-    """Achieved GB/s of the decode GEMVs on this model's real weight shapes, per block shape (warps per block)."""
-    from numba import cuda
-
-    from cuda_kernels.lazy import Groups, LazyDown, Routed
-    from cuda_kernels.memory import Act
-
-    ops, w, cfg = eng.ops, eng.weights, eng.config
-    _STREAM[0] = ops.stream
-    rng = np.random.default_rng(1)
-
-    def act(n):
-        return Act(ops.pool, cuda.to_device(rng.standard_normal(n).astype(np.float32)), 1, n)
-
-    il = cfg.n_layer - 1
-    p = f"blk.{il}."
-    ids = Routed(cuda.to_device(rng.choice(cfg.n_expert, cfg.n_expert_used, replace=False).astype(np.int32)), 1,
-                 cfg.n_expert_used)
-    wts = Routed(cuda.to_device(np.full(cfg.n_expert_used, 0.1, np.float32)), 1, cfg.n_expert_used)
-    print("\n## decode GEMVs: us (GB/s) per warps-per-block")
-    print("| weight | MB read | " + " | ".join(f"nw={nw}" for nw in (1, 2, 4, 8)) + " |")
-    print("|---|---:|---:|---:|---:|---:|")
-    cases = []
-    for name in (p + "attn_q.weight", p + "attn_k.weight", p + "attn_output.weight", "output.weight"):
-        if name in w:
-            x = act(w[name].row_len)
-            cases.append((name, w[name].n_bytes, lambda x=x, m=w[name]: ops.matmul(x, m)))
-    if p + "ffn_gate_exps.weight" in w:
-        g, u, d = w[p + "ffn_gate_exps.weight"], w[p + "ffn_up_exps.weight"], w[p + "ffn_down_exps.weight"]
-        frac = cfg.n_expert_used / cfg.n_expert
-        x = act(g.row_len)
-        h = act(cfg.n_expert_used * u.n_rows)
-        h.rows, h.cols = cfg.n_expert_used, u.n_rows
-        cases.append(("up_gate (fused, 8 experts)", (g.n_bytes + u.n_bytes) * frac,
-                      lambda: ops._up_gate(x, g, u, ids)))
-        cases.append(("down + combine (8 experts)", d.n_bytes * frac,
-                      lambda: ops.combine(LazyDown(h, d, Groups(ids, cfg.n_expert)), wts)))
-    for name, nbytes, fn in cases:
-        cells = []
-        for nw in (1, 2, 4, 8):
-            ops.gemv_nw = nw
-            us = _time_us(fn)
-            cells.append(f"{us:.1f} ({nbytes / us / 1e3:.0f})")
-        print(f"| {name} | {nbytes / 1e6:.1f} | " + " | ".join(cells) + " |")
-    ops.gemv_nw = 4
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", required=True)
@@ -245,7 +180,6 @@ def main() -> None:
     LAUNCHES.clear()
     recs = profiled(eng, lambda: eng.prefill(toks, n_kv))
     report(f"prefill of {args.ub} tokens at N_KV {n_kv} ({args.ub / wall * 1e6:.0f} t/s unprofiled)", recs, wall)
-    gemv_bench(eng)
     eng.close()
 
 

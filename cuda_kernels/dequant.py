@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from cuda_kernels.env import device, unpack_h2
-from cuda_kernels.qdot import IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3, _byte, _k_scale_min, _s8, iq4_xs_scale
+from cuda_kernels.qdot import IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3, _byte, _s8, iq4_xs_scale, q4_k_scale_min
 
 U32 = np.uint32
 
@@ -36,10 +36,7 @@ def deq_q8_0(qs, hdr, row, c, K, out, o):
 @device
 def deq_q4_k(qs, hdr, row, c, K, out, o):
     sb, j = c // 8, c % 8
-    hb = row * (K // 64) + sb * 4
-    d, dmin = unpack_h2(hdr[hb])
-    sc, m = _k_scale_min(hdr, hb, j)
-    scale, off = d * sc, dmin * m
+    scale, off = q4_k_scale_min(hdr, row, c, K)
     base = row * (K // 8) + sb * 32 + (j // 2) * 8
     sh = U32(4 * (j & 1))
     for k in range(8):

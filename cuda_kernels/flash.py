@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, hmul2, hsub2, jit, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
+from cuda_kernels.env import device, hmul2, hsub2, jit, mma_f16, pack_h2, prmt, shfl_xor
 
 BQ, BKV = 128, 64
 THREADS = 32 * (BQ // 16)

@@ -74,6 +74,16 @@ def _k_scale_min(hdr, hb, j):
 
 
 @device
+def q4_k_scale_min(hdr, row, c, K):
+    """(d * scale, dmin * min) of Q4_K chunk c (32 values) of a row: value = first * q - second."""
+    sb, j = c // 8, c % 8
+    hb = row * (K // 64) + sb * 4
+    d, dmin = unpack_h2(hdr[hb])
+    sc, m = _k_scale_min(hdr, hb, j)
+    return d * sc, dmin * m
+
+
+@device
 def dot_q4_k(qs, hdr, row, c, K, xq, xa, xf, t):  # qs [rows, K/8], hdr [rows, 4K/256]
     x0, x1, x2, x3, x4, x5, x6, x7 = _x8(xq, K, t, c)
     sb, j = c // 8, c % 8
@@ -89,11 +99,9 @@ def dot_q4_k(qs, hdr, row, c, K, xq, xa, xf, t):  # qs [rows, K/8], hdr [rows, 4
     s = dp4a((w5 >> sh) & LO4, x5, s)
     s = dp4a((w6 >> sh) & LO4, x6, s)
     s = dp4a((w7 >> sh) & LO4, x7, s)
-    hb = row * (K // 64) + sb * 4
-    d, dmin = unpack_h2(hdr[hb])
-    sc, m = _k_scale_min(hdr, hb, j)
+    scale, off = q4_k_scale_min(hdr, row, c, K)
     a = t * (K // 16) + 2 * c
-    return np.float32(d * sc * xa[a] * np.float32(s) - dmin * m * xa[a + 1])
+    return np.float32(scale * xa[a] * np.float32(s) - off * xa[a + 1])
 
 
 @device

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cuda_kernels.env import device, hfma2, hmul2, hsub2, pack_h2, prmt, unpack_h2
-from cuda_kernels.qdot import LO4, _byte, _iq4, _k_scale_min, _q6, _s8, iq4_xs_scale
+from cuda_kernels.qdot import LO4, _byte, _iq4, _q6, _s8, iq4_xs_scale, q4_k_scale_min
 
 U32 = np.uint32
 EXP = U32(0x64646464)  # the exponent byte of f16 1024
@@ -42,10 +42,8 @@ def h16_q8_0(qs, hdr, row, c, half, K, out):
 @device
 def h16_q4_k(qs, hdr, row, c, half, K, out):
     sb, j = c // 8, c % 8
-    hb = row * (K // 64) + sb * 4
-    d, dmin = unpack_h2(hdr[hb])
-    sc, m = _k_scale_min(hdr, hb, j)
-    s, mn = d * sc, -(dmin * m)
+    s, off = q4_k_scale_min(hdr, row, c, K)
+    mn = -off
     s2, m2 = pack_h2(s, s), pack_h2(mn, mn)
     base = row * (K // 8) + sb * 32 + (j // 2) * 8 + 4 * half
     sh = U32(4 * (j & 1))

@@ -18,6 +18,7 @@ from cuda_sim import REAL_GPU, cuda_module
 from sweepbench import presets
 from sweepbench.engines import create_engine
 from sweepbench.engines.base import EngineOptions
+from sweepbench.errors import UsageError
 from sweepbench.presets import SynthShape
 from sweepbench.synth import write_synthetic_model
 from sweepbench.verify import compare_logits, schedule_logits
@@ -98,3 +99,16 @@ def test_logits_match_the_reference_engine(tmp_path, monkeypatch, arch, dtype, g
         assert info["cuda_graph"], "decode steps after the first must replay a CUDA graph"
         again, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv)
         assert np.array_equal(ours, again), "two runs must give bit-identical logits"
+
+
+def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(tiny_model, monkeypatch):
+    """One UsageError line from check_config, raised before any weight is prepared."""
+    cuda_module()
+    from cuda_kernels import attention as att
+    from sweepbench.engines.numba_cuda import NumbaCudaEngine
+
+    engine = NumbaCudaEngine()
+    monkeypatch.setattr(engine, "prepare_weight", lambda *a: pytest.fail("a weight was prepared"))
+    with pytest.raises(UsageError) as err:
+        engine.load(str(tiny_model()), EngineOptions(n_ctx=att.MAX_PARTS * att.SPLIT + 64))
+    assert "context" in str(err.value) and "\n" not in str(err.value)

@@ -37,6 +37,9 @@ class ForwardEngine:
     def allocate_cache(self, cfg: ModelConfig, options: EngineOptions) -> Any:
         raise NotImplementedError
 
+    def check_config(self, cfg: ModelConfig, options: EngineOptions) -> None:
+        """Refuse (UsageError, one line) a model or context this backend cannot run, before any weight loads."""
+
     def cache_bytes(self) -> int:
         return int(getattr(self.cache, "n_bytes", 0))
 
@@ -61,6 +64,7 @@ class ForwardEngine:
         if options.n_ctx < 1 or options.n_ubatch < 1 or options.n_batch < 1:
             raise UsageError("context, batch and ubatch sizes must be at least 1")
         self.model, cfg = open_model(model_path)
+        self.check_config(cfg, options)
         self.config = cfg.with_options(grouped_routing=options.grouped_routing)
         self.options = options
         self._forward = forward_for(cfg.arch)

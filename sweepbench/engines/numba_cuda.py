@@ -76,6 +76,18 @@ class NumbaCudaEngine(ForwardEngine):
 
         self._fused = self.fuse_qkv(fuse_rows)
 
+    def check_config(self, cfg: ModelConfig, options: EngineOptions) -> None:
+        from cuda_kernels import attention as att
+
+        g = cfg.n_head // cfg.n_head_kv
+        if 32 % g or cfg.head_dim % 32 or g * cfg.head_dim > 16 * 128:
+            raise UsageError(f"--engine numba-cuda: attention with {cfg.n_head} query heads over {cfg.n_head_kv} KV "
+                             f"heads of {cfg.head_dim} dims is not supported on the GPU (use --engine numba-cpu)")
+        max_ctx = att.MAX_PARTS * att.SPLIT
+        if options.n_ctx > max_ctx:
+            raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {max_ctx} cells "
+                             "the GPU flash-decoding combine merges")
+
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         from cuda_kernels.weights import upload_vector, upload_weight
 
