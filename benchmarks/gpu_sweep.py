@@ -165,7 +165,9 @@ def main() -> None:
         f"experts, Q8_0 dense> --engine numba-cuda -c {meta.get('ctx', args.ctx)} -ub <ub> -fa on` per row group "
         f"(JSONL in benchmarks/runs/gpu-*.jsonl). GPU: {host.get('gpu') or 'n/a'}, driver {host.get('cuda_driver')}. "
         f"Device-to-device copy: {copy_gbps:.0f} GB/s. ik = ik_llama.cpp's figures from anchors.md (same H200 class, "
-        "not measured in this run); PP TFLOP/s and TG GB/s as sweepbench counts them (weights + KV read per token).",
+        "not measured in this run; its N_KV 2048 S_PP for qwen3 -ub 512 (6900) and ling -ub 2048 (17500) are the "
+        "approximate '~' figures of anchors.md); PP TFLOP/s and TG GB/s as sweepbench counts them (weights + KV "
+        "read per token).",
         "",
         table(runs, copy_gbps or 1.0),
     ])
