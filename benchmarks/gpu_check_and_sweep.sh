@@ -3,7 +3,7 @@
 # against the reference engine and against ik_llama.cpp (CPU wheel), then the H200 benchmark. Logs and JSONL go
 # to $OUT. Wheels the image lacks (gguf, ik-llama-cpp-python) travel in .whl/ (see benchmarks/NOTES.md).
 #
-#   benchmarks/gpu_check_and_sweep.sh check          # tests + verify vs ik + gpu_profile.py on the small preset
+#   benchmarks/gpu_check_and_sweep.sh check          # tests + verify vs ik + gpu_profile.py + gpu_attention_micro.py
 #   benchmarks/gpu_check_and_sweep.sh sweep [ARGS]   # benchmarks/gpu_sweep.py ARGS (the full-size presets)
 #   benchmarks/gpu_check_and_sweep.sh all            # both
 set -uo pipefail
@@ -38,6 +38,10 @@ if [[ $mode == check || $mode == all ]]; then
   sb synth small --expert-type Q4_K -o $m/small-q4k.gguf >/dev/null
   timeout 200 python3 benchmarks/gpu_profile.py -m $m/small-q4k.gguf --ctx 4096 --ub 2048 --n-kv 2048 2>&1 \
     | tee "$OUT/profile.txt" | grep -v "^$" | head -80
+  # the decode attention of one layer alone, f16 and q8_0 caches (qwen3 and Ling head layouts)
+  for a in "" "--kv q8_0" "--heads 16"; do
+    timeout 100 python3 benchmarks/gpu_attention_micro.py $a 2>&1 | grep -v Warn | tee -a "$OUT/attention_micro.txt"
+  done
 fi
 
 if [[ $mode == sweep || $mode == all ]]; then

@@ -1,15 +1,18 @@
-"""KV-cache stores and flash-decoding attention (split over N_KV, then a combine), f16 and q8_0 caches.
+"""KV-cache stores and flash-decoding attention on the tensor cores (split over N_KV, then a combine), f16 and
+q8_0 caches.
 
 Cache layouts (per layer, flat): f16 -> uint32 words [n_ctx, Hkv*D/2] (f16 pairs); q8_0 -> qs uint32
 [n_ctx, Hkv*D/4] (int8 x4) and d float32 [n_ctx, Hkv*D/32] (the f16-rounded block scale, as ggml stores it).
 
-Decode (``split_kernel``): grid (n_ctx / SPLIT, Hkv, T); block = NW warps, warp w of block s owns cells
-s*SPLIT + w*CPW ..; blocks past the token's last cell return at once, so a grid sized for n_ctx serves every
-position (the position is a device scalar: one CUDA graph for all of them). A warp serves all G = H/Hkv query
-heads of its KV head, so K and V are read once per group: lane l holds dims [l*D/32, (l+1)*D/32) of every head;
-per step of CPS = 32/G cells the (cell, head) partial dots are summed by one reduce-scatter (31 shuffles for 32
-scores), an online softmax per head follows, then P V. The block merges its warps; ``combine_kernel`` merges the
-blocks of each (token, head) and normalises.
+Decode (``split_kernel``): grid (n_ctx / BKV, Hkv, T), block NWD warps. Block s takes cells s*BKV .. s*BKV+63 of
+KV head hk and serves all G = H/Hkv query heads of the group as the rows of one m16 tile (rows G..15 are zero):
+warp w computes S = Q K^T for cells 8w .. 8w+7 with the K rows as mma B operands loaded straight from the cache,
+the row maxima and sums meet in shared memory, P goes there as f16 (the A operand), and warp w computes
+O = P V for its D/NWD dims, V words loaded straight from the cache too. Every chain is short (8 mma). It writes
+(m, l, unnormalised O) per head as part s. Blocks past the token's last cell return at once, so a grid sized
+for n_ctx serves every position (the position is a device scalar: one CUDA graph for all of them).
+``combine_kernel`` merges the parts of each (token, head) and writes the q8_1 copy of the output that the
+output projection reads. Q and P enter the mma as f16, as in the prefill.
 """
 from __future__ import annotations
 
@@ -18,19 +21,36 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.elementwise import quant4
-from cuda_kernels.env import device, group_max, group_sum, jit, pack_h2, reduce_scatter32, shfl_idx, unpack_h2, \
-    warp_gather32, warp_max, warp_sum
+from cuda_kernels.elementwise import block_max, block_sum, quant4
+from cuda_kernels.env import device, hmul2, hsub2, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
+from cuda_kernels.flash import BKV
 
 NEG = np.float32(-np.inf)
-# Warps per block and cells per warp of the split kernel. Each warp walks its cells in steps of 32/G, a chain
-# of ~80 dependent shuffles per step: few cells per warp and many blocks, or the step latency dominates
-# (measured on an H200, N_KV 2048, G = 8: 64 cells per warp took 38 us per layer, 16 took 12.8 us).
-NW, CPW = 8, 8
-SPLIT = NW * CPW  # cells per block
-MAX_PARTS = 4096  # blocks over N_KV the combine can merge (n_ctx <= MAX_PARTS * SPLIT)
+NWD = 8  # warps per split block: warp w computes S for cells 8w .. 8w+7 and O for dims D/8 * w ..
+COMBINE_WARPS = 16  # part groups per combine block (a warp each: 32 dims of one head, every 16th part)
+MAX_PARTS = 4096  # blocks over N_KV the combine can merge (n_ctx <= MAX_PARTS * BKV)
+MAX_GROUP = 16  # query heads per KV head: the rows of one m16 tile
 _CACHE: dict = {}
 U32 = np.uint32
+
+
+def _store4(x, src, dst, dd, cell, j, W, q8, ok):
+    """Values x[src .. src+3] -> word j of a cache row (f16 pairs, or int8 x4 + the block scale); the 8 lanes of
+    a q8_0 block call it together (the scale is a shuffle maximum)."""
+    v0, v1, v2, v3 = x[src], x[src + 1], x[src + 2], x[src + 3]
+    word, d, _s = quant4(v0, v1, v2, v3)
+    if ok:
+        if q8:
+            dst[cell * (W // 4) + j] = word
+            if j % 8 == 0:
+                d16, _z = unpack_h2(pack_h2(d, np.float32(0)))
+                dd[cell * (W // 32) + j // 8] = d16
+        else:
+            dst[cell * (W // 2) + 2 * j] = pack_h2(v0, v1)
+            dst[cell * (W // 2) + 2 * j + 1] = pack_h2(v2, v3)
+
+
+store4 = device(_store4)
 
 
 @jit
@@ -40,192 +60,254 @@ def kv_store(k, v, kq, kd, vq, vd, posv, T, W, k_q8, v_q8):
     n4 = T * (W // 4)
     ok = i < n4
     t, j = i // (W // 4), i % (W // 4)
-    cell = posv[0] + t
     src = 4 * i if ok else 0
-    for which in range(2):
-        x = k if which == 0 else v
-        q8 = k_q8 if which == 0 else v_q8
-        v0, v1, v2, v3 = x[src], x[src + 1], x[src + 2], x[src + 3]
-        word, d, _s = quant4(v0, v1, v2, v3)
-        if ok:
-            if q8:
-                dst = kq if which == 0 else vq
-                dst[cell * (W // 4) + j] = word
-                if j % 8 == 0:
-                    dd = kd if which == 0 else vd
-                    d16, _z = unpack_h2(pack_h2(d, np.float32(0)))
-                    dd[cell * (W // 32) + j // 8] = d16
-            else:
-                dst = kq if which == 0 else vq
-                dst[cell * (W // 2) + 2 * j] = pack_h2(v0, v1)
-                dst[cell * (W // 2) + 2 * j + 1] = pack_h2(v2, v3)
+    store4(k, src, kq, kd, posv[0] + t, j, W, k_q8, ok)
+    store4(v, src, vq, vd, posv[0] + t, j, W, v_q8, ok)
+
+
+EXP, H1152 = U32(0x64646464), U32(0x64806480)  # f16 exponent byte of 1024; the f16 pair (1152, 1152)
 
 
 @device
-def _s8(w, b):
-    v = np.int32((w >> U32(8 * b)) & U32(0xFF))
-    return np.float32(v - 256 if v > 127 else v)
+def _q8_pair(word, byte, d):
+    """Signed bytes byte, byte+1 (0 or 2) of a q8_0 word times d -> an f16 pair (u + 1024 under an exponent byte,
+    minus 1152: no int-to-float conversion)."""
+    sel = U32(0x4140) if byte == 0 else U32(0x4342)
+    return hmul2(hsub2(prmt(word ^ U32(0x80808080), EXP, sel), H1152), pack_h2(d, d))
 
 
-def split_kernel(D: int, G: int, k_q8: bool, v_q8: bool, nw: int = NW, cpw: int = CPW):
-    """(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0) -> per block the merged
-    (m, l, unnormalised O) of its cells for each of its G heads, for query rows t0 + blockIdx.z:
-    part_ml [Tz, H, n_parts, 2], part_o [Tz, H, n_parts, D] (Tz = gridDim.z)."""
-    key = ("split", D, G, k_q8, v_q8, nw, cpw)
+def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
+    """(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0) -> per block the (m, l,
+    unnormalised O) of its BKV cells for each of the G heads of its KV head, for query row t0 + blockIdx.z:
+    part_ml [Tz, H, n_parts, 2], part_o [Tz, H, n_parts, D] (Tz = gridDim.z). Block 32 * nwd threads.
+
+    The mma operands come straight from the cache, no staging: the head dim is summed in a permuted order
+    (lane quad tq owns dims tq*D/4 .. (tq+1)*D/4 - 1: 16-byte loads of one cell row, Q packed to match), and
+    the O columns are permuted (lane g owns the dim pair 2g, 2g+1 of each 16-dim slice: one word per cell,
+    two cells' words make a B register with one byte permute)."""
+    key = ("split", D, k_q8, v_q8, nwd)
     if key in _CACHE:
         return _CACHE[key]
-    DPL, CPS, SPL = D // 32, 32 // G, nw * cpw
-    GD, SH_O, SH_ML = G * (D // 32), (nw, G, D), (nw, G, 2)  # array shapes: compile-time constants
+    NKS = D // 16  # k16 steps over the head dim
+    NQ, NDW = 8 // nwd, D // 8 // nwd  # per warp: n8 tiles of S (cells), n8 tiles of O (dims)
+    if NDW % 2:
+        raise ValueError(f"split_kernel: {nwd} warps leave an odd number of O tiles per warp (D = {D})")
+    DPL = D // 4  # K dims per lane of a quad
+    KW, QW = DPL // 2, DPL // 4  # f16-pair words per lane; q8_0 words per lane
+    VW, DS = NDW // 2, D // nwd  # V words per cell and lane; dims per warp
+    PP = BKV // 2 + 4  # padded row (words) of the f16 P tile [16 rows][BKV cells]
+    SP, QA, OA, SC, SV = 16 * PP, 4 * NKS, 4 * NDW, 4 * NQ, 4 * VW
+    SROW = (nwd, 16)  # per warp, per row of the tile
+    VEC = (KW % 4 == 0) if not k_q8 else (QW % 4 == 0)  # 16-byte loads
 
     @device
-    def load(xq, xd, q8, cell, col, W, vals, valid):
-        """dims col .. col+DPL of a cache row (W values) into vals; zeros for an invalid cell."""
-        for i in range(DPL):
-            vals[i] = np.float32(0)
-        if valid:
-            if q8:
-                sc = xd[cell * (W // 32) + col // 32]
-                for i in range(DPL):
-                    vals[i] = sc * _s8(xq[cell * (W // 4) + (col + i) // 4], (col + i) % 4)
-            elif DPL == 1:  # head_dim 32: half a word per lane
-                lo, hi = unpack_h2(xq[cell * (W // 2) + col // 2])
-                vals[0] = hi if col & 1 else lo
-            else:
-                for i in range(0, DPL, 2):
-                    lo, hi = unpack_h2(xq[cell * (W // 2) + (col + i) // 2])
-                    vals[i], vals[i + 1] = lo, hi
+    def load_k(kq, kd, cell, col0, W, valid, kw):
+        """The lane's DPL dims of a K row (from col0) as f16 pairs into kw; zeros for an invalid cell."""
+        if not valid:
+            for i in range(KW):
+                kw[i] = U32(0)
+        elif k_q8:
+            d = kd[cell * (W // 32) + col0 // 32]
+            base = cell * (W // 4) + col0 // 4
+            for i in range(0, QW, 4 if VEC else 1):
+                if VEC:
+                    w0, w1, w2, w3 = ldg4(kq, base + i)
+                else:
+                    w0, w1, w2, w3 = kq[base + i], U32(0), U32(0), U32(0)
+                for u in range(4 if VEC else 1):
+                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
+                    kw[2 * (i + u)] = _q8_pair(wd, 0, d)
+                    kw[2 * (i + u) + 1] = _q8_pair(wd, 2, d)
+        else:
+            base = cell * (W // 2) + col0 // 2
+            for i in range(0, KW, 4 if VEC else 1):
+                if VEC:
+                    kw[i], kw[i + 1], kw[i + 2], kw[i + 3] = ldg4(kq, base + i)
+                else:
+                    kw[i] = kq[base + i]
+
+    @device
+    def load_v(vq, vd, cell, col, W, valid):
+        """Dims col, col+1 of a V row as one f16 pair (0 for an invalid cell)."""
+        if not valid:
+            return U32(0)
+        if v_q8:
+            return _q8_pair(vq[cell * (W // 4) + col // 4], col % 4, vd[cell * (W // 32) + col // 32])
+        return vq[cell * (W // 2) + col // 2]
 
     def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0):
         s, hk, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
         t = t0 + z
-        w, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x & 31
         n_kv = posv[0] + t + 1
-        if s * SPL >= n_kv:
+        c0 = s * BKV
+        if c0 >= n_kv:
             return
-        W = Hkv * D
-        col = hk * D + lane * DPL
-        qv = cuda.local.array(GD, np.float32)
-        acc = cuda.local.array(GD, np.float32)
-        for g in range(G):
-            for i in range(DPL):
-                qv[g * DPL + i] = q[(t * H + hk * G + g) * D + lane * DPL + i] * scale
-                acc[g * DPL + i] = np.float32(0)
-        part = cuda.local.array(32, np.float32)
-        pv = cuda.local.array(32, np.float32)
-        kv = cuda.local.array(DPL, np.float32)
-        m_own, l_own = NEG, np.float32(0)  # running max and sum of head lane % G
-        c0 = s * SPL + w * cpw
-        for step in range(cpw // CPS):
-            base = c0 + step * CPS
-            for cc in range(CPS):
-                load(kq, kd, k_q8, base + cc, col, W, kv, base + cc < n_kv)
-                for g in range(G):
-                    d = np.float32(0)
-                    for i in range(DPL):
-                        d += qv[g * DPL + i] * kv[i]
-                    part[cc * G + g] = d
-            sc = reduce_scatter32(part)  # score of (cell base + lane // G, head lane % G)
-            if base + lane // G >= n_kv:
-                sc = NEG
-            m_new = max(m_own, group_max(sc, G))
-            alpha = math.exp(m_own - m_new) if m_new != NEG else np.float32(1)
-            p = math.exp(sc - m_new) if sc != NEG else np.float32(0)
-            l_own = l_own * alpha + group_sum(p, G)
-            m_own = m_new
-            warp_gather32(p, pv)
-            for g in range(G):
-                a = shfl_idx(alpha, g)
-                for i in range(DPL):
-                    acc[g * DPL + i] *= a
-            for cc in range(CPS):
-                load(vq, vd, v_q8, base + cc, col, W, kv, base + cc < n_kv)
-                for g in range(G):
-                    for i in range(DPL):
-                        acc[g * DPL + i] += pv[cc * G + g] * kv[i]
-        # merge the NW warps of the block
-        sh_o = cuda.shared.array(SH_O, np.float32)
-        sh_ml = cuda.shared.array(SH_ML, np.float32)
-        for g in range(G):
-            for i in range(DPL):
-                sh_o[w, g, lane * DPL + i] = acc[g * DPL + i]
-        if lane < G:
-            sh_ml[w, lane, 0] = m_own
-            sh_ml[w, lane, 1] = l_own
+        tid = cuda.threadIdx.x
+        lane, w = tid & 31, tid // 32
+        g, tq = lane >> 2, lane & 3
+        G, W = H // Hkv, Hkv * D
+        qa = cuda.local.array(QA, np.uint32)
+        for kk in range(NKS):  # rows g and g + 8 of the tile: heads hk*G + row (zeros past G), permuted dims
+            for rr in range(2):
+                row = g + 8 * rr
+                lo, hi = U32(0), U32(0)
+                if row < G:
+                    b = (t * H + hk * G + row) * D + tq * DPL + 4 * kk
+                    lo, hi = pack_h2(q[b] * scale, q[b + 1] * scale), pack_h2(q[b + 2] * scale, q[b + 3] * scale)
+                qa[kk * 4 + rr], qa[kk * 4 + 2 + rr] = lo, hi
+        sp = cuda.shared.array(SP, np.uint32)  # P as f16 pairs, the A operand of P V
+        smax = cuda.shared.array(SROW, np.float32)
+        ssum = cuda.shared.array(SROW, np.float32)
+        kw = cuda.local.array(KW, np.uint32)
+        sc = cuda.local.array(SC, np.float32)
+        m0, m1 = NEG, NEG
+        for j in range(NQ):  # S = Q K^T on this warp's cells
+            nt = w + j * nwd
+            cell = c0 + nt * 8 + g
+            load_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kw)
+            z0 = np.float32(0)
+            d0, d1, d2, d3 = z0, z0, z0, z0
+            for kk in range(NKS):
+                d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3], kw[2 * kk],
+                                         kw[2 * kk + 1], d0, d1, d2, d3)
+            sc[j * 4], sc[j * 4 + 1], sc[j * 4 + 2], sc[j * 4 + 3] = d0, d1, d2, d3
+            for e in range(4):
+                if c0 + nt * 8 + 2 * tq + (e & 1) >= n_kv:
+                    sc[j * 4 + e] = NEG
+            m0 = max(m0, max(sc[j * 4], sc[j * 4 + 1]))
+            m1 = max(m1, max(sc[j * 4 + 2], sc[j * 4 + 3]))
+        m0 = max(m0, shfl_xor(m0, 1))  # the 4 lanes of a row quad
+        m0 = max(m0, shfl_xor(m0, 2))
+        m1 = max(m1, shfl_xor(m1, 1))
+        m1 = max(m1, shfl_xor(m1, 2))
+        if tq == 0:
+            smax[w, g], smax[w, g + 8] = m0, m1
         cuda.syncthreads()
-        for idx in range(cuda.threadIdx.x, G * D, nw * 32):
-            g, d = idx // D, idx % D
-            mx = NEG
-            for ww in range(nw):
-                mx = max(mx, sh_ml[ww, g, 0])
-            o, ll = np.float32(0), np.float32(0)
-            for ww in range(nw):
-                f = math.exp(sh_ml[ww, g, 0] - mx) if sh_ml[ww, g, 0] != NEG else np.float32(0)
-                o += f * sh_o[ww, g, d]
-                ll += f * sh_ml[ww, g, 1]
-            h = hk * G + g
-            part_o[((z * H + h) * n_parts + s) * D + d] = o
-            if d == 0:
-                part_ml[((z * H + h) * n_parts + s) * 2] = mx
-                part_ml[((z * H + h) * n_parts + s) * 2 + 1] = ll
+        for k in range(nwd):  # the block's row maxima (cell c0 is valid: finite)
+            m0, m1 = max(m0, smax[k, g]), max(m1, smax[k, g + 8])
+        l0, l1 = np.float32(0), np.float32(0)
+        for j in range(NQ):
+            nt = w + j * nwd
+            for e in range(4):
+                p = math.exp(sc[j * 4 + e] - (m0 if e < 2 else m1)) if sc[j * 4 + e] != NEG else np.float32(0)
+                sc[j * 4 + e] = p
+                if e < 2:
+                    l0 += p
+                else:
+                    l1 += p
+            sp[g * PP + nt * 4 + tq] = pack_h2(sc[j * 4], sc[j * 4 + 1])
+            sp[(g + 8) * PP + nt * 4 + tq] = pack_h2(sc[j * 4 + 2], sc[j * 4 + 3])
+        l0 += shfl_xor(l0, 1)
+        l0 += shfl_xor(l0, 2)
+        l1 += shfl_xor(l1, 1)
+        l1 += shfl_xor(l1, 2)
+        if tq == 0:
+            ssum[w, g], ssum[w, g + 8] = l0, l1
+        o = cuda.local.array(OA, np.float32)
+        for i in range(OA):
+            o[i] = np.float32(0)
+        vw = cuda.local.array(SV, np.uint32)
+        col0 = hk * D + w * DS + 2 * g  # this lane's dim pair in each 16-dim slice of the warp's dims
+        cuda.syncthreads()
+        for j in range(BKV // 16):  # O += P V over this warp's dims, k16 steps over the cells
+            p0, p1 = sp[g * PP + j * 8 + tq], sp[(g + 8) * PP + j * 8 + tq]
+            p2, p3 = sp[g * PP + j * 8 + tq + 4], sp[(g + 8) * PP + j * 8 + tq + 4]
+            for ci in range(4):  # the B rows of this lane: cells 2tq, 2tq+1, 2tq+8, 2tq+9 of the step
+                cell = c0 + j * 16 + 2 * tq + (ci & 1) + 8 * (ci >> 1)
+                for wp in range(VW):
+                    vw[ci * VW + wp] = load_v(vq, vd, cell, col0 + 16 * wp, W, cell < n_kv)
+            for dl in range(NDW):
+                wp = dl // 2
+                sel = U32(0x7632) if dl % 2 else U32(0x5410)  # the pair's second dim, or its first
+                d0, d1, d2, d3 = mma_f16(p0, p1, p2, p3, prmt(vw[wp], vw[VW + wp], sel),
+                                         prmt(vw[2 * VW + wp], vw[3 * VW + wp], sel), o[dl * 4], o[dl * 4 + 1],
+                                         o[dl * 4 + 2], o[dl * 4 + 3])
+                o[dl * 4], o[dl * 4 + 1], o[dl * 4 + 2], o[dl * 4 + 3] = d0, d1, d2, d3
+        for rr in range(2):
+            row = g + 8 * rr
+            if row < G:
+                b = ((z * H + hk * G + row) * n_parts + s)
+                for dl in range(NDW):  # O column n of tile dl is dim w*DS + 16*(dl // 2) + 2n + dl % 2
+                    d = w * DS + 16 * (dl // 2) + 4 * tq + dl % 2
+                    part_o[b * D + d] = o[dl * 4 + 2 * rr]
+                    part_o[b * D + d + 2] = o[dl * 4 + 2 * rr + 1]
+                if w == 0 and tq == 0:
+                    ll = np.float32(0)
+                    for k in range(nwd):  # in warp order
+                        ll += ssum[k, row]
+                    part_ml[b * 2] = m0 if rr == 0 else m1
+                    part_ml[b * 2 + 1] = ll
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]
 
 
-def combine_kernel(D: int, split: int = SPLIT):
-    """(part_o, part_ml, posv, out, H, n_parts, t0): grid (H, Tz), block D; out float32 [T, H*D], rows t0 + z.
+def combine_kernel(D: int, split: int = BKV, nw: int = COMBINE_WARPS):
+    """(part_o, part_ml, posv, out, xq, xa, H, n_parts, t0, q8): grid (H, D / 32, Tz), block 32 * nw;
+    out float32 [T, H*D] rows t0 + z, and with q8 its q8_1 copy xq uint32 [T, H*D/4], xa float32 [T, H*D/32, 2].
 
-    The block's threads share the parts: the maximum and the weights exp(m_s - max) go through shared memory,
-    then thread d sums f_s * O_s[d] over the parts with eight independent accumulators (loads in flight
-    together). Fixed orders throughout: the result does not depend on scheduling."""
-    key = ("combine", D, split)
+    Block (head, 32 dims): the parts' maximum and weights exp(m_s - max) go to shared memory, warp r sums
+    f_s * O_s over the parts s = r, r + nw, .. with eight loads in flight, then warp 0 adds the nw partial sums in
+    order, normalises and quantizes its 32 values (one q8_1 block). Fixed orders throughout: the result does not
+    depend on scheduling."""
+    key = ("combine", D, split, nw)
     if key in _CACHE:
         return _CACHE[key]
-    NWD = D // 32
+    NT = 32 * nw
 
-    def kernel(part_o, part_ml, posv, out, H, n_parts, t0):
-        h, z, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
-        lane, w = tid & 31, tid // 32
+    def kernel(part_o, part_ml, posv, out, xq, xa, H, n_parts, t0, q8):
+        h, cb, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
+        tid = cuda.threadIdx.x
+        lane, r = tid & 31, tid // 32
         f = cuda.shared.array(MAX_PARTS, np.float32)
-        red = cuda.shared.array(NWD, np.float32)
+        fl = cuda.shared.array(MAX_PARTS, np.float32)
+        red = cuda.shared.array((nw, 32), np.float32)
         t = t0 + z
         used = min((posv[0] + t + split) // split, n_parts)
         base = (z * H + h) * n_parts
         mx = NEG
-        for s in range(tid, used, D):
-            mx = max(mx, part_ml[(base + s) * 2])
-        mx = warp_max(mx)
-        if lane == 0:
-            red[w] = mx
-        cuda.syncthreads()
-        mx = NEG
-        for i in range(NWD):
-            mx = max(mx, red[i])
-        cuda.syncthreads()
+        for s in range(tid, used, NT):  # (m, l) of the parts read once, kept by the thread that reads them
+            m = part_ml[(base + s) * 2]
+            f[s], fl[s] = m, part_ml[(base + s) * 2 + 1]
+            mx = max(mx, m)
+        mx = block_max(mx)
         ll = np.float32(0)
-        for s in range(tid, used, D):
-            fs = math.exp(part_ml[(base + s) * 2] - mx)
+        for s in range(tid, used, NT):
+            fs = math.exp(f[s] - mx)
             f[s] = fs
-            ll += fs * part_ml[(base + s) * 2 + 1]
-        ll = warp_sum(ll)
-        if lane == 0:
-            red[w] = ll
-        cuda.syncthreads()
-        ll = np.float32(0)
-        for i in range(NWD):
-            ll += red[i]
+            ll += fs * fl[s]
+        ll = block_sum(ll)  # its barrier also publishes f
+        d = cb * 32 + lane
         o = cuda.local.array(8, np.float32)
         for i in range(8):
             o[i] = np.float32(0)
-        s = 0
-        while s + 8 <= used:  # eight loads in flight per iteration
+        s = r
+        while s + 7 * nw < used:  # eight loads in flight per iteration
             for i in range(8):
-                o[i] += f[s + i] * part_o[(base + s + i) * D + tid]
-            s += 8
+                o[i] += f[s + i * nw] * part_o[(base + s + i * nw) * D + d]
+            s += 8 * nw
         while s < used:
-            o[0] += f[s] * part_o[(base + s) * D + tid]
-            s += 1
-        out[(t * H + h) * D + tid] = (((o[0] + o[1]) + (o[2] + o[3])) + ((o[4] + o[5]) + (o[6] + o[7]))) / ll
+            o[0] += f[s] * part_o[(base + s) * D + d]
+            s += nw
+        red[r, lane] = ((o[0] + o[1]) + (o[2] + o[3])) + ((o[4] + o[5]) + (o[6] + o[7]))
+        cuda.syncthreads()
+        row = (t * H + h) * D + cb * 32
+        if r == 0:
+            tot = np.float32(0)
+            for k in range(nw):
+                tot += red[k, lane]
+            val = tot / ll
+            out[row + lane] = val
+            red[0, lane] = val
+        cuda.syncthreads()
+        if q8:  # lanes 0..7 of warp 0 quantize four values each (every thread calls quant4: it shuffles)
+            e = 4 * (lane & 7)
+            word, dq, sq = quant4(red[0, e], red[0, e + 1], red[0, e + 2], red[0, e + 3])
+            if r == 0 and lane < 8:
+                xq[row // 4 + lane] = word
+                if lane == 0:
+                    xa[row // 16] = dq
+                    xa[row // 16 + 1] = sq
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]

@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels.dequant import DEQUANT
-from cuda_kernels.env import device, jit, shfl_xor, warp_sum
+from cuda_kernels.env import device, jit, shfl_xor, warp_max, warp_sum
 
 U32 = np.uint32
 
@@ -61,18 +61,29 @@ def quantize_q8_1(x, xq, xa, n4):
 
 
 @device
-def block_sum(v):
-    """Sum of v over the block (fixed order: warp butterflies, then warp totals in warp order)."""
+def _block_reduce(v, take_max):
+    """Sum (or maximum) of v over the block, in a fixed order: warp butterflies, then the warp totals in warp
+    order. Starts with a barrier, so a caller may reuse what the previous reduction's threads still read."""
     sh = cuda.shared.array(32, np.float32)
-    w = warp_sum(v)
+    w = warp_max(v) if take_max else warp_sum(v)
     cuda.syncthreads()
     if cuda.threadIdx.x % 32 == 0:
         sh[cuda.threadIdx.x // 32] = w
     cuda.syncthreads()
-    tot = np.float32(0)
-    for k in range((cuda.blockDim.x + 31) // 32):
-        tot += sh[k]
+    tot = sh[0]
+    for k in range(1, (cuda.blockDim.x + 31) // 32):
+        tot = max(tot, sh[k]) if take_max else tot + sh[k]
     return tot
+
+
+@device
+def block_sum(v):
+    return _block_reduce(v, False)
+
+
+@device
+def block_max(v):
+    return _block_reduce(v, True)
 
 
 @jit
@@ -93,11 +104,12 @@ def rms_norm(x, y, res, w, out, xq, xa, E, eps, add, q8):
             res[b], res[b + 1], res[b + 2], res[b + 3] = v0, v1, v2, v3
     if not ok:
         v0 = v1 = v2 = v3 = np.float32(0)
+    wi = 4 * i if ok else 0
+    w0, w1, w2, w3 = w[wi], w[wi + 1], w[wi + 2], w[wi + 3]  # loaded before the barriers, not after
     tot = block_sum(v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3)
     scale = np.float32(1) / math.sqrt(tot / np.float32(E) + eps)
-    wi = 4 * i if ok else 0
-    o0, o1 = (v0 * scale) * w[wi], (v1 * scale) * w[wi + 1]
-    o2, o3 = (v2 * scale) * w[wi + 2], (v3 * scale) * w[wi + 3]
+    o0, o1 = (v0 * scale) * w0, (v1 * scale) * w1
+    o2, o3 = (v2 * scale) * w2, (v3 * scale) * w3
     word, d, s = quant4(o0, o1, o2, o3)
     if ok:
         out[b], out[b + 1], out[b + 2], out[b + 3] = o0, o1, o2, o3

@@ -197,48 +197,6 @@ if not SIM:
         below = bal & ((np.uint32(1) << np.uint32(cuda.threadIdx.x & 31)) - np.uint32(1))
         return cuda.popc(below), cuda.popc(bal)
 
-    @device
-    def _rs_stage(vals, m, lane):
-        up = (lane & m) != 0
-        for i in range(m):
-            send = vals[i] if up else vals[i + m]
-            keep = vals[i + m] if up else vals[i]
-            vals[i] = keep + cuda.shfl_xor_sync(FULL, send, m)
-
-    @device
-    def reduce_scatter32(vals):
-        """vals float32[32] per lane -> the warp-wide sum of vals[lane] (31 shuffles for all 32 sums)."""
-        lane = cuda.threadIdx.x & 31
-        _rs_stage(vals, 16, lane)
-        _rs_stage(vals, 8, lane)
-        _rs_stage(vals, 4, lane)
-        _rs_stage(vals, 2, lane)
-        _rs_stage(vals, 1, lane)
-        return vals[0]
-
-    @device
-    def warp_gather32(v, out):
-        """out[k] = v of lane k, for every lane."""
-        for k in range(32):
-            out[k] = cuda.shfl_sync(FULL, v, k)
-
-    @device
-    def group_max(v, g):
-        """max of v over the lanes with the same lane % g (g a power of two)."""
-        m = 16
-        while m >= g:
-            v = max(v, cuda.shfl_xor_sync(FULL, v, m))
-            m >>= 1
-        return v
-
-    @device
-    def group_sum(v, g):
-        m = 16
-        while m >= g:
-            v += cuda.shfl_xor_sync(FULL, v, m)
-            m >>= 1
-        return v
-
 
 # ------------------------------------------------------------------------------------------ simulator versions
 else:
@@ -361,39 +319,6 @@ else:
 
     shfl_xor, shfl_idx, warp_sum, warp_max = (device(f) for f in (_shfl_xor, _shfl_idx, _warp_sum, _warp_max))
     warp_argmax, warp_prefix_count = device(_warp_argmax), device(_warp_prefix_count)
-
-    def _reduce_scatter32(vals):
-        buf = cuda.shared.array((2, MAX_THREADS, 32), np.float32)
-        p, t = _parity("rs"), _tid()
-        for k in range(32):
-            buf[p, t, k] = vals[k]
-        cuda.syncthreads()
-        base, lane = t & ~31, _lane_id()
-        v = [buf[p, base + k, lane] for k in range(32)]
-        # the GPU's order: stage m adds the partner half, lanes of one 2m-group summed pairwise
-        for m in (16, 8, 4, 2, 1):
-            v = [np.float32(v[k] + v[k ^ m]) for k in range(32)]
-        return v[lane]
-
-    def _warp_gather32(v, out):
-        vals = _warp_vals(v)
-        for k in range(32):
-            out[k] = vals[k]
-
-    def _group_max(v, g):
-        vals, lane = _warp_vals(v), _lane_id()
-        return _typed(v, max(vals[k] for k in range(32) if k % g == lane % g))
-
-    def _group_sum(v, g):
-        vals, lane = [np.float32(x) for x in _warp_vals(v)], _lane_id()
-        m = 16
-        while m >= g:
-            vals = [np.float32(vals[k] + vals[k ^ m]) for k in range(32)]
-            m >>= 1
-        return _typed(v, vals[lane])
-
-    reduce_scatter32, warp_gather32 = device(_reduce_scatter32), device(_warp_gather32)
-    group_max, group_sum = device(_group_max), device(_group_sum)
 
     def _mma_f16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
         """The warp's fragments gathered through shared memory, then the tile product in float64."""

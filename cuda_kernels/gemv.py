@@ -157,14 +157,15 @@ def up_gate(kind: str, nw: int = GEMV_WARPS):
 
 
 def down_combine(kind: str, nw: int = GEMV_WARPS):
-    """(qs, hdr, hq, ha, hf, ids, w, y, E, F, k): grid (ceil(E / nw), T), block 32 * nw. A warp per output value
-    runs over all k * F/32 (slot, chunk) pairs of its row, two per lane and iteration, each dot scaled by its
-    slot's weight: one warp reduction at the end, no chain over the slots, a fixed order (deterministic)."""
+    """(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add): grid (ceil(E / nw), T), block 32 * nw. A warp per output
+    value runs over all k * F/32 (slot, chunk) pairs of its row, two per lane and iteration, each dot scaled by its
+    slot's weight: one warp reduction at the end, no chain over the slots, a fixed order (deterministic). With
+    add, y = that sum + z (float32 [T, E]: the shared expert's output)."""
 
     def make():
         dot = DOTS[kind]
 
-        def kernel(qs, hdr, hq, ha, hf, ids, w, y, E, F, k):
+        def kernel(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add):
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             t, lane = cuda.blockIdx.y, cuda.threadIdx.x & 31
             nc = F // 32
@@ -183,7 +184,7 @@ def down_combine(kind: str, nw: int = GEMV_WARPS):
                     c += 64
             acc = warp_sum(acc)
             if lane == 0 and n < E:
-                y[t * E + n] = acc
+                y[t * E + n] = acc + z[t * E + n] if add else acc
 
         return kernel
 

@@ -1,9 +1,12 @@
 """Deferred results that let the ops table fuse neighbouring ops without changing the models' forward().
 
-The forward is written op by op (``sweepbench.models.ops``). Three pairs run as one kernel here:
+The forward is written op by op (``sweepbench.models.ops``). These run as one kernel here:
     add -> rms_norm                 the residual sum and the next norm (and its q8_1 output) in one pass
     rms_norm_heads -> rope_neox     the q/k norm and the rotation, one block per (token, head)
+    rope_neox (q, k) -> kv_store -> attention
+                                    q and k normed and rotated and k, v stored in the cache by one kernel
     expert_down -> combine          the down projection and the weighted sum over slots (token generation)
+    combine -> add                  ... plus the shared expert's output
 An op receiving a deferred value it cannot fuse with materializes it first (``CudaOps.act``), so any other
 sequence of ops still computes the same thing.
 """
@@ -37,6 +40,25 @@ class LazyNormHeads:
 
 
 @dataclass
+class LazyRope:
+    """rope_neox of x (after the per-head norm when do_norm), not yet computed."""
+
+    x: Any
+    w: Any
+    eps: float
+    head_dim: int
+    n_rot: int
+    base: float
+    freq_scale: float
+    do_norm: bool
+    value: Any = None
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+
+@dataclass
 class LazyDown:
     h: Any  # [R, F]
     w: Any  # DeviceWeight stack
@@ -45,6 +67,19 @@ class LazyDown:
     @property
     def shape(self):
         return self.h.rows, self.w.n_rows
+
+
+@dataclass
+class LazyCombine:
+    """combine of a LazyDown with the slot weights, not yet computed (an add may still join it)."""
+
+    y: LazyDown
+    weights: Any
+    value: Any = None
+
+    @property
+    def shape(self):
+        return self.weights.n_tokens, self.y.w.n_rows
 
 
 @dataclass

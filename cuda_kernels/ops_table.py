@@ -16,14 +16,20 @@ from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
 from cuda_kernels import flash, gemm, gemv, routing
 from cuda_kernels.env import SIM
-from cuda_kernels.lazy import Groups, LazyAdd, LazyDown, LazyNormHeads, Routed
+from cuda_kernels.lazy import Groups, LazyAdd, LazyCombine, LazyDown, LazyNormHeads, LazyRope, Routed
 from cuda_kernels.memory import Act, Pool
 from cuda_kernels.qdot import QUANTIZED
-from cuda_kernels.rope import norm_rope
+from cuda_kernels.rope import norm_rope, qk_rope_store
 from cuda_kernels.weights import FusedPart
 
 GEMV_MAX_T = 8  # activation rows up to which the GEMV kernels run; larger batches take the tensor-core GEMMs
 TQ = 64  # query rows per flash-decoding launch in prefill (bounds the partials' scratch)
+
+
+def _same_rotation(q: LazyRope, k: LazyRope) -> bool:
+    """q and k rotated alike (one fused launch serves both)."""
+    return (q.x.rows == k.x.rows and (q.head_dim, q.n_rot, q.base, q.freq_scale, q.do_norm)
+            == (k.head_dim, k.n_rot, k.base, k.freq_scale, k.do_norm))
 
 
 def _blocks(n: int, per: int) -> int:
@@ -45,10 +51,11 @@ class CudaOps:
         self._fused_in: tuple = (None, None, None)  # (input, fused weight, product) of the last fused product
         self.gemv_max_t = GEMV_MAX_T
         self.i32 = cuda.device_array(4, np.int32)
-        self.att_nw, self.att_cpw = att.NW, att.CPW  # flash-decoding block shape (tests shrink it)
+        self.att_nw, self.att_combine_nw = att.NWD, att.COMBINE_WARPS  # flash-decoding block shapes
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
+        self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         if SIM:  # the simulator runs a thread per CUDA thread and polls them all at each barrier: keep blocks small
-            self.att_nw, self.att_cpw, self.gemv_nw = 1, 32, 1
+            self.att_nw, self.att_combine_nw, self.gemv_nw = 1, 2, 1
 
     # ---- plumbing ----------------------------------------------------------------------------------------
     def begin(self, tokens, pos0: int) -> None:
@@ -78,8 +85,16 @@ class CudaOps:
             return x.value
         if isinstance(x, LazyNormHeads):
             return self._norm_rope(x.x, x.w, x.eps, x.head_dim, 0, 1.0, 1.0, True)
+        if isinstance(x, LazyRope):
+            if x.value is None:
+                x.value = self._norm_rope(x.x, x.w, x.eps, x.head_dim, x.n_rot, x.base, x.freq_scale, x.do_norm)
+            return x.value
         if isinstance(x, LazyDown):
             return self._expert_rows(x.h, x.w, x.groups, 1)
+        if isinstance(x, LazyCombine):
+            if x.value is None:
+                x.value = self._down_combine(x, None)
+            return x.value
         return x
 
     def q8(self, x: Act):
@@ -126,10 +141,10 @@ class CudaOps:
     def rms_norm_heads(self, x, w, eps: float, head_dim: int):
         return LazyNormHeads(self.act(x), w, eps, head_dim)
 
-    def rope_neox(self, x, pos0: int, head_dim: int, n_rot: int, base: float, freq_scale: float) -> Act:
+    def rope_neox(self, x, pos0: int, head_dim: int, n_rot: int, base: float, freq_scale: float) -> LazyRope:
         if isinstance(x, LazyNormHeads):
-            return self._norm_rope(x.x, x.w, x.eps, head_dim, n_rot, base, freq_scale, True)
-        return self._norm_rope(self.act(x), self.f32, 0.0, head_dim, n_rot, base, freq_scale, False)
+            return LazyRope(x.x, x.w, x.eps, head_dim, n_rot, base, freq_scale, True)
+        return LazyRope(self.act(x), self.f32, 0.0, head_dim, n_rot, base, freq_scale, False)
 
     def _norm_rope(self, x: Act, w, eps, d, n_rot, base, freq_scale, do_norm) -> Act:
         out = self.new(x.rows, x.cols)
@@ -166,6 +181,9 @@ class CudaOps:
         return y
 
     def add(self, x, y):
+        if isinstance(x, LazyCombine) and x.value is None and not isinstance(y, (LazyCombine, LazyDown)):
+            x.value = self._down_combine(x, self.act(y))  # routed experts + shared expert: one kernel
+            return x.value
         return LazyAdd(x, y)
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down) -> Act:
@@ -218,6 +236,7 @@ class CudaOps:
         return parts
 
     def to_host(self, x) -> np.ndarray:
+        self._flush_kv()
         x = self.act(x)
         host = x.f.copy_to_host(stream=self.stream)
         self.stream.synchronize()
@@ -225,40 +244,75 @@ class CudaOps:
 
     # ---- attention ---------------------------------------------------------------------------------------
     def kv_store(self, cache, il: int, k, v, pos0: int) -> None:
-        k, v = self.act(k), self.act(v)
+        self._flush_kv()
+        if isinstance(k, LazyRope) and k.value is None:  # done with q's rotation by the attention that follows
+            self._pending_kv = (cache, il, k, self.act(v))
+            return
+        self._store(cache, il, self.act(k), self.act(v))
+
+    def _store(self, cache, il: int, k: Act, v: Act) -> None:
         n4 = k.rows * k.cols // 4
         self.launch(att.kv_store, _blocks(n4, 256), 256, k.f, v.f, cache.kq[il], cache.kd[il], cache.vq[il],
                     cache.vd[il], self.posv, k.rows, k.cols, cache.type_k == "q8_0", cache.type_v == "q8_0")
 
+    def _flush_kv(self) -> None:
+        if self._pending_kv is not None:
+            cache, il, k, v = self._pending_kv
+            self._pending_kv = None
+            self._store(cache, il, self.act(k), v)
+
+    def _rope_store(self, q: LazyRope, k: LazyRope, v: Act, cache, il: int) -> Act:
+        """q's norm and rotation, k's, and the cache store of k and v: one launch."""
+        x, kx = q.x, k.x
+        d, h, hkv = q.head_dim, x.cols // q.head_dim, kx.cols // q.head_dim
+        out = self.new(x.rows, x.cols)
+        self.launch(qk_rope_store, x.rows * (h + hkv), d, x.f, kx.f, v.f, q.w, k.w, out.f, cache.kq[il], cache.kd[il],
+                    cache.vq[il], cache.vd[il], self.posv, h, hkv, d, q.n_rot, np.float64(q.base),
+                    np.float64(q.freq_scale), np.float32(q.eps), q.do_norm, cache.type_k == "q8_0",
+                    cache.type_v == "q8_0")
+        q.value = out
+        return out
+
     def attention(self, q, cache, il: int, pos0: int, n_head: int, n_head_kv: int, head_dim: int) -> Act:
+        pend, self._pending_kv = self._pending_kv, None
+        if pend is not None:
+            pc, pil, k, v = pend
+            fusable = (isinstance(q, LazyRope) and q.value is None and pc is cache and pil == il and _same_rotation(q, k))
+            if fusable:
+                self._rope_store(q, k, v, cache, il)
+            else:
+                self._store(pc, pil, self.act(k), v)
         q = self.act(q)
         t, g = q.rows, n_head // n_head_kv
-        if 32 % g or head_dim % 32 or g * head_dim > 16 * 128:
+        if n_head % n_head_kv or g > att.MAX_GROUP or head_dim % 32 or head_dim > 128:
             raise ValueError(f"attention: {n_head}/{n_head_kv} heads of {head_dim} are not supported on the GPU")
-        if t > self.gemv_max_t and head_dim % 16 == 0:  # prefill: tensor-core flash attention
+        if t > self.gemv_max_t:  # prefill: tensor-core flash attention
             out = self.new(t, n_head * head_dim)
             kern = flash.prefill_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0")
             self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
                         cache.vd[il], self.posv, out.f, t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
             return out
-        cpw = max(self.att_cpw, 32 // g)  # a warp's step covers 32 / G cells
-        spl = self.att_nw * cpw
+        spl = flash.BKV
         n_parts = _blocks(cache.n_ctx, spl)
         if n_parts > att.MAX_PARTS:
             raise ValueError(f"attention: a context of {cache.n_ctx} needs {n_parts} flash-decoding parts, "
                              f"more than the {att.MAX_PARTS} the GPU combine kernel merges")
-        split = att.split_kernel(head_dim, g, cache.type_k == "q8_0", cache.type_v == "q8_0", self.att_nw, cpw)
-        combine = att.combine_kernel(head_dim, spl)
+        nwd = min(self.att_nw, head_dim // 16)  # a warp's O slice covers whole 16-dim groups
+        split = att.split_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0", nwd)
+        combine = att.combine_kernel(head_dim, spl, self.att_combine_nw)
         out = self.new(t, n_head * head_dim)
+        xq, xa = self.pool.get(t * n_head * head_dim // 4, np.uint32), self.pool.get(t * n_head * head_dim // 16)
+        out.attach_q8(xq, xa)  # the output projection's quantized input, written by the combine
         scale = np.float32(1.0 / math.sqrt(head_dim))
         for t0 in range(0, t, TQ):
             tz = min(TQ, t - t0)
             part_o = self.pool.get(tz * n_head * n_parts * head_dim)
             part_ml = self.pool.get(tz * n_head * n_parts * 2)
             grid_x = n_parts if self.capturing else _blocks(pos0 + t0 + tz, spl)  # graphs: sized for n_ctx
-            self.launch(split, (grid_x, n_head_kv, tz), 32 * self.att_nw, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
+            self.launch(split, (grid_x, n_head_kv, tz), 32 * nwd, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
                         cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0)
-            self.launch(combine, (n_head, tz), head_dim, part_o, part_ml, self.posv, out.f, n_head, n_parts, t0)
+            self.launch(combine, (n_head, head_dim // 32, tz), 32 * self.att_combine_nw, part_o, part_ml, self.posv,
+                        out.f, xq, xa, n_head, n_parts, t0, True)
             self.pool.put(part_o)
             self.pool.put(part_ml)
         return out
@@ -342,17 +396,23 @@ class CudaOps:
         self._gemm(w_down, None, h, y, h.rows, groups, 1)
         return y
 
-    def combine(self, y, weights: Routed) -> Act:
-        t, k = weights.n_tokens, weights.k
+    def combine(self, y, weights: Routed):
         if isinstance(y, LazyDown):
-            w, h, ids = y.w, y.h, y.groups.ids
-            e = w.n_rows
-            out = self.new(t, e)
-            hq, ha, hf = self._inputs(h, w.kind)
-            self.launch(gemv.down_combine(w.kind, self.gemv_nw), (_blocks(e, self.gemv_nw), t), 32 * self.gemv_nw, w.qs, w.hdr, hq, ha, hf, ids.buf, weights.buf,
-                        out.f, e, w.row_len, k)
-            return out
+            return LazyCombine(y, weights)
+        t, k = weights.n_tokens, weights.k
         y = self.act(y)
         out = self.new(t, y.cols)
         self.launch(ew.combine_rows, _blocks(t * y.cols, 256), 256, y.f, weights.buf, out.f, t, y.cols, k)
+        return out
+
+    def _down_combine(self, c: LazyCombine, addend: Act | None) -> Act:
+        """The down projection of every routed row, weighted and summed over the slots (+ addend)."""
+        t, k = c.weights.n_tokens, c.weights.k
+        w, h, ids = c.y.w, c.y.h, c.y.groups.ids
+        e = w.n_rows
+        out = self.new(t, e)
+        hq, ha, hf = self._inputs(h, w.kind)
+        z = addend.f if addend is not None else self.f32
+        self.launch(gemv.down_combine(w.kind, self.gemv_nw), (_blocks(e, self.gemv_nw), t), 32 * self.gemv_nw, w.qs,
+                    w.hdr, hq, ha, hf, ids.buf, c.weights.buf, out.f, e, w.row_len, k, z, addend is not None)
         return out

@@ -24,7 +24,7 @@ from cuda_kernels.weights import DeviceKV  # noqa: E402
 def ops():
     o = CudaOps(max_tokens=128 if REAL_GPU else 32, n_ctx=200 if REAL_GPU else 64)
     if not REAL_GPU:
-        o.att_nw, o.att_cpw, o.gemv_nw = 1, 32, 1
+        o.att_nw, o.att_combine_nw, o.gemv_nw = 1, 2, 1
     return o
 
 
@@ -118,4 +118,4 @@ def test_flash_attention_prefill(ops, tk, tv):
         ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
         ref_ops.kv_store(ref, 0, k, v, pos0)
         got = ops.to_host(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
-        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < (4e-3 if t > ops.gemv_max_t else 1e-5)
+        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < 4e-3  # f16 Q and P on the tensor cores

@@ -27,7 +27,7 @@ TYPES = [Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.IQ4_XS, Q.F16, Q.F32]
 def ops():
     o = CudaOps(max_tokens=8, n_ctx=96)
     if not REAL_GPU:  # small blocks: the simulator runs one OS thread per CUDA thread
-        o.att_nw, o.att_cpw, o.gemv_nw = 1, 32, 1
+        o.att_nw, o.att_combine_nw, o.gemv_nw = 1, 2, 1
     return o
 
 
@@ -200,18 +200,67 @@ def test_moe_pipeline(ops, qtype, k):
     h = ref_ops.expert_up_gate(xin, sg, su, g)
     ref = ref_ops.combine(ref_ops.expert_down(h, sd, g), rw)
     assert rel(host(ops, out), ref) < (3e-2 if qtype == Q.Q8_0 else 1e-5)
+    if qtype == Q.F16:  # + the shared expert's output: added by the down/combine kernel itself
+        shexp = rng.standard_normal((t, e)).astype(np.float32)
+        out = ops.combine(ops.expert_down(ops.expert_up_gate(act(ops, xin), wg, wu, groups), wd, groups), w)
+        n0 = ops.n_launches
+        total = ops.add(out, act(ops, shexp))
+        assert ops.n_launches - n0 == 1
+        assert rel(host(ops, total), ref + shexp) < 1e-5
 
 
-@pytest.mark.parametrize("kv", ["f16", "q8_0"])
-def test_attention_prefill_then_decode(ops, kv):
+# the simulator emulates every mma (seconds a block): one mixed pair there covers both cache types' paths
+KV_PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q8_0", "f16")] if REAL_GPU else [("q8_0", "f16")]
+
+
+@pytest.mark.parametrize("tk,tv", KV_PAIRS)
+def test_attention_prefill_then_decode(ops, tk, tv):
+    """Flash-decoding over several 64-cell parts (n_ctx 96), GQA; the combine also writes the output's q8_1 copy."""
     rng = np.random.default_rng(9)
-    h, hkv, d, n_ctx = 4, 2, 64, 96
-    ours = DeviceKV(1, n_ctx, hkv * d, kv, kv)
-    ref = ref_ops.KVCache.allocate(1, n_ctx, hkv * d, kv, kv)
-    for pos0, t in ((0, 3), (3, 1), (4, 1)):
+    h, hkv, d, n_ctx = (4, 2, 64, 96) if REAL_GPU else (2, 1, 32, 96)
+    ours = DeviceKV(1, n_ctx, hkv * d, tk, tv)
+    ref = ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
+    fill = [(p, 8, False) for p in range(5, 61, 8)] + [(61, 5, False)]  # cells 5 .. 65, no attention
+    first = [(0, 3, True), (3, 1, True), (4, 1, True)] if REAL_GPU else [(0, 5, True)]
+    for pos0, t, attend in first + fill + [(66, 2, True), (68, 1, True)]:
         q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
         ops.begin(np.zeros(t, np.int64), pos0)
         ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
-        got = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
         ref_ops.kv_store(ref, 0, k, v, pos0)
-        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < 1e-5, (pos0, t)
+        if not attend:
+            continue
+        out = ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d)
+        got = host(ops, out)
+        # q and the softmax weights enter the tensor cores as f16 (as in ik_llama.cpp's CUDA flash attention)
+        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < 2e-3, (pos0, t)
+        assert np.array_equal(out.q8[0].copy_to_host(), q8_1(got)[0])
+
+
+@pytest.mark.parametrize("tk,tv", KV_PAIRS)
+def test_rope_store_fused_with_attention(ops, tk, tv):
+    """rope_neox(q), rope_neox(k), kv_store, attention as the models call them: one launch norms and rotates q and
+    k and stores k and v; the cache holds exactly what the separate kernels store."""
+    rng = np.random.default_rng(10)
+    h, hkv, d, n_ctx = (8, 2, 64, 96) if REAL_GPU else (2, 1, 32, 64)
+    wq, wk = ((1 + 0.1 * rng.standard_normal(d)).astype(np.float32) for _ in range(2))
+    fused, plain = DeviceKV(1, n_ctx, hkv * d, tk, tv), DeviceKV(1, n_ctx, hkv * d, tk, tv)
+    ref = ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
+    rope = dict(head_dim=d, n_rot=d // 2, base=1e6, freq_scale=1.0)
+    for pos0, t in ((0, 2), (2, 1)):
+        q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
+        ops.begin(np.zeros(t, np.int64), pos0)
+        ql = ops.rope_neox(ops.rms_norm_heads(act(ops, q), upload_vector(wq), 1e-6, d), pos0, **rope)
+        kl = ops.rope_neox(ops.rms_norm_heads(act(ops, k), upload_vector(wk), 1e-6, d), pos0, **rope)
+        n0 = ops.n_launches
+        ops.kv_store(fused, 0, kl, act(ops, v), pos0)
+        got = host(ops, ops.attention(ql, fused, 0, pos0, h, hkv, d))
+        assert ops.n_launches - n0 == 3  # rope+store, split, combine
+        ops.kv_store(plain, 0, ops.act(ops.rope_neox(ops.rms_norm_heads(act(ops, k), upload_vector(wk), 1e-6, d),
+                                                     pos0, **rope)), act(ops, v), pos0)
+        for a, b in ((fused.kq[0], plain.kq[0]), (fused.vq[0], plain.vq[0]), (fused.kd[0], plain.kd[0]),
+                     (fused.vd[0], plain.vd[0])):
+            n = (pos0 + t) * (a.size // n_ctx)  # the cells written so far
+            assert np.array_equal(a.copy_to_host()[:n], b.copy_to_host()[:n])
+        qr = ref_ops.rope_neox(ref_ops.rms_norm_heads(q, wq, 1e-6, d), pos0, **rope)
+        ref_ops.kv_store(ref, 0, ref_ops.rope_neox(ref_ops.rms_norm_heads(k, wk, 1e-6, d), pos0, **rope), v, pos0)
+        assert rel(got, ref_ops.attention(qr, ref, 0, pos0, h, hkv, d)) < 2e-3, (pos0, t)

@@ -78,12 +78,13 @@ class NumbaCudaEngine(ForwardEngine):
 
     def check_config(self, cfg: ModelConfig, options: EngineOptions) -> None:
         from cuda_kernels import attention as att
+        from cuda_kernels.flash import BKV
 
         g = cfg.n_head // cfg.n_head_kv
-        if 32 % g or cfg.head_dim % 32 or g * cfg.head_dim > 16 * 128:
+        if cfg.n_head % cfg.n_head_kv or g > att.MAX_GROUP or cfg.head_dim % 32 or cfg.head_dim > 128:
             raise UsageError(f"--engine numba-cuda: attention with {cfg.n_head} query heads over {cfg.n_head_kv} KV "
                              f"heads of {cfg.head_dim} dims is not supported on the GPU (use --engine numba-cpu)")
-        max_ctx = att.MAX_PARTS * att.SPLIT
+        max_ctx = att.MAX_PARTS * BKV
         if options.n_ctx > max_ctx:
             raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {max_ctx} cells "
                              "the GPU flash-decoding combine merges")
