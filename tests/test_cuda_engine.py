@@ -24,7 +24,7 @@ from sweepbench.synth import write_synthetic_model
 from sweepbench.verify import compare_logits, schedule_logits
 
 E2E = REAL_GPU or os.environ.get("SWEEPBENCH_CUDA_SIM_E2E") == "1"
-needs_e2e = pytest.mark.skipif(not E2E, reason="end-to-end GPU run: SWEEPBENCH_CUDA_TESTS=gpu (or SIM_E2E=1)")
+needs_e2e = pytest.mark.skipif(not E2E, reason="end-to-end GPU run: SWEEPBENCH_CUDA_TESTS=gpu (or SWEEPBENCH_CUDA_SIM_E2E=1)")
 
 MICRO = {
     "qwen3moe": SynthShape(arch="qwen3moe", n_layer=1, n_embd=64, n_head=2, n_head_kv=1, head_dim=32, n_vocab=288,
