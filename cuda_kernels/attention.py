@@ -22,14 +22,22 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels.elementwise import block_max, block_sum, quant4
-from cuda_kernels.env import device, hmul2, hsub2, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
+from cuda_kernels.env import device, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
 from cuda_kernels.flash import BKV
+from cuda_kernels.tiles import q8_pair
 
 NEG = np.float32(-np.inf)
 NWD = 8  # warps per split block: warp w computes S for cells 8w .. 8w+7 and O for dims D/8 * w ..
 COMBINE_WARPS = 16  # part groups per combine block (a warp each: 32 dims of one head, every 16th part)
 MAX_PARTS = 4096  # blocks over N_KV the combine can merge (n_ctx <= MAX_PARTS * BKV)
 MAX_GROUP = 16  # query heads per KV head: the rows of one m16 tile
+MAX_CONTEXT = MAX_PARTS * BKV  # cells the decode attention serves
+
+
+def unsupported_heads(n_head: int, n_head_kv: int, head_dim: int) -> bool:
+    """True for head layouts these kernels do not run: G = H/Hkv query heads in one m16 tile, whole 32-dim
+    q8_1 blocks per head, and a staged prefill tile within 48 KiB of shared memory."""
+    return bool(n_head % n_head_kv or n_head // n_head_kv > MAX_GROUP or head_dim % 32 or head_dim > 128)
 _CACHE: dict = {}
 U32 = np.uint32
 
@@ -63,17 +71,6 @@ def kv_store(k, v, kq, kd, vq, vd, posv, T, W, k_q8, v_q8):
     src = 4 * i if ok else 0
     store4(k, src, kq, kd, posv[0] + t, j, W, k_q8, ok)
     store4(v, src, vq, vd, posv[0] + t, j, W, v_q8, ok)
-
-
-EXP, H1152 = U32(0x64646464), U32(0x64806480)  # f16 exponent byte of 1024; the f16 pair (1152, 1152)
-
-
-@device
-def _q8_pair(word, byte, d):
-    """Signed bytes byte, byte+1 (0 or 2) of a q8_0 word times d -> an f16 pair (u + 1024 under an exponent byte,
-    minus 1152: no int-to-float conversion)."""
-    sel = U32(0x4140) if byte == 0 else U32(0x4342)
-    return hmul2(hsub2(prmt(word ^ U32(0x80808080), EXP, sel), H1152), pack_h2(d, d))
 
 
 def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
@@ -116,8 +113,8 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
                     w0, w1, w2, w3 = kq[base + i], U32(0), U32(0), U32(0)
                 for u in range(4 if VEC else 1):
                     wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
-                    kw[2 * (i + u)] = _q8_pair(wd, 0, d)
-                    kw[2 * (i + u) + 1] = _q8_pair(wd, 2, d)
+                    kw[2 * (i + u)] = q8_pair(wd, 0, d)
+                    kw[2 * (i + u) + 1] = q8_pair(wd, 2, d)
         else:
             base = cell * (W // 2) + col0 // 2
             for i in range(0, KW, 4 if VEC else 1):
@@ -132,7 +129,7 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
         if not valid:
             return U32(0)
         if v_q8:
-            return _q8_pair(vq[cell * (W // 4) + col // 4], col % 4, vd[cell * (W // 32) + col // 32])
+            return q8_pair(vq[cell * (W // 4) + col // 4], col % 4, vd[cell * (W // 32) + col // 32])
         return vq[cell * (W // 2) + col // 2]
 
     def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0):

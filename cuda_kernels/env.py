@@ -39,7 +39,6 @@ def device(fn):
 if not SIM:
     from llvmlite import ir
     from numba import types
-    from numba.cuda import cgutils
     from numba.cuda.extending import intrinsic
 
     _I32, _F32 = ir.IntType(32), ir.FloatType()
@@ -153,8 +152,6 @@ if not SIM:
 
     ldg4 = _ldg4_of(lambda dt: isinstance(dt, types.Integer) and dt.bitwidth == 32, _I32, "u32", "=r")  # words
     ldg4f = _ldg4_of(lambda dt: dt == types.float32, _F32, "f32", "=f")  # float32
-
-    _ = cgutils  # imported for symmetry with numba's own intrinsics
 
     @device
     def lane_id():

@@ -15,7 +15,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, hmul2, hsub2, jit, mma_f16, pack_h2, prmt, shfl_xor
+from cuda_kernels.env import device, jit, mma_f16, pack_h2, prmt, shfl_xor
+from cuda_kernels.tiles import q8_pair
 
 BQ, BKV = 128, 64
 THREADS = 32 * (BQ // 16)
@@ -38,63 +39,51 @@ def _stage_words(xq, xd, q8, cell, col, W, valid):
     if not valid:
         return U32(0), U32(0)
     if q8:
-        w = xq[cell * (W // 4) + col // 4] ^ U32(0x80808080)
-        d = xd[cell * (W // 32) + col // 32]
-        s2 = pack_h2(d, d)
-        lo = hmul2(hsub2(prmt(w, U32(0x64646464), U32(0x4140)), U32(0x64806480)), s2)
-        hi = hmul2(hsub2(prmt(w, U32(0x64646464), U32(0x4342)), U32(0x64806480)), s2)
-        return lo, hi
+        w, d = xq[cell * (W // 4) + col // 4], xd[cell * (W // 32) + col // 32]
+        return q8_pair(w, 0, d), q8_pair(w, 2, d)
     return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
 
 
-_STAGERS: dict = {}
+SB = 4  # staging items a thread loads before it stores any (8 items per thread a tile: two batches)
 
 
-def stage_tile_of(SB: int):
-    """The tile stager whose threads load SB items each before storing any: more items, fewer memory latencies
-    per tile and more registers. (kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, D, sk, sv, tid, nthreads)."""
-    if SB in _STAGERS:
-        return _STAGERS[SB]
+@device
+def stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, D, sk, sv, tid, nthreads):
+    """Cells c0 .. c0+BKV-1 (zeros from n_valid on), dims col0 .. col0+D-1 of the K and V caches into shared
+    memory: K as [cell][dim] f16 pairs (the B layout of S = Q K^T), V transposed as [dim][cell pair] (the B
+    layout of O += P V); q8_0 cells dequantized on the way. All nthreads threads of the block take part.
 
-    def stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, D, sk, sv, tid, nthreads):
-        """Cells c0 .. c0+BKV-1 (zeros from n_valid on), dims col0 .. col0+D-1 of the K and V caches into shared
-        memory: K as [cell][dim] f16 pairs (the B layout of S = Q K^T), V transposed as [dim][cell pair] (the B
-        layout of O += P V); q8_0 cells dequantized on the way. All nthreads threads of the block take part.
-
-        Loads go in batches of SB items per thread into registers, then to shared memory: a shared store between
-        two global loads would keep the second from issuing before the first returns (a memory latency per item)."""
-        KP, VP = D // 2 + PAD, BKV // 2 + PAD
-        nk, nv = BKV * (D // 4), (BKV // 2) * (D // 4)
-        ka_lo = cuda.local.array(SB, np.uint32)
-        ka_hi = cuda.local.array(SB, np.uint32)
-        a_lo = cuda.local.array(SB, np.uint32)
-        a_hi = cuda.local.array(SB, np.uint32)
-        b_lo = cuda.local.array(SB, np.uint32)
-        b_hi = cuda.local.array(SB, np.uint32)
-        step = nthreads * SB
-        for it0 in range(tid, max(nk, nv), step):  # a batch of K items and one of V items, loads first
-            for b in range(SB):
-                it = it0 + b * nthreads
-                cc, dq = it // (D // 4), it % (D // 4)
-                ka_lo[b], ka_hi[b] = _stage_words(kq, kd, k_q8, c0 + cc, col0 + 4 * dq, W, it < nk and c0 + cc < n_valid)
-                ok = it < nv
-                a_lo[b], a_hi[b] = _stage_words(vq, vd, v_q8, c0 + 2 * cc, col0 + 4 * dq, W, ok and c0 + 2 * cc < n_valid)
-                b_lo[b], b_hi[b] = _stage_words(vq, vd, v_q8, c0 + 2 * cc + 1, col0 + 4 * dq, W,
-                                                ok and c0 + 2 * cc + 1 < n_valid)
-            for b in range(SB):
-                it = it0 + b * nthreads
-                cc, dq = it // (D // 4), it % (D // 4)  # K: cell cc; V: cell pair cc
-                if it < nk:
-                    sk[cc * KP + 2 * dq] = ka_lo[b]
-                    sk[cc * KP + 2 * dq + 1] = ka_hi[b]
-                if it < nv:
-                    sv[(4 * dq) * VP + cc] = prmt(a_lo[b], b_lo[b], U32(0x5410))
-                    sv[(4 * dq + 1) * VP + cc] = prmt(a_lo[b], b_lo[b], U32(0x7632))
-                    sv[(4 * dq + 2) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x5410))
-                    sv[(4 * dq + 3) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x7632))
-
-    _STAGERS[SB] = device(stage_tile)
-    return _STAGERS[SB]
+    Loads go in batches of SB items per thread into registers, then to shared memory: a shared store between
+    two global loads would keep the second from issuing before the first returns (a memory latency per item)."""
+    KP, VP = D // 2 + PAD, BKV // 2 + PAD
+    nk, nv = BKV * (D // 4), (BKV // 2) * (D // 4)
+    ka_lo = cuda.local.array(SB, np.uint32)
+    ka_hi = cuda.local.array(SB, np.uint32)
+    a_lo = cuda.local.array(SB, np.uint32)
+    a_hi = cuda.local.array(SB, np.uint32)
+    b_lo = cuda.local.array(SB, np.uint32)
+    b_hi = cuda.local.array(SB, np.uint32)
+    step = nthreads * SB
+    for it0 in range(tid, max(nk, nv), step):  # a batch of K items and one of V items, loads first
+        for b in range(SB):
+            it = it0 + b * nthreads
+            cc, dq = it // (D // 4), it % (D // 4)
+            ka_lo[b], ka_hi[b] = _stage_words(kq, kd, k_q8, c0 + cc, col0 + 4 * dq, W, it < nk and c0 + cc < n_valid)
+            ok = it < nv
+            a_lo[b], a_hi[b] = _stage_words(vq, vd, v_q8, c0 + 2 * cc, col0 + 4 * dq, W, ok and c0 + 2 * cc < n_valid)
+            b_lo[b], b_hi[b] = _stage_words(vq, vd, v_q8, c0 + 2 * cc + 1, col0 + 4 * dq, W,
+                                            ok and c0 + 2 * cc + 1 < n_valid)
+        for b in range(SB):
+            it = it0 + b * nthreads
+            cc, dq = it // (D // 4), it % (D // 4)  # K: cell cc; V: cell pair cc
+            if it < nk:
+                sk[cc * KP + 2 * dq] = ka_lo[b]
+                sk[cc * KP + 2 * dq + 1] = ka_hi[b]
+            if it < nv:
+                sv[(4 * dq) * VP + cc] = prmt(a_lo[b], b_lo[b], U32(0x5410))
+                sv[(4 * dq + 1) * VP + cc] = prmt(a_lo[b], b_lo[b], U32(0x7632))
+                sv[(4 * dq + 2) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x5410))
+                sv[(4 * dq + 3) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x7632))
 
 
 def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
@@ -106,7 +95,6 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
     SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
-    stage = stage_tile_of(4)  # 8 items per thread a tile: two batches (eight would cost a block per SM)
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
         tid = cuda.threadIdx.x
@@ -133,7 +121,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
         m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
         n_cells = pos0 + min(q0 + BQ, T)
         for c0 in range(0, n_cells, BKV):
-            stage(kq, kd, vq, vd, k_q8, v_q8, c0, n_cells, hk * D, W, D, sk, sv, tid, THREADS)
+            stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_cells, hk * D, W, D, sk, sv, tid, THREADS)
             cuda.syncthreads()
             for nt in range(8):  # S = Q K^T, 16 rows x 64 cells per warp
                 z = np.float32(0)

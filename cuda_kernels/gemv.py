@@ -112,7 +112,6 @@ def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1):
     return _cached(("dense", kind, nw, wpr), make)
 
 
-
 def expert(kind: str, nw: int = GEMV_WARPS):
     """(qs, hdr, xq, xa, xf, ids, y, N, K, div): grid (ceil(N / nw), R)."""
     def make():

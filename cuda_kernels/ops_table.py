@@ -283,8 +283,8 @@ class CudaOps:
             else:
                 self._store(pc, pil, self.act(k), v)
         q = self.act(q)
-        t, g = q.rows, n_head // n_head_kv
-        if n_head % n_head_kv or g > att.MAX_GROUP or head_dim % 32 or head_dim > 128:
+        t = q.rows
+        if att.unsupported_heads(n_head, n_head_kv, head_dim):
             raise ValueError(f"attention: {n_head}/{n_head_kv} heads of {head_dim} are not supported on the GPU")
         if t > self.gemv_max_t:  # prefill: tensor-core flash attention
             out = self.new(t, n_head * head_dim)
@@ -294,9 +294,9 @@ class CudaOps:
             return out
         spl = flash.BKV
         n_parts = _blocks(cache.n_ctx, spl)
-        if n_parts > att.MAX_PARTS:
-            raise ValueError(f"attention: a context of {cache.n_ctx} needs {n_parts} flash-decoding parts, "
-                             f"more than the {att.MAX_PARTS} the GPU combine kernel merges")
+        if cache.n_ctx > att.MAX_CONTEXT:
+            raise ValueError(f"attention: a context of {cache.n_ctx} is longer than the {att.MAX_CONTEXT} cells "
+                             "the GPU flash-decoding combine merges")
         nwd = min(self.att_nw, head_dim // 16)  # a warp's O slice covers whole 16-dim groups
         split = att.split_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0", nwd)
         combine = att.combine_kernel(head_dim, spl, self.att_combine_nw)

@@ -29,6 +29,13 @@ def _bytes_to_h2(u, off, scale, out, k):
 
 
 @device
+def q8_pair(word, byte, d):
+    """Signed bytes byte, byte+1 (0 or 2) of a q8_0 word (int8 x4) times the scale d -> one f16 pair."""
+    s2 = pack_h2(d, d)
+    return hmul2(hsub2(prmt(word ^ U32(0x80808080), EXP, SEL01 if byte == 0 else SEL23), H1152), s2)
+
+
+@device
 def h16_q8_0(qs, hdr, row, c, half, K, out):
     nb = K // 32
     dlo, dhi = unpack_h2(hdr[row * ((nb + 1) // 2) + c // 2])

@@ -105,11 +105,10 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
     """One UsageError line from check_config, raised before any weight is prepared."""
     cuda_module()
     from cuda_kernels import attention as att
-    from cuda_kernels.flash import BKV
     from sweepbench.engines.numba_cuda import NumbaCudaEngine
 
     engine = NumbaCudaEngine()
     monkeypatch.setattr(engine, "prepare_weight", lambda *a: pytest.fail("a weight was prepared"))
     with pytest.raises(UsageError) as err:
-        engine.load(str(tiny_model()), EngineOptions(n_ctx=att.MAX_PARTS * BKV + 64))
+        engine.load(str(tiny_model()), EngineOptions(n_ctx=att.MAX_CONTEXT + 64))
     assert "context" in str(err.value) and "\n" not in str(err.value)

@@ -78,16 +78,13 @@ class NumbaCudaEngine(ForwardEngine):
 
     def check_config(self, cfg: ModelConfig, options: EngineOptions) -> None:
         from cuda_kernels import attention as att
-        from cuda_kernels.flash import BKV
 
-        g = cfg.n_head // cfg.n_head_kv
-        if cfg.n_head % cfg.n_head_kv or g > att.MAX_GROUP or cfg.head_dim % 32 or cfg.head_dim > 128:
+        if att.unsupported_heads(cfg.n_head, cfg.n_head_kv, cfg.head_dim):
             raise UsageError(f"--engine numba-cuda: attention with {cfg.n_head} query heads over {cfg.n_head_kv} KV "
                              f"heads of {cfg.head_dim} dims is not supported on the GPU (use --engine numba-cpu)")
-        max_ctx = att.MAX_PARTS * BKV
-        if options.n_ctx > max_ctx:
-            raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {max_ctx} cells "
-                             "the GPU flash-decoding combine merges")
+        if options.n_ctx > att.MAX_CONTEXT:
+            raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {att.MAX_CONTEXT} "
+                             "cells the GPU flash-decoding combine merges")
 
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         from cuda_kernels.weights import upload_vector, upload_weight
