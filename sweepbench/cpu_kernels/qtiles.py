@@ -185,7 +185,8 @@ def _qk_sub4(qs, qo, p, X, x0, x1, x2, x3, h, half, five):
 @njit(cache=True)
 def qk_t1(qs, g, K, X, r, five):
     """Per super-block: sum_j sc_j (d_x S_j) and sum_j m_j s32_j as float vectors, times d and dmin once
-    (measured on Q4_K, hot in cache: 30 -> see NOTES GB/s on one core against per-sub-block d*sc products)."""
+    (two multiplies per super-block instead of two per sub-block); each weight vector serves the low and the
+    high nibbles of a sub-block pair."""
     ns, nb = K // 256, K // 32
     bb = 1440 if five else 1184  # 160 scale bytes, then the quants (and Q5_K's plane)
     qg, xr = g * ns * bb, r * nb * REC

@@ -126,16 +126,17 @@ class CpuOps:
         self._cur_threads, self._cur_chunk = -1, -1
 
     # ---- helpers
-    def _threads(self, rows: int, chunk: int = 0) -> None:
+    def _threads(self, parallel: bool, chunk: int = 0) -> None:
         """Threads and item hand-out for the next kernel. Measured on a decode step (quiet machine, 2 threads):
         ~150 small per-token ops each waking the second thread cost 6 ms of a 22 ms token, and chunked hand-out
-        of the decode products 2 ms more than static halves. So: small ops on the calling thread only; decode
-        products in static halves; prefill products in chunks (a preempted thread then delays few items)."""
-        n = 1 if rows <= SMALL_ROWS else self.n_threads
+        of the decode products 2 ms more than static halves. So: small ops (``parallel`` False: at most
+        SMALL_ROWS rows) on the calling thread only; decode products in static halves (chunk 0); prefill
+        products in chunks (a preempted thread then delays few items)."""
+        n = self.n_threads if parallel else 1
         if n != self._cur_threads:
             set_num_threads(n)
             self._cur_threads = n
-        chunk = 0 if rows <= SMALL_ROWS else chunk
+        chunk = chunk if parallel else 0
         if chunk != self._cur_chunk:
             set_parallel_chunksize(chunk)
             self._cur_chunk = chunk
@@ -158,7 +159,7 @@ class CpuOps:
         return (a if gather is None else a[gather]).reshape(-1)
 
     def _mm(self, xin, w, yrows, offsets, active, n_out_rows):
-        self._threads(SMALL_ROWS + 1, qmm.CHUNK_ITEMS if n_out_rows > SMALL_ROWS else 0)
+        self._threads(True, qmm.CHUNK_ITEMS if n_out_rows > SMALL_ROWS else 0)
         y = np.empty((n_out_rows, w.n_rows), np.float32)
         if isinstance(w, QuantR8):
             qmm.q_mm(w.kind, w.qs, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
@@ -167,7 +168,7 @@ class CpuOps:
         return y
 
     def _up_gate(self, xin, wg, wu, offsets, active, n_rows):
-        self._threads(SMALL_ROWS + 1, qmm.CHUNK_ITEMS if n_rows > SMALL_ROWS else 0)
+        self._threads(True, qmm.CHUNK_ITEMS if n_rows > SMALL_ROWS else 0)
         h = np.empty((n_rows, wg.n_rows), np.float32)
         if isinstance(wg, QuantR8):
             qmm.q_up_gate(wg.kind, wg.qs, wu.qs, wg.row_len, xin, offsets, active, h.reshape(-1))
@@ -187,19 +188,19 @@ class CpuOps:
         return dequantize(np.ascontiguousarray(w.raw[tokens]), w.qtype, w.row_len)
 
     def rms_norm(self, x, w, eps):
-        self._threads(x.shape[0])
+        self._threads(x.shape[0] > SMALL_ROWS)
         out = np.empty_like(x)
         dense.rms_norm(x, w, float(eps), out)
         return out
 
     def rms_norm_heads(self, x, w, eps, head_dim):
-        self._threads(x.shape[0])
+        self._threads(x.shape[0] > SMALL_ROWS)
         out = np.empty_like(x)
         dense.rms_norm_heads(x, w, float(eps), int(head_dim), out)
         return out
 
     def rope_neox(self, x, pos0, head_dim, n_rot, base, freq_scale):
-        self._threads(x.shape[0])
+        self._threads(x.shape[0] > SMALL_ROWS)
         key = (int(pos0), x.shape[0], int(n_rot), float(base), float(freq_scale))
         if self._rope_key != key:  # one table per forward: every layer's q and k share it
             self._rope = np.empty((x.shape[0], n_rot // 2), np.float32), np.empty((x.shape[0], n_rot // 2), np.float32)
@@ -218,7 +219,7 @@ class CpuOps:
         return self._mm(self._act(x, w.kind), w, rows, offsets, active, x.shape[0])
 
     def add(self, x, y):
-        self._threads(x.shape[0])
+        self._threads(x.shape[0] > SMALL_ROWS)
         out = np.empty_like(x)
         dense.add(x, y, out)
         return out
@@ -246,20 +247,20 @@ class CpuOps:
 
     def attention(self, q, cache: attention.KVCache, il, pos0, n_head, n_head_kv, head_dim):
         out = np.empty_like(q)
-        self._threads(SMALL_ROWS + 1, 1)  # few, long items (one per KV head and token tile): one by one
+        self._threads(True, 1)  # few, long items (one per KV head and token tile): one by one
         attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.v[il], cache.vs[il],
                              cache.type_k == "q8_0", cache.type_v == "q8_0")
         return out
 
     # ---- MoE
     def route_softmax_topk(self, logits, k, norm):
-        self._threads(logits.shape[0])
+        self._threads(logits.shape[0] > SMALL_ROWS)
         ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
         moe.route_softmax_topk(logits, int(k), bool(norm), ids, w)
         return ids, w
 
     def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
-        self._threads(logits.shape[0])
+        self._threads(logits.shape[0] > SMALL_ROWS)
         ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
         b = bias if bias is not None else np.zeros(logits.shape[1], np.float32)
         moe.route_sigmoid_topk(logits, b, bias is not None, int(k), int(n_groups), int(n_groups_used), bool(norm),
@@ -284,7 +285,7 @@ class CpuOps:
                         groups.rows.size)
 
     def combine(self, y, weights):
-        self._threads(weights.shape[0])
+        self._threads(weights.shape[0] > SMALL_ROWS)
         out = np.empty((weights.shape[0], y.shape[1]), np.float32)
         moe.combine(y, weights, out)
         return out
