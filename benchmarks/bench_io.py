@@ -1,7 +1,21 @@
-"""The generated blocks of benchmarks/NOTES.md: a benchmark script owns the text between its two markers."""
+"""What the benchmark scripts share: reading a sweep's JSONL, and the generated blocks of benchmarks/NOTES.md
+(a benchmark script owns the text between its two markers)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+
+def read_sweep(jsonl: Path) -> tuple[dict, list[dict]]:
+    """(the system record, the row records in file order) of a ``sweepbench sweep-bench -o`` JSONL file."""
+    system, rows = {}, []
+    for line in jsonl.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "system":
+            system = rec
+        elif rec.get("type") == "row":
+            rows.append(rec)
+    return system, rows
 
 
 def replace_block(notes: Path, begin: str, end: str, block: str, before: str | None = None) -> None:

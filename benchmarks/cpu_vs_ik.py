@@ -16,7 +16,6 @@ class of machine), so a ratio against it flatters us: the NOTES say so next to t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from notes_block import replace_block
+from bench_io import read_sweep, replace_block
 
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "NOTES.md"
@@ -99,13 +98,10 @@ def run_sweep(name: str, path: Path, args) -> Path:
 
 def rows_of(jsonl: Path) -> tuple[dict, dict[int, dict]]:
     """(system record, {n_kv: {"ours": row, "ik": row}}) of a --vs run."""
-    system, rows = {}, {}
-    for line in jsonl.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("type") == "system":
-            system = rec
-        elif rec.get("type") == "row":
-            rows.setdefault(rec["n_kv"], {})["ik" if rec["engine"] == "ik" else "ours"] = rec
+    system, recs = read_sweep(jsonl)
+    rows: dict[int, dict] = {}
+    for rec in recs:
+        rows.setdefault(rec["n_kv"], {})["ik" if rec["engine"] == "ik" else "ours"] = rec
     return system, rows
 
 

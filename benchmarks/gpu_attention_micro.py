@@ -57,7 +57,7 @@ def main() -> None:
     scale = np.float32(1 / math.sqrt(d))
     cell_bytes = hkv * d * (2 if args.kv == "f16" else 1.0625) * 2
     print(f"\n{h}/{hkv} heads of {d}, {args.kv} cache, split block {ops.att_nw} warps")
-    print(f"| N_KV | split us | combine us | K+V MB | split GB/s | blocks |")
+    print("| N_KV | split us | combine us | K+V MB | split GB/s | blocks |")
     print("|---:|---:|---:|---:|---:|---:|")
     for depth in [int(x) for x in args.depths.split(",")]:
         ops.io[0:1].copy_to_device(np.array([depth - 1], np.int32))

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from notes_block import replace_block
+from bench_io import read_sweep, replace_block
 
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "NOTES.md"
@@ -87,13 +87,7 @@ def run_sweep(path: Path, preset: str, ub: int, variant: str, args) -> Path:
 
 
 def read_run(jsonl: Path) -> tuple[dict, list[dict]]:
-    system, rows = {}, []
-    for line in jsonl.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("type") == "system":
-            system = rec
-        elif rec.get("type") == "row":
-            rows.append(rec)
+    system, rows = read_sweep(jsonl)
     return system, sorted(rows, key=lambda r: r["n_kv"])
 
 
