@@ -180,3 +180,29 @@ def test_kernels_are_deterministic():
     x = rng.standard_normal((13, 512)).astype(np.float32)
     first = [CpuOps().matmul(x, w) for _ in range(3)]
     assert all(np.array_equal(first[0], f) for f in first[1:])
+
+
+def test_serial_twins_give_the_parallel_kernels_bits():
+    """A decode step runs the small ops' serial twins (``with_serial_twin``); a prefill the parallel kernels.
+    Row by row (serial, 1 row) and in one batch of 9 (parallel) must agree bit for bit."""
+    rng = np.random.default_rng(23)
+    ops = CpuOps()
+    x = rng.standard_normal((9, 4 * 64)).astype(np.float32) * 3
+    w, wh = rng.standard_normal(4 * 64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    y, wk = rng.standard_normal((9 * 8, 4 * 64)).astype(np.float32), rng.random((9, 8)).astype(np.float32)
+    logits = rng.standard_normal((9, 32)).astype(np.float32)
+    bias = (rng.standard_normal(32) * 0.1).astype(np.float32)
+    cases = {
+        "rms_norm": lambda r: ops.rms_norm(x[r], w, 1e-6),
+        "rms_norm_heads": lambda r: ops.rms_norm_heads(x[r], wh, 1e-6, 64),
+        "rope_neox": lambda r: ops.rope_neox(x[r], 77 + r.start, 64, 64, 1e6, 1.0),
+        "add": lambda r: ops.add(x[r], x[r][:, ::-1].copy()),
+        "combine": lambda r: ops.combine(y[8 * r.start : 8 * r.stop], wk[r]),
+        "route_softmax": lambda r: np.hstack(ops.route_softmax_topk(logits[r], 8, True)),
+        "route_sigmoid": lambda r: np.hstack(ops.route_sigmoid_topk(logits[r], bias, 8, 8, 4, True, 1e-20, 2.5)),
+        "quantize": lambda r: QuantAct(x[r]).x,
+    }
+    for name, run in cases.items():
+        batch = run(slice(0, 9))
+        rows = np.vstack([run(slice(t, t + 1)) for t in range(9)])
+        assert np.array_equal(batch, rows), name

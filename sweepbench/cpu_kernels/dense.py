@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from sweepbench.cpu_kernels.threads import with_serial_twin
+
 
 @njit(cache=True)
 def _rms_row(x, w, eps, out):
@@ -19,14 +21,14 @@ def _rms_row(x, w, eps, out):
         out[i] = (x[i] * scale) * w[i]
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def rms_norm(x, w, eps, out):
     """x f32 [T, E] -> out [T, E] = x / sqrt(mean(x^2) + eps) * w."""
     for t in prange(x.shape[0]):
         _rms_row(x[t], w, eps, out[t])
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def rms_norm_heads(x, w, eps, head_dim, out):
     """Per-head RMSNorm of x [T, H*D] with one weight [D] for every head."""
     n_head = x.shape[1] // head_dim
@@ -47,7 +49,7 @@ def rope_table(pos0, t_n, n_rot, base, freq_scale, cs, sn):
             cs[t, i], sn[t, i] = np.float32(np.cos(theta)), np.float32(np.sin(theta))
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def rope_neox(x, head_dim, cs, sn, out):
     """NEOX RoPE with a ``rope_table``: rotates (x[i], x[i + n_rot/2]) of every head; dims n_rot..D copied."""
     half = cs.shape[1]
@@ -64,7 +66,7 @@ def rope_neox(x, head_dim, cs, sn, out):
                 out[t, o + i] = x[t, o + i]
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def add(x, y, out):
     for t in prange(x.shape[0]):
         for i in range(x.shape[1]):

@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from sweepbench.cpu_kernels.threads import with_serial_twin
+
 
 @njit(cache=True)
 def _top_k(scores, k, out):
@@ -28,7 +30,7 @@ def _top_k(scores, k, out):
         out[j] = best
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def route_softmax_topk(logits, k, norm, ids, weights):
     """logits f32 [T, X] -> ids int32 [T, K], weights f32 [T, K]: softmax (float64), top-k, renormalised."""
     t_n, x_n = logits.shape
@@ -56,7 +58,7 @@ def route_softmax_topk(logits, k, norm, ids, weights):
             weights[t, j] = np.float32(np.float64(probs[sel[j]]) * inv)
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def route_sigmoid_topk(logits, bias, has_bias, k, n_groups, n_used, norm, norm_eps, scale, ids, weights):
     """BailingMoE2: selection on sigmoid + bias (grouped top-k when n_groups > 1), weights from the unbiased
     sigmoid, normalised by (sum + norm_eps), times scale when it differs from 1."""
@@ -133,7 +135,7 @@ def group_rows(ids, n_expert, rows, xrows, offsets):
     return active
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def combine(y, weights, out):
     """y f32 [R, E] rows (t, j), weights [T, K] -> out [T, E] = sum_j w[t, j] y[t*K + j], j in slot order
     (multiply then add, each rounded, as the twin)."""

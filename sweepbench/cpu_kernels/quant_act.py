@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from sweepbench.cpu_kernels.simd import st1f
+from sweepbench.cpu_kernels.threads import with_serial_twin
 
 REC = 48  # bytes per block record
 
@@ -46,17 +47,11 @@ def quantize_row(x, out, o):
         st1f(out, r + 44, d * np.float32(hi))
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def quantize_rows_q8(x, out):
-    """x f32 [T, K] -> out uint8 [T, K/32*48] records."""
+    """x f32 [T, K] -> out uint8 [T, K/32*48] records (``.serial`` for a few rows: a decode step quantizes ~100
+    activations)."""
     for t in prange(x.shape[0]):
-        quantize_row(x[t], out[t], 0)
-
-
-@njit(cache=True)
-def quantize_rows_serial(x, out):
-    """The same for a few rows: no parallel launch (a one-token decode quantizes ~100 activations)."""
-    for t in range(x.shape[0]):
         quantize_row(x[t], out[t], 0)
 
 
@@ -69,7 +64,7 @@ class QuantAct:
         x = np.ascontiguousarray(x, np.float32)
         t, k = x.shape
         self.x = np.empty((t, k // 32 * REC), np.uint8)
-        (quantize_rows_serial if t <= 4 else quantize_rows_q8)(x, self.x)
+        (quantize_rows_q8.serial if t <= 4 else quantize_rows_q8)(x, self.x)
 
     def fields(self):
         """(q int8 [T, K], d [T, B], s32, s_lo, s_hi) as NumPy arrays (for tests)."""

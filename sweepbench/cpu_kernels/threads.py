@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import types
 
 import numba
 
@@ -65,3 +66,18 @@ def set_threads(n: int) -> int:
     n = numba.config.NUMBA_NUM_THREADS if n <= 0 else min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
     return n
+
+
+def with_serial_twin(fn):
+    """``njit(parallel=True, cache=True)`` of ``fn``, plus ``.serial``: the same source compiled without threads
+    (its ``prange`` becomes ``range``) under its own name, so the two cache files never mix.
+
+    Why: the ops of a one-token decode step (norms, RoPE, routing, adds) are a few microseconds of work, but a
+    parallel launch right after a 2-thread product costs 10-25 us more than a plain call, and switching the thread
+    count with ``set_num_threads`` around it as much again (measured, benchmarks/NOTES.md). The engine calls
+    ``.serial`` for a few rows and keeps its thread count fixed."""
+    parallel = numba.njit(parallel=True, cache=True)(fn)
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+    twin.__qualname__, twin.__module__, twin.__doc__ = fn.__qualname__ + "_serial", fn.__module__, fn.__doc__
+    parallel.serial = numba.njit(cache=True)(twin)
+    return parallel

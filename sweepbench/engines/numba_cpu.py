@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType as Q
-from numba import set_num_threads, set_parallel_chunksize
+from numba import set_parallel_chunksize
 
 from sweepbench.config import ModelConfig
 from sweepbench.cpu_kernels.threads import init_threading, set_threads, threading_layer
@@ -122,24 +122,24 @@ class CpuOps:
         self._rope_key: tuple | None = None
         self._fused_in: tuple = (None, None, None)  # (input, fused matrix, product) of the last fused product
         self._idents: dict[int, tuple] = {}
-        self.n_threads = 1
-        self._cur_threads, self._cur_chunk = -1, -1
+        self._cur_chunk = -1
 
     # ---- helpers
-    def _threads(self, parallel: bool, chunk: int = 0) -> None:
-        """Threads and item hand-out for the next kernel. Measured on a decode step (quiet machine, 2 threads):
-        ~150 small per-token ops each waking the second thread cost 6 ms of a 22 ms token, and chunked hand-out
-        of the decode products 2 ms more than static halves. So: small ops (``parallel`` False: at most
-        SMALL_ROWS rows) on the calling thread only; decode products in static halves (chunk 0); prefill
-        products in chunks (a preempted thread then delays few items)."""
-        n = self.n_threads if parallel else 1
-        if n != self._cur_threads:
-            set_num_threads(n)
-            self._cur_threads = n
-        chunk = chunk if parallel else 0
+    def _chunk(self, chunk: int) -> None:
+        """Item hand-out for the next parallel kernel: 0 = static halves (decode products: chunked hand-out
+        cost 2 ms of a 22 ms token), else chunks of that many items (prefill: a preempted thread then delays
+        few items)."""
         if chunk != self._cur_chunk:
             set_parallel_chunksize(chunk)
             self._cur_chunk = chunk
+
+    @staticmethod
+    def _kernel(kernel, n_rows: int):
+        """The parallel kernel, or its serial twin for at most SMALL_ROWS rows. Measured on a decode step: ~150
+        small ops a token, each a parallel launch after a 2-thread product (10-25 us more than a plain call)
+        plus a thread-count switch around it (as much again), cost 6 ms of a 22 ms token. The thread count
+        stays fixed; only the products and attention run in parallel."""
+        return kernel if n_rows > SMALL_ROWS else kernel.serial
 
     def _quant(self, x: np.ndarray) -> QuantAct:
         if x is not self._last_x:
@@ -159,7 +159,7 @@ class CpuOps:
         return (a if gather is None else a[gather]).reshape(-1)
 
     def _mm(self, xin, w, yrows, offsets, active, n_out_rows):
-        self._threads(True, qmm.CHUNK_ITEMS if n_out_rows > SMALL_ROWS else 0)
+        self._chunk(qmm.CHUNK_ITEMS if n_out_rows > SMALL_ROWS else 0)
         y = np.empty((n_out_rows, w.n_rows), np.float32)
         if isinstance(w, QuantR8):
             qmm.q_mm(w.kind, w.qs, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
@@ -168,7 +168,7 @@ class CpuOps:
         return y
 
     def _up_gate(self, xin, wg, wu, offsets, active, n_rows):
-        self._threads(True, qmm.CHUNK_ITEMS if n_rows > SMALL_ROWS else 0)
+        self._chunk(qmm.CHUNK_ITEMS if n_rows > SMALL_ROWS else 0)
         h = np.empty((n_rows, wg.n_rows), np.float32)
         if isinstance(wg, QuantR8):
             qmm.q_up_gate(wg.kind, wg.qs, wu.qs, wg.row_len, xin, offsets, active, h.reshape(-1))
@@ -188,26 +188,23 @@ class CpuOps:
         return dequantize(np.ascontiguousarray(w.raw[tokens]), w.qtype, w.row_len)
 
     def rms_norm(self, x, w, eps):
-        self._threads(x.shape[0] > SMALL_ROWS)
         out = np.empty_like(x)
-        dense.rms_norm(x, w, float(eps), out)
+        self._kernel(dense.rms_norm, x.shape[0])(x, w, float(eps), out)
         return out
 
     def rms_norm_heads(self, x, w, eps, head_dim):
-        self._threads(x.shape[0] > SMALL_ROWS)
         out = np.empty_like(x)
-        dense.rms_norm_heads(x, w, float(eps), int(head_dim), out)
+        self._kernel(dense.rms_norm_heads, x.shape[0])(x, w, float(eps), int(head_dim), out)
         return out
 
     def rope_neox(self, x, pos0, head_dim, n_rot, base, freq_scale):
-        self._threads(x.shape[0] > SMALL_ROWS)
         key = (int(pos0), x.shape[0], int(n_rot), float(base), float(freq_scale))
         if self._rope_key != key:  # one table per forward: every layer's q and k share it
             self._rope = np.empty((x.shape[0], n_rot // 2), np.float32), np.empty((x.shape[0], n_rot // 2), np.float32)
             dense.rope_table(*key, *self._rope)
             self._rope_key = key
         out = np.empty_like(x)
-        dense.rope_neox(x, int(head_dim), *self._rope, out)
+        self._kernel(dense.rope_neox, x.shape[0])(x, int(head_dim), *self._rope, out)
         return out
 
     def matmul(self, x, w):
@@ -219,9 +216,8 @@ class CpuOps:
         return self._mm(self._act(x, w.kind), w, rows, offsets, active, x.shape[0])
 
     def add(self, x, y):
-        self._threads(x.shape[0] > SMALL_ROWS)
         out = np.empty_like(x)
-        dense.add(x, y, out)
+        self._kernel(dense.add, x.shape[0])(x, y, out)
         return out
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down):
@@ -247,23 +243,21 @@ class CpuOps:
 
     def attention(self, q, cache: attention.KVCache, il, pos0, n_head, n_head_kv, head_dim):
         out = np.empty_like(q)
-        self._threads(True, 1)  # few, long items (one per KV head and token tile): one by one
+        self._chunk(1)  # few, long items (one per KV head and token tile): one by one
         attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.v[il], cache.vs[il],
                              cache.type_k == "q8_0", cache.type_v == "q8_0")
         return out
 
     # ---- MoE
     def route_softmax_topk(self, logits, k, norm):
-        self._threads(logits.shape[0] > SMALL_ROWS)
         ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
-        moe.route_softmax_topk(logits, int(k), bool(norm), ids, w)
+        self._kernel(moe.route_softmax_topk, logits.shape[0])(logits, int(k), bool(norm), ids, w)
         return ids, w
 
     def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
-        self._threads(logits.shape[0] > SMALL_ROWS)
         ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
         b = bias if bias is not None else np.zeros(logits.shape[1], np.float32)
-        moe.route_sigmoid_topk(logits, b, bias is not None, int(k), int(n_groups), int(n_groups_used), bool(norm),
+        self._kernel(moe.route_sigmoid_topk, logits.shape[0])(logits, b, bias is not None, int(k), int(n_groups), int(n_groups_used), bool(norm),
                                float(norm_eps), float(scale), ids, w)
         return ids, w
 
@@ -285,9 +279,8 @@ class CpuOps:
                         groups.rows.size)
 
     def combine(self, y, weights):
-        self._threads(weights.shape[0] > SMALL_ROWS)
         out = np.empty((weights.shape[0], y.shape[1]), np.float32)
-        moe.combine(y, weights, out)
+        self._kernel(moe.combine, weights.shape[0])(y, weights, out)
         return out
 
 
@@ -301,7 +294,7 @@ class NumbaCpuEngine(ForwardEngine):
 
     def load(self, model_path: str, options: EngineOptions) -> None:
         self.ops = CpuOps()
-        self.n_threads = self.ops.n_threads = set_threads(options.n_threads)
+        self.n_threads = set_threads(options.n_threads)
         self._repack_seconds = 0.0
         self._layouts: dict[str, int] = {}
         self.compile_seconds = None
