@@ -24,8 +24,22 @@ METHODS = ("embed", "rms_norm", "rms_norm_heads", "rope_neox", "matmul", "add", 
            "expert_up_gate", "expert_down", "combine")
 
 
+def weight_bytes(name, args) -> int:
+    """Bytes of weights a product call streams (experts: only the active ones); 0 for the other ops."""
+    if name == "matmul":
+        return args[1].n_bytes
+    if name == "swiglu_ffn":
+        return sum(w.n_bytes for w in args[1:4])
+    if name in ("expert_up_gate", "expert_down"):
+        groups, mats = args[-1], args[1:-1]
+        n_expert = groups.offsets.shape[0] - 1
+        return sum(w.n_bytes for w in mats) * groups.active.shape[0] // n_expert
+    return 0
+
+
 def instrument(ops, stats):
-    """Time the outermost ops-table calls only (matmul of a fused q/k/v part calls matmul again: counted once)."""
+    """Time the outermost ops-table calls only (matmul of a fused q/k/v part calls matmul again: counted once;
+    its parts' bytes add up to the fused matrix's)."""
     depth = [0]
     for name in METHODS:
         fn = getattr(ops, name, None)
@@ -44,6 +58,7 @@ def instrument(ops, stats):
                     s = stats[_name]
                     s[0] += 1
                     s[1] += time.perf_counter() - t
+                    s[2] += weight_bytes(_name, a)
 
         setattr(ops, name, timed)
 
@@ -51,10 +66,12 @@ def instrument(ops, stats):
 def report(title, stats, n, wall):
     tot = sum(v[1] for v in stats.values())
     print(f"\n## {title}: {wall / n * 1e3:.2f} ms per step wall, {tot / n * 1e3:.2f} ms inside ops")
-    print("| op | calls/step | ms/step | share |")
-    print("|---|---:|---:|---:|")
-    for name, (c, s) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
-        print(f"| {name} | {c / n:.0f} | {s / n * 1e3:.3f} | {s / tot:.0%} |")
+    print("| op | calls/step | ms/step | share | weight MB/step | GB/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (c, s, b) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
+        rate = f"{b / s / 1e9:.1f}" if b else ""
+        mb = f"{b / n / 1e6:.1f}" if b else ""
+        print(f"| {name} | {c / n:.0f} | {s / n * 1e3:.3f} | {s / tot:.0%} | {mb} | {rate} |")
 
 
 def main() -> None:
@@ -76,7 +93,7 @@ def main() -> None:
     for i in range(4):  # warm
         eng.decode(int(rng.integers(0, v)), args.n_kv + i)
     eng.truncate(args.n_kv)
-    stats = defaultdict(lambda: [0, 0.0])
+    stats = defaultdict(lambda: [0, 0.0, 0])
     instrument(eng.ops, stats)
     t = time.perf_counter()
     for i in range(args.steps):

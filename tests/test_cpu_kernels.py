@@ -11,6 +11,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from sweepbench import ref_ops
+from sweepbench.engines import cpu_lazy as lazy
 from sweepbench.engines.numba_cpu import CpuOps, _prepare  # noqa: F401  (initialises the threading layer)
 from sweepbench.cpu_kernels import attention
 from sweepbench.cpu_kernels.quant_act import QuantAct
@@ -182,9 +183,11 @@ def test_kernels_are_deterministic():
     assert all(np.array_equal(first[0], f) for f in first[1:])
 
 
-def test_serial_twins_give_the_parallel_kernels_bits():
-    """A decode step runs the small ops' serial twins (``with_serial_twin``); a prefill the parallel kernels.
-    Row by row (serial, 1 row) and in one batch of 9 (parallel) must agree bit for bit."""
+def test_decode_path_gives_the_prefill_path_bits():
+    """A decode step (at most SMALL_ROWS rows) runs the small ops' serial twins (``with_serial_twin``) and fuses
+    neighbours (``engines.cpu_lazy``: norm+rope, combine+add, add+norm, k's norm+rope+store); a prefill runs the
+    parallel kernels one op at a time. Row by row (decode path) and in one batch of 9 (prefill path) must agree
+    bit for bit, the KV cache included."""
     rng = np.random.default_rng(23)
     ops = CpuOps()
     x = rng.standard_normal((9, 4 * 64)).astype(np.float32) * 3
@@ -192,17 +195,40 @@ def test_serial_twins_give_the_parallel_kernels_bits():
     y, wk = rng.standard_normal((9 * 8, 4 * 64)).astype(np.float32), rng.random((9, 8)).astype(np.float32)
     logits = rng.standard_normal((9, 32)).astype(np.float32)
     bias = (rng.standard_normal(32) * 0.1).astype(np.float32)
+    rope = dict(head_dim=64, n_rot=32, base=1e6, freq_scale=1.0)
+
+    def combined(r):
+        return ops.combine(y[8 * r.start : 8 * r.stop], wk[r])
+
+    def residual_then_norm(r):
+        s = ops.add(x[r], combined(r))
+        n = ops.rms_norm(s, w, 1e-6)
+        return np.hstack([lazy.materialize(s), n])
+
     cases = {
         "rms_norm": lambda r: ops.rms_norm(x[r], w, 1e-6),
         "rms_norm_heads": lambda r: ops.rms_norm_heads(x[r], wh, 1e-6, 64),
-        "rope_neox": lambda r: ops.rope_neox(x[r], 77 + r.start, 64, 64, 1e6, 1.0),
+        "rope_neox": lambda r: ops.rope_neox(x[r], 77 + r.start, **rope),
+        "norm_then_rope": lambda r: ops.rope_neox(ops.rms_norm_heads(x[r], wh, 1e-6, 64), 77 + r.start, **rope),
         "add": lambda r: ops.add(x[r], x[r][:, ::-1].copy()),
-        "combine": lambda r: ops.combine(y[8 * r.start : 8 * r.stop], wk[r]),
+        "combine": combined,
+        "combine_plus_shared": lambda r: ops.add(combined(r), x[r]),
+        "residual_then_norm": residual_then_norm,
         "route_softmax": lambda r: np.hstack(ops.route_softmax_topk(logits[r], 8, True)),
         "route_sigmoid": lambda r: np.hstack(ops.route_sigmoid_topk(logits[r], bias, 8, 8, 4, True, 1e-20, 2.5)),
         "quantize": lambda r: QuantAct(x[r]).x,
     }
     for name, run in cases.items():
-        batch = run(slice(0, 9))
-        rows = np.vstack([run(slice(t, t + 1)) for t in range(9)])
-        assert np.array_equal(batch, rows), name
+        batch = lazy.materialize(run(slice(0, 9)))
+        rows = np.vstack([lazy.materialize(run(slice(t, t + 1))) for t in range(9)])
+        assert not isinstance(batch, lazy.LAZY) and np.array_equal(batch, rows), name
+    for kv in ("f16", "q8_0"):  # k normed, rotated and stored by one call per decode step
+        caches = [attention.KVCache(1, 32, 2, 64, kv, kv) for _ in range(2)]
+        k, v = x[:, :128], x[:, 128:]
+        store = lambda c, r: ops.kv_store(c, 0, ops.rope_neox(ops.rms_norm_heads(k[r], wh, 1e-6, 64), 3 + r.start,
+                                                              **rope), v[r], 3 + r.start)
+        store(caches[0], slice(0, 9))
+        for t in range(9):
+            store(caches[1], slice(t, t + 1))
+        for a, b in zip((caches[0].k, caches[0].v, caches[0].vs), (caches[1].k, caches[1].v, caches[1].vs)):
+            assert np.array_equal(a[0], b[0]), kv

@@ -21,9 +21,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from sweepbench.cpu_kernels.dense import norm_rope_rows
 from sweepbench.cpu_kernels.layouts import SIGNED_OFFSET
 from sweepbench.cpu_kernels.quant_act import REC, quantize_row
 from sweepbench.cpu_kernels.qtiles import q8_t1, q8_t4
+from sweepbench.cpu_kernels.threads import with_serial_twin
 from sweepbench.cpu_kernels.simd import (
     bcf, f2h, fma, fmul, fsub, h2f, hmax, hsum, ld1f, ldf, ldh, lds8f, mask_from, stf, vexp, zf,
 )
@@ -103,16 +105,25 @@ def kv_store(k, v, kc, vc, vs, pos0, k_q8, v_q8):
                         vc[h, c, 32 * b + i] = f2h(vsrc[i])
 
 
+@njit(cache=True)
+def rope_store_k(k, v, wk, do_norm, eps, cs, sn, kc, vc, vs, pos0, k_q8, v_q8):
+    """A decode step's k normed per head (when ``do_norm``) and rotated (``dense.norm_rope_rows``), then stored
+    with v at cells pos0.. (``kv_store``): three ops in one call, the cache gets the same bits."""
+    k_rot = np.empty_like(k)
+    norm_rope_rows(k, wk, do_norm, eps, vc.shape[2], cs, sn, k_rot)
+    kv_store(k_rot, v, kc, vc, vs, pos0, k_q8, v_q8)
+
+
 # ------------------------------------------------------------------------------------------- attention
 
 
 @njit(cache=True)
-def _scores_f16(kh, grp, D, Qb, rows, S, gi):
+def _scores_f16(kh, grp, D, Qb, rows, S1, gi):
     """S[r, 8gi : 8gi+16] = q_r . k for the 16 cells of groups grp, grp+1 (f16 K): 4 rows x 2 groups = 8
-    accumulators, each K vector converted once per 4 rows. Qb: the query rows' bytes (float32 [rows, D])."""
+    accumulators, each K vector converted once per 4 rows. Qb: the query rows' bytes (float32 [rows, D]).
+    Scratch arrays come flat (S1 = S [rows, CHUNK] flattened): a reshape per call is a helper call."""
     base = grp * D * 8
-    n = S.shape[1]
-    S1 = S.reshape(-1)
+    n = CHUNK
     for rb in range(0, rows, 4):
         q0 = 4 * D * rb  # byte offsets of rows rb..rb+3 (rows past the end read the padded scratch: unused)
         q1, q2, q3 = q0 + 4 * D, q0 + 8 * D, q0 + 12 * D
@@ -130,10 +141,9 @@ def _scores_f16(kh, grp, D, Qb, rows, S, gi):
 
 
 @njit(cache=True)
-def _scores_q8(kq, grp, D, QQ, rows, S, gi):
+def _scores_q8(kq, grp, D, QQ, rows, S1, gi):
     """The same with a q8_0 K: integer dots of the quantized query rows against the 16 cells of 2 groups."""
-    S1 = S.reshape(-1)
-    n = S.shape[1]
+    n = CHUNK
     for gg in range(2):
         rb = 0
         while rb + 4 <= rows:
@@ -149,7 +159,7 @@ def _scores_q8(kq, grp, D, QQ, rows, S, gi):
             rb += 1
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def flash_attn(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8):
     """q f32 [T, H*D] (token t at pos0+t) over one layer's cache -> out f32 [T, H*D]."""
     t_n = q.shape[0]
@@ -169,12 +179,12 @@ def flash_attn(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8):
         if k_q8:
             for rr in range(rows):
                 quantize_row(Q[rr], QQ, rr * d_n // 32 * REC)
-        S = np.empty((rows, CHUNK), np.float32)
-        O = np.zeros((rows + 3, d_n), np.float32)
-        Vc = np.empty((CHUNK, d_n), np.float32)
+        S = np.empty(rows * CHUNK, np.float32)  # [rows, CHUNK], flat
+        O = np.zeros((rows + 3) * d_n, np.float32)  # [rows + 3, D], flat
+        Vc = np.empty(CHUNK * d_n, np.float32)  # [CHUNK, D], flat
         m = np.full(rows, -np.inf, np.float32)
         l = np.zeros(rows, np.float32)
-        kh, Qb = kc[h].reshape(-1), Q.reshape(-1).view(np.uint8)
+        kh, Qb, vh = kc[h].reshape(-1), Q.reshape(-1).view(np.uint8), vc[h].reshape(-1)
         last = pos0 + t0 + nt - 1  # last cell any row of the tile sees
         for c0 in range(0, last + 1, CHUNK):
             cn = min(CHUNK, last + 1 - c0)
@@ -185,21 +195,20 @@ def flash_attn(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8):
                 else:
                     _scores_f16(kh, c0 // 8 + gi, d_n, Qb, rows, S, gi)
             ng = (ng + 1) // 2 * 2
-            _softmax_step(S, O, m, l, rows, ng, c0, pos0 + t0, g_n, scale)
-            _v_chunk(vc[h], vs[h], c0, ng * 8, v_q8, Vc)
-            _pv(S, Vc, O, rows, ng * 8)
+            _softmax_step(S, O, m, l, rows, ng, c0, pos0 + t0, g_n, scale, d_n)
+            _v_chunk(vh, vs[h], c0, ng * 8, v_q8, Vc, d_n)
+            _pv(S, Vc, O, rows, ng * 8, d_n)
         for rr in range(rows):
             inv = np.float32(1.0) / l[rr]
             o = out[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
             for d in range(d_n):
-                o[d] = O[rr, d] * inv
+                o[d] = O[rr * d_n + d] * inv
 
 
 @njit(cache=True)
-def _softmax_step(S, O, m, l, rows, ng, c0, pos_t0, g_n, scale):
+def _softmax_step(S1, O1, m, l, rows, ng, c0, pos_t0, g_n, scale, d_n):
     """Scale and mask S, update m and l, turn S into exp(S - m_new), rescale O by exp(m_old - m_new)."""
-    S1, O1 = S.reshape(-1), O.reshape(-1)
-    n, d_n = S.shape[1], O.shape[1]
+    n = CHUNK
     for r in range(rows):
         visible = pos_t0 + r // g_n - c0 + 1  # cells c0 .. c0 + visible - 1 are at or before the row's token
         mx = np.float32(-np.inf)
@@ -222,25 +231,23 @@ def _softmax_step(S, O, m, l, rows, ng, c0, pos_t0, g_n, scale):
 
 
 @njit(cache=True)
-def _v_chunk(vh, vsh, c0, cn, v_q8, Vc):
-    """Cells c0..c0+cn of one head's V -> float32 Vc [CHUNK, D]."""
-    d_n = vh.shape[1]
-    V1, Vc1 = vh.reshape(-1), Vc.reshape(-1)
+def _v_chunk(V1, vsh, c0, cn, v_q8, Vc1, d_n):
+    """Cells c0..c0+cn of one head's V (flat [C*D]) -> float32 Vc [CHUNK, D] (flat)."""
+    V8 = V1.view(np.uint8)
     for c in range(cn):
         for d in range(0, d_n, 8):
             if v_q8:
-                x = fmul(lds8f(V1.view(np.uint8), (c0 + c) * d_n + d), bcf(h2f(vsh[c0 + c, d // 32])))
+                x = fmul(lds8f(V8, (c0 + c) * d_n + d), bcf(h2f(vsh[c0 + c, d // 32])))
             else:
                 x = ldh(V1, (c0 + c) * d_n + d)
             stf(Vc1, c * d_n + d, x)
 
 
 @njit(cache=True)
-def _pv(S, Vc, O, rows, cn):
+def _pv(S1, V1, O1, rows, cn, d_n):
     """O[r, :] += sum_c P[r, c] Vc[c, :]: 4 rows x 16 dims (8 accumulators) per pass, one V load per 4 rows."""
-    S1, V1, O1 = S.reshape(-1), Vc.reshape(-1), O.reshape(-1)
     Sb = S1.view(np.uint8)
-    n, d_n = S.shape[1], O.shape[1]
+    n = CHUNK
     for rb in range(0, rows, 4):
         p0 = 4 * n * min(rb, rows - 1)  # byte offsets of the rows' P (rows past the end repeat the last)
         p1, p2, p3 = 4 * n * min(rb + 1, rows - 1), 4 * n * min(rb + 2, rows - 1), 4 * n * min(rb + 3, rows - 1)

@@ -49,21 +49,42 @@ def rope_table(pos0, t_n, n_rot, base, freq_scale, cs, sn):
             cs[t, i], sn[t, i] = np.float32(np.cos(theta)), np.float32(np.sin(theta))
 
 
+@njit(cache=True)
+def _rope_row(x, cs, sn, out):
+    """One head x [D] -> out [D]: rotates (x[i], x[i + n_rot/2]) for i < n_rot/2 = len(cs); dims n_rot.. copied."""
+    half = cs.shape[0]
+    for i in range(half):
+        x0, x1 = x[i], x[half + i]
+        out[i] = x0 * cs[i] - x1 * sn[i]
+        out[half + i] = x0 * sn[i] + x1 * cs[i]
+    for i in range(2 * half, x.shape[0]):
+        out[i] = x[i]
+
+
 @with_serial_twin
 def rope_neox(x, head_dim, cs, sn, out):
-    """NEOX RoPE with a ``rope_table``: rotates (x[i], x[i + n_rot/2]) of every head; dims n_rot..D copied."""
-    half = cs.shape[1]
-    n_rot = 2 * half
+    """NEOX RoPE with a ``rope_table`` [T, n_rot/2] on every head of x [T, H*D]."""
     n_head = x.shape[1] // head_dim
     for t in prange(x.shape[0]):
         for h in range(n_head):
             o = h * head_dim
-            for i in range(half):
-                x0, x1 = x[t, o + i], x[t, o + half + i]
-                out[t, o + i] = x0 * cs[t, i] - x1 * sn[t, i]
-                out[t, o + half + i] = x0 * sn[t, i] + x1 * cs[t, i]
-            for i in range(n_rot, head_dim):
-                out[t, o + i] = x[t, o + i]
+            _rope_row(x[t, o : o + head_dim], cs[t], sn[t], out[t, o : o + head_dim])
+
+
+@njit(cache=True)
+def norm_rope_rows(x, w, do_norm, eps, head_dim, cs, sn, out):
+    """The per-head RMSNorm (when ``do_norm``) and the NEOX RoPE of x [T, H*D] in one pass, for a decode step:
+    the same operations in the same order as ``rms_norm_heads`` then ``rope_neox``, so the same bits."""
+    n_head = x.shape[1] // head_dim
+    tmp = np.empty(head_dim, np.float32)
+    for t in range(x.shape[0]):
+        for h in range(n_head):
+            o = h * head_dim
+            if do_norm:
+                _rms_row(x[t, o : o + head_dim], w, eps, tmp)
+                _rope_row(tmp, cs[t], sn[t], out[t, o : o + head_dim])
+            else:
+                _rope_row(x[t, o : o + head_dim], cs[t], sn[t], out[t, o : o + head_dim])
 
 
 @with_serial_twin
@@ -71,3 +92,28 @@ def add(x, y, out):
     for t in prange(x.shape[0]):
         for i in range(x.shape[1]):
             out[t, i] = x[t, i] + y[t, i]
+
+
+@njit(cache=True)
+def residual_norm(x, y, cy, cw, combine_y, w, eps, do_norm, s_out, n_out):
+    """A decode step's residual sum and the RMSNorm that reads it, in one call: s_out = x + y (with
+    ``combine_y``: x + the weighted combine of the expert rows cy [T*K, E] by cw [T, K]), n_out = rms_norm(s_out)
+    when ``do_norm``. The same operations in the same order as ``add`` / ``moe.combine`` / ``rms_norm``."""
+    k = cw.shape[1]
+    for t in range(x.shape[0]):
+        s = s_out[t]
+        if combine_y:  # c = y_0 w_0, then c + y_j w_j in slot order (moe.combine), then x + c
+            w0 = cw[t, 0]
+            for i in range(s.shape[0]):
+                s[i] = cy[t * k, i] * w0
+            for j in range(1, k):
+                wj = cw[t, j]
+                for i in range(s.shape[0]):
+                    s[i] = s[i] + cy[t * k + j, i] * wj
+            for i in range(s.shape[0]):
+                s[i] = x[t, i] + s[i]
+        else:
+            for i in range(s.shape[0]):
+                s[i] = x[t, i] + y[t, i]
+        if do_norm:
+            _rms_row(s, w, eps, n_out[t])

@@ -20,6 +20,7 @@ from numba import set_parallel_chunksize
 
 from sweepbench.config import ModelConfig
 from sweepbench.cpu_kernels.threads import init_threading, set_threads, threading_layer
+from sweepbench.engines import cpu_lazy as lazy
 from sweepbench.engines.base import EngineOptions
 from sweepbench.engines.forward_engine import ForwardEngine
 from sweepbench.errors import SweepbenchError
@@ -188,26 +189,38 @@ class CpuOps:
         return dequantize(np.ascontiguousarray(w.raw[tokens]), w.qtype, w.row_len)
 
     def rms_norm(self, x, w, eps):
+        if isinstance(x, lazy.Sum) and x.value is None:  # the residual add and this norm in one call
+            return lazy.residual_norm(x, w, eps)
+        x = lazy.materialize(x)
         out = np.empty_like(x)
         self._kernel(dense.rms_norm, x.shape[0])(x, w, float(eps), out)
         return out
 
     def rms_norm_heads(self, x, w, eps, head_dim):
+        x = lazy.materialize(x)
+        if x.shape[0] <= SMALL_ROWS:  # done with the rotation that follows
+            return lazy.PerHead(x, w, True, float(eps), int(head_dim))
         out = np.empty_like(x)
         self._kernel(dense.rms_norm_heads, x.shape[0])(x, w, float(eps), int(head_dim), out)
         return out
 
     def rope_neox(self, x, pos0, head_dim, n_rot, base, freq_scale):
-        key = (int(pos0), x.shape[0], int(n_rot), float(base), float(freq_scale))
+        key = (int(pos0), x.shape[0], int(n_rot), float(base), float(freq_scale))  # x may be deferred: .shape
         if self._rope_key != key:  # one table per forward: every layer's q and k share it
             self._rope = np.empty((x.shape[0], n_rot // 2), np.float32), np.empty((x.shape[0], n_rot // 2), np.float32)
             dense.rope_table(*key, *self._rope)
             self._rope_key = key
+        if isinstance(x, lazy.PerHead) and x.cs is None:  # rows <= SMALL_ROWS: done by the op that reads it
+            return lazy.PerHead(x.x, x.w, x.do_norm, x.eps, int(head_dim), *self._rope)
+        x = lazy.materialize(x)
+        if x.shape[0] <= SMALL_ROWS:
+            return lazy.PerHead(x, lazy.NO_WEIGHT, False, 0.0, int(head_dim), *self._rope)
         out = np.empty_like(x)
         self._kernel(dense.rope_neox, x.shape[0])(x, int(head_dim), *self._rope, out)
         return out
 
     def matmul(self, x, w):
+        x = lazy.materialize(x)
         if isinstance(w, FusedPart):
             if self._fused_in[0] is not x or self._fused_in[1] is not w.whole:
                 self._fused_in = (x, w.whole, self.matmul(x, w.whole))
@@ -216,32 +229,48 @@ class CpuOps:
         return self._mm(self._act(x, w.kind), w, rows, offsets, active, x.shape[0])
 
     def add(self, x, y):
+        if isinstance(x, lazy.Combined):  # the shared expert added to the routed ones: x + y == y + x bit for bit
+            x, y = y, x
+        x = lazy.materialize(x)
+        if x.shape[0] <= SMALL_ROWS:  # done by the rms_norm that reads it (or whoever needs the sum)
+            return lazy.Sum(x, y if isinstance(y, lazy.Combined) else lazy.materialize(y))
+        y = lazy.materialize(y)
         out = np.empty_like(x)
         self._kernel(dense.add, x.shape[0])(x, y, out)
         return out
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down):
         self._check_pair(w_gate, w_up)
+        x = lazy.materialize(x)
         rows, offsets, active = self._ident(x.shape[0])
         h = self._up_gate(self._act(x, w_gate.kind), w_gate, w_up, offsets, active, x.shape[0])
         return self._mm(self._act(h, w_down.kind), w_down, rows, offsets, active, x.shape[0])
 
     def rows(self, x, idx):
+        x = lazy.materialize(x)
         return np.ascontiguousarray(x[np.asarray(idx, np.int64)])
 
     def split(self, x, sizes):
+        x = lazy.materialize(x)
         bounds = np.cumsum((0,) + tuple(sizes))
         return [np.ascontiguousarray(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def to_host(self, x):
-        return np.asarray(x, np.float32)
+        return np.asarray(lazy.materialize(x), np.float32)
 
     # ---- attention
     def kv_store(self, cache: attention.KVCache, il, k, v, pos0):
+        v = lazy.materialize(v)
+        if isinstance(k, lazy.PerHead) and k.cs is not None:  # k's norm and rotation and the store in one call
+            attention.rope_store_k(k.x, v, k.w, k.do_norm, k.eps, k.cs, k.sn, cache.k[il], cache.v[il], cache.vs[il],
+                                   int(pos0), cache.type_k == "q8_0", cache.type_v == "q8_0")
+            return
+        k = lazy.materialize(k)
         attention.kv_store(k, v, cache.k[il], cache.v[il], cache.vs[il], int(pos0),
                            cache.type_k == "q8_0", cache.type_v == "q8_0")
 
     def attention(self, q, cache: attention.KVCache, il, pos0, n_head, n_head_kv, head_dim):
+        q = lazy.materialize(q)  # a deferred q is normed and rotated here
         out = np.empty_like(q)
         self._chunk(1)  # few, long items (one per KV head and token tile): one by one
         attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.v[il], cache.vs[il],
@@ -270,6 +299,7 @@ class CpuOps:
     def expert_up_gate(self, x, w_gate, w_up, groups: Groups):
         """-> ExpertRows: the [R, F] hidden rows in expert order (``.routed()`` gives the (t, j) order)."""
         self._check_pair(w_gate, w_up)
+        x = lazy.materialize(x)
         xin = self._act(x, w_gate.kind, gather=groups.xrows)
         return ExpertRows(self._up_gate(xin, w_gate, w_up, groups.offsets, groups.active, groups.rows.size), groups)
 
@@ -279,6 +309,8 @@ class CpuOps:
                         groups.rows.size)
 
     def combine(self, y, weights):
+        if weights.shape[0] <= SMALL_ROWS:  # done by the add that reads it
+            return lazy.Combined(y, weights)
         out = np.empty((weights.shape[0], y.shape[1]), np.float32)
         self._kernel(moe.combine, weights.shape[0])(y, weights, out)
         return out
