@@ -13,7 +13,7 @@ from gguf import GGMLQuantizationType as Q
 from sweepbench import ref_ops
 from sweepbench.engines import cpu_lazy as lazy
 from sweepbench.engines.numba_cpu import CpuOps, _prepare  # noqa: F401  (initialises the threading layer)
-from sweepbench.cpu_kernels import attention
+from sweepbench.cpu_kernels import attention, qmm
 from sweepbench.cpu_kernels.quant_act import QuantAct
 from sweepbench.quants import dequantize, random_rows
 
@@ -222,6 +222,11 @@ def test_decode_path_gives_the_prefill_path_bits():
         batch = lazy.materialize(run(slice(0, 9)))
         rows = np.vstack([lazy.materialize(run(slice(t, t + 1))) for t in range(9)])
         assert not isinstance(batch, lazy.LAZY) and np.array_equal(batch, rows), name
+    small = _prepare(_T(random_rows(Q.Q8_0, 32, 256, rng), Q.Q8_0, 256), 1, True)  # a router-sized matrix
+    xin = QuantAct(x[:1]).x.reshape(-1)
+    parallel = np.empty(32, np.float32)
+    qmm.q_mm(small.kind, small.qs, 256, xin, np.zeros(1, np.int64), np.array([0, 1]), np.zeros(1, np.int64), parallel)
+    assert np.array_equal(ops.matmul(x[:1], small)[0], parallel)  # the decode step runs q_mm.serial
     for kv in ("f16", "q8_0"):  # k normed, rotated and stored by one call per decode step
         caches = [attention.KVCache(1, 32, 2, 64, kv, kv) for _ in range(2)]
         k, v = x[:, :128], x[:, 128:]

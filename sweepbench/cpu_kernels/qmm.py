@@ -22,6 +22,7 @@ from sweepbench.cpu_kernels.qtiles import (
     iq4_t1, iq4_t4, q4_0_t1, q4_0_t4, q6_t1, q6_t4, q8_t1, q8_t4, qk_t1, qk_t4,
 )
 from sweepbench.cpu_kernels.simd import bcf, fadd, fma, ld1f, ldbf, ldf, ldh, silu_mul, stf, zf
+from sweepbench.cpu_kernels.threads import with_serial_twin
 
 # The caller hands items out CHUNK_ITEMS at a time (numba.set_parallel_chunksize; inside a kernel it would make
 # the kernel uncacheable), not in one static half per thread: on a shared 2-core machine a preempted thread then
@@ -111,7 +112,7 @@ def _t4(kind, qs, g, K, X, r):
     return iq4_t4(qs, g, K, X, r)
 
 
-@njit(parallel=True, cache=True)
+@with_serial_twin
 def q_mm(kind, qs, K, X, yrows, offsets, active, Y):
     """qs [X, G, GB] block records (float kinds: w [X, G, K*8]); X activation rows (records; float kinds f32
     [.., K]), expert e's in rows offsets[e]..offsets[e+1]; row i's output goes to Y[yrows[i]] (flattened)."""

@@ -112,6 +112,7 @@ def _prepare(t: GGUFTensor, n_mats: int, use_repack: bool):
 
 
 SMALL_ROWS = 4  # up to this many rows (a decode step, a short verify batch), element-wise ops stay serial
+SERIAL_BYTES = 512 << 10  # a decode product of at most this many weight bytes runs on the calling thread
 
 
 class CpuOps:
@@ -163,7 +164,9 @@ class CpuOps:
         self._chunk(qmm.CHUNK_ITEMS if n_out_rows > SMALL_ROWS else 0)
         y = np.empty((n_out_rows, w.n_rows), np.float32)
         if isinstance(w, QuantR8):
-            qmm.q_mm(w.kind, w.qs, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
+            small = n_out_rows <= SMALL_ROWS and w.n_bytes <= SERIAL_BYTES  # a router: no parallel launch
+            (qmm.q_mm.serial if small else qmm.q_mm)(w.kind, w.qs, w.row_len, xin, yrows, offsets, active,
+                                                     y.reshape(-1))
         else:
             rowmajor.rm_mm(w.kind, w.raw, w.n_rows, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         return y
@@ -252,8 +255,11 @@ class CpuOps:
 
     def split(self, x, sizes):
         x = lazy.materialize(x)
-        bounds = np.cumsum((0,) + tuple(sizes))
-        return [np.ascontiguousarray(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        parts, a = [], 0
+        for size in sizes:  # one row's slices are already contiguous: views, no copies
+            parts.append(x[:, a : a + size] if x.shape[0] == 1 else np.ascontiguousarray(x[:, a : a + size]))
+            a += size
+        return parts
 
     def to_host(self, x):
         return np.asarray(lazy.materialize(x), np.float32)
@@ -272,7 +278,8 @@ class CpuOps:
     def attention(self, q, cache: attention.KVCache, il, pos0, n_head, n_head_kv, head_dim):
         q = lazy.materialize(q)  # a deferred q is normed and rotated here
         out = np.empty_like(q)
-        self._chunk(1)  # few, long items (one per KV head and token tile): one by one
+        # few, long items (one per KV head and token tile): one by one; a decode step's items are equal, halves
+        self._chunk(1 if q.shape[0] > 1 else 0)
         attention.flash_attn(q, out, int(pos0), int(n_head), cache.k[il], cache.v[il], cache.vs[il],
                              cache.type_k == "q8_0", cache.type_v == "q8_0")
         return out
