@@ -40,6 +40,20 @@ def test_one_batch_equals_prefill_then_decodes(tiny_model):
     assert np.array_equal(again, steps[5:])
 
 
+@pytest.mark.parametrize("arch", ["qwen3moe", "bailingmoe2"])
+@pytest.mark.parametrize("kv", ["f16", "q8_0"])
+def test_small_batch_takes_the_deferred_path_and_gives_the_decodes_bits(tiny_model, arch, kv):
+    """Up to SMALL_ROWS tokens run the decode path (serial twins, deferred norm/RoPE/KV store, fused residuals)
+    and the single-row product tiles: a 3-token batch must give exactly the logits of 3 decodes."""
+    e = _engine(tiny_model(arch, expert_type="Q8_0"), type_k=kv, type_v=kv, grouped_routing=arch == "bailingmoe2")
+    tokens = np.random.default_rng(1).integers(0, 512, 7)
+    e.prefill(tokens[:4], 0)
+    batch = e.prefill(tokens[4:], 4, all_logits=True)
+    e.truncate(4)
+    steps = np.stack([e.decode(int(t), 4 + i) for i, t in enumerate(tokens[4:])])
+    assert np.array_equal(batch, steps)
+
+
 def test_repack_and_plain_layouts_agree(tiny_model):
     path = tiny_model("qwen3moe", expert_type="Q6_K")
     tokens = np.random.default_rng(6).integers(0, 512, 9)
