@@ -61,7 +61,7 @@ def _rope_row(x, cs, sn, out):
         out[i] = x[i]
 
 
-@with_serial_twin
+@njit(parallel=True, cache=True)
 def rope_neox(x, head_dim, cs, sn, out):
     """NEOX RoPE with a ``rope_table`` [T, n_rot/2] on every head of x [T, H*D]."""
     n_head = x.shape[1] // head_dim
@@ -87,7 +87,7 @@ def norm_rope_rows(x, w, do_norm, eps, head_dim, cs, sn, out):
                 _rope_row(x[t, o : o + head_dim], cs[t], sn[t], out[t, o : o + head_dim])
 
 
-@with_serial_twin
+@njit(parallel=True, cache=True)
 def add(x, y, out):
     for t in prange(x.shape[0]):
         for i in range(x.shape[1]):

@@ -130,9 +130,9 @@ class CpuOps:
 
     # ---- helpers
     def _chunk(self, chunk: int) -> None:
-        """Item hand-out for the next parallel kernel: 0 = static halves (decode products: chunked hand-out
-        cost 2 ms of a 22 ms token), else chunks of that many items (prefill: a preempted thread then delays
-        few items)."""
+        """Item hand-out for the next parallel kernel: 0 = static halves (decode products: chunks of 4 items
+        cost 2 ms of a 22 ms token, chunks of 8-128 were no faster than halves), else chunks of that many items
+        (prefill: a preempted thread then delays few items)."""
         if chunk != self._cur_chunk:
             set_parallel_chunksize(chunk)
             self._cur_chunk = chunk
@@ -206,7 +206,7 @@ class CpuOps:
         if x.shape[0] <= SMALL_ROWS:  # done with the rotation that follows
             return lazy.PerHead(x, w, True, float(eps), int(head_dim))
         out = np.empty_like(x)
-        self._kernel(dense.rms_norm_heads, x.shape[0])(x, w, float(eps), int(head_dim), out)
+        dense.rms_norm_heads(x, w, float(eps), int(head_dim), out)
         return out
 
     def rope_neox(self, x, pos0, head_dim, n_rot, base, freq_scale):
@@ -221,7 +221,7 @@ class CpuOps:
         if x.shape[0] <= SMALL_ROWS:
             return lazy.PerHead(x, lazy.NO_WEIGHT, False, 0.0, int(head_dim), *self._rope)
         out = np.empty_like(x)
-        self._kernel(dense.rope_neox, x.shape[0])(x, int(head_dim), *self._rope, out)
+        dense.rope_neox(x, int(head_dim), *self._rope, out)
         return out
 
     def matmul(self, x, w):
@@ -241,7 +241,7 @@ class CpuOps:
             return lazy.Sum(x, y if isinstance(y, lazy.Combined) else lazy.materialize(y))
         y = lazy.materialize(y)
         out = np.empty_like(x)
-        self._kernel(dense.add, x.shape[0])(x, y, out)
+        dense.add(x, y, out)
         return out
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down):
@@ -295,8 +295,9 @@ class CpuOps:
     def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
         ids, w = np.empty((logits.shape[0], k), np.int32), np.empty((logits.shape[0], k), np.float32)
         b = bias if bias is not None else np.zeros(logits.shape[1], np.float32)
-        self._kernel(moe.route_sigmoid_topk, logits.shape[0])(logits, b, bias is not None, int(k), int(n_groups), int(n_groups_used), bool(norm),
-                               float(norm_eps), float(scale), ids, w)
+        self._kernel(moe.route_sigmoid_topk, logits.shape[0])(
+            logits, b, bias is not None, int(k), int(n_groups), int(n_groups_used), bool(norm), float(norm_eps),
+            float(scale), ids, w)
         return ids, w
 
     def group_rows_by_expert(self, ids, n_expert):
@@ -321,7 +322,7 @@ class CpuOps:
         if weights.shape[0] <= SMALL_ROWS:  # done by the add that reads it
             return lazy.Combined(y, weights)
         out = np.empty((weights.shape[0], y.shape[1]), np.float32)
-        self._kernel(moe.combine, weights.shape[0])(y, weights, out)
+        moe.combine(y, weights, out)
         return out
 
 
