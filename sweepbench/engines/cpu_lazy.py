@@ -1,8 +1,8 @@
 """Deferred decode-step results that let numba-cpu fuse neighbouring ops without changing the models' forward().
 
 A one-token decode step is ~20 op calls a layer, each a Python method and a Numba dispatch (3-7 us hot, more
-with the caches cold after a product) around a microsecond of work. For at most ``SMALL_ROWS`` rows these ops return a description instead of an array, and
-the op that reads it computes both in one kernel call:
+with the caches cold after a product) around a microsecond of work. For at most ``SMALL_ROWS`` rows these ops
+return a description instead of an array, and the op that reads it computes both in one kernel call:
 
     rms_norm_heads -> rope_neox        q's norm and rotation, done by the attention that reads q
     rms_norm_heads -> rope_neox -> kv_store
