@@ -83,3 +83,35 @@ def test_logits_command_runs_numba_cpu(tiny_model, tmp_path):
                                       "numba-cpu", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert np.load(out).shape == (4, 512)
+
+
+def _compiled_signatures() -> int:
+    """How many (kernel, signature) pairs Numba has compiled or loaded in the CPU kernel modules."""
+    from numba.core.registry import CPUDispatcher
+
+    from sweepbench.cpu_kernels import attention, dense, moe, qmm, qtiles, quant_act, rowmajor
+
+    n = 0
+    for mod in (attention, dense, moe, qmm, qtiles, quant_act, rowmajor):
+        for obj in vars(mod).values():
+            for d in (obj, getattr(obj, "serial", None)):
+                if isinstance(d, CPUDispatcher):
+                    n += len(d.signatures)
+    return n
+
+
+@pytest.mark.parametrize("arch, kv", [("qwen3moe", "f16"), ("bailingmoe2", "q8_0")])
+def test_warmup_compiles_every_kernel_a_measured_window_runs(tiny_model, arch, kv):
+    """Compile time is never inside a measured row: after warmup, a decode window and a full ubatch (what
+    sweep-bench times) compile nothing more."""
+    e = _engine(tiny_model(arch, expert_type="Q4_K"), n_ubatch=16, type_k=kv, type_v=kv,
+                grouped_routing=arch == "bailingmoe2")
+    before = _compiled_signatures()
+    assert before > 0
+    tokens = np.random.default_rng(2).integers(0, 512, 20)
+    for i, t in enumerate(tokens[:4]):
+        e.decode(int(t), i)
+    e.truncate(0)
+    e.prefill(tokens[:16], 0)
+    e.decode(int(tokens[16]), 16)
+    assert _compiled_signatures() == before

@@ -25,7 +25,6 @@ from sweepbench.cpu_kernels.dense import norm_rope_rows
 from sweepbench.cpu_kernels.layouts import SIGNED_OFFSET
 from sweepbench.cpu_kernels.quant_act import REC, quantize_row
 from sweepbench.cpu_kernels.qtiles import q8_t1, q8_t4
-from sweepbench.cpu_kernels.threads import with_serial_twin
 from sweepbench.cpu_kernels.simd import (
     bcf, f2h, fma, fmul, fsub, h2f, hmax, hsum, ld1f, ldf, ldh, lds8f, mask_from, stf, vexp, zf,
 )
@@ -159,7 +158,7 @@ def _scores_q8(kq, grp, D, QQ, rows, S1, gi):
             rb += 1
 
 
-@with_serial_twin
+@njit(parallel=True, cache=True)
 def flash_attn(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8):
     """q f32 [T, H*D] (token t at pos0+t) over one layer's cache -> out f32 [T, H*D]."""
     t_n = q.shape[0]
