@@ -1,0 +1,212 @@
+"""Probes behind the CPU decode-step analysis in NOTES.md (each prints what it measures; medians).
+
+    python benchmarks/cpu_decode_probes.py launch                 # a small op's cost after a 2-thread region
+    python benchmarks/cpu_decode_probes.py attention [--n-kv ..]  # decode attention of one layer, hot and cold
+    python benchmarks/cpu_decode_probes.py stream                 # the host's streaming-read ceiling, 2 threads
+    python benchmarks/cpu_decode_probes.py products -m MODEL      # the step's products alone vs the step vs ik
+    python benchmarks/cpu_decode_probes.py decode -m MODEL -t 1   # decode steps only (for perf record -p / --)
+
+"cold" means right after a 2-thread read of 64 MB (twice the L3), as a decode step's products leave the caches.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import sweepbench  # noqa: F401  (numpy shim before numba)
+from sweepbench.cpu_kernels.threads import init_threading, set_threads
+
+init_threading()
+
+from numba import njit, prange, set_num_threads, set_parallel_chunksize  # noqa: E402
+
+from sweepbench.cpu_kernels.simd import fadd, hsum, ldf, prefetch, zf  # noqa: E402
+
+
+@njit(parallel=True)
+def _read(a, out):
+    """2-thread streaming read of a (one contiguous half per thread)."""
+    n = a.shape[0] // 2
+    for c in prange(2):
+        acc = zf()
+        for i in range(c * n, (c + 1) * n, 8):
+            acc = fadd(acc, ldf(a, i))
+        out[c] = hsum(acc)
+
+
+def _median_us(f, before=lambda: None, n=200) -> float:
+    ts = []
+    for _ in range(n):
+        before()
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e6
+
+
+def launch(_args) -> None:
+    @njit
+    def small_serial(y, out):
+        for i in range(y.shape[0]):
+            out[i] = y[i] * 2
+
+    @njit(parallel=True)
+    def small_parallel(y, out):
+        for t in prange(1):
+            for i in range(y.shape[0]):
+                out[i] = y[i] * 2
+
+    big, o = np.ones(16 << 20, np.float32), np.zeros(2, np.float32)  # 64 MB: caches cold, as after products
+    y, out = np.ones(2048, np.float32), np.empty(2048, np.float32)
+    set_threads(2)
+    _read(big, o), small_serial(y, out), small_parallel(y, out)
+
+    def after_product():
+        set_num_threads(2)
+        _read(big, o)
+
+    print("| a 2048-float op right after a 2-thread read of 64 MB | us |\n|---|---:|")
+    print(f"| plain serial call | {_median_us(lambda: small_serial(y, out), after_product):.1f} |")
+    print(f"| set_num_threads(1) + serial call | "
+          f"{_median_us(lambda: (set_num_threads(1), small_serial(y, out)), after_product):.1f} |")
+    print(f"| set_num_threads(1) + parallel kernel on 1 thread | "
+          f"{_median_us(lambda: (set_num_threads(1), small_parallel(y, out)), after_product):.1f} |")
+
+
+def attention(args) -> None:
+    from sweepbench.cpu_kernels import attention as att
+
+    set_threads(2)
+    set_parallel_chunksize(0)  # a decode step's items: static halves, as the engine hands them out
+    rng = np.random.default_rng(0)
+    h, h_kv, d, n_ctx = 32, 4, 128, max(args.n_kv) + 1  # qwen3moe's heads
+    flush, o = np.ones(16 << 20, np.float32), np.zeros(2, np.float32)  # 64 MB
+    print(f"| N_KV | {h} heads over {h_kv} KV heads, f16 cache: hot us | cold us |\n|---:|---:|---:|")
+    for n_kv in args.n_kv:
+        cache = att.KVCache(1, n_ctx, h_kv, d, "f16", "f16")
+        kv = rng.standard_normal((n_kv + 1, h_kv * d)).astype(np.float32)
+        att.kv_store(kv, kv, cache.k[0], cache.v[0], cache.vs[0], 0, False, False)
+        q = rng.standard_normal((1, h * d)).astype(np.float32)
+        out = np.empty_like(q)
+
+        def run():
+            att.flash_attn(q, out, n_kv, h, cache.k[0], cache.v[0], cache.vs[0], False, False)
+
+        run()
+        hot = _median_us(run, n=50)
+        cold = _median_us(run, lambda: _read(flush, o), n=30)
+        print(f"| {n_kv} | {hot:.1f} | {cold:.1f} |")
+
+
+def stream(_args) -> None:
+    @njit(parallel=True)
+    def read(a, out, streams, dist):
+        n = a.shape[0] // 2
+        b = a.view(np.uint8)
+        for c in prange(2):
+            per = n // streams
+            a0, a1 = zf(), zf()
+            for off in range(0, per, 1024):  # `streams` sub-ranges per thread, 4 KB from each in turn
+                for k in range(streams):
+                    lo = c * n + k * per + off
+                    for i in range(lo, lo + 1024, 16):
+                        if dist > 0:
+                            prefetch(b, 4 * i + dist)
+                        a0, a1 = fadd(a0, ldf(a, i)), fadd(a1, ldf(a, i + 8))
+            out[c] = hsum(fadd(a0, a1))
+
+    set_threads(2)
+    a, out = np.ones(200 << 20, np.float32), np.zeros(2, np.float32)  # 800 MB
+    print("| streams per thread | prefetch distance (bytes) | GB/s |\n|---:|---:|---:|")
+    for streams, dist in ((1, 0), (2, 0), (4, 0), (8, 0), (1, 1024), (1, 4096), (1, 16384)):
+        read(a, out, streams, dist)
+        best = min(_median_us(lambda: read(a, out, streams, dist), n=1) for _ in range(3))
+        print(f"| {streams} | {dist} | {a.nbytes / best / 1e3:.1f} |")
+
+
+def _load(name, args):
+    from sweepbench.engines import create_engine
+    from sweepbench.engines.base import EngineOptions
+
+    e = create_engine(name)
+    e.load(args.model, EngineOptions(n_ctx=args.tokens + 8, n_ubatch=512, n_threads=args.threads, repack=True,
+                                     flash_attn=True))
+    e.warmup()
+    return e
+
+
+def products(args) -> None:
+    """The step's products (fused QKV, O, router, 8 experts' up/gate and down, head) called back to back with
+    nothing else, in blocks alternated with whole decode steps of numba-cpu and of ik. qwen3moe models."""
+    from sweepbench.engines.numba_cpu import ExpertRows, FusedPart
+
+    ours, ik = _load("numba-cpu", args), _load("ik", args)
+    ops, w, cfg = ours.ops, ours.weights, ours.config
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, cfg.n_embd)).astype(np.float32)
+    xo = rng.standard_normal((1, cfg.n_head * cfg.head_dim)).astype(np.float32)
+    h = rng.standard_normal((cfg.n_expert_used, cfg.n_ff_exp)).astype(np.float32)
+
+    def step_products():
+        for il in range(cfg.n_layer):
+            p = f"blk.{il}."
+            q = w[p + "attn_q.weight"]
+            ops.matmul(x.copy(), q.whole if isinstance(q, FusedPart) else q)
+            ops.matmul(xo.copy(), w[p + "attn_output.weight"])
+            ops.matmul(x.copy(), w[p + "ffn_gate_inp.weight"])
+            ids = rng.choice(cfg.n_expert, cfg.n_expert_used, replace=False).astype(np.int32)[None]
+            g = ops.group_rows_by_expert(ids, cfg.n_expert)
+            ops.expert_up_gate(x.copy(), w[p + "ffn_gate_exps.weight"], w[p + "ffn_up_exps.weight"], g)
+            ops.expert_down(ExpertRows(h.copy(), g), w[p + "ffn_down_exps.weight"], g)
+        ops.matmul(x.copy(), w["output.weight"])
+
+    tokens = rng.integers(0, cfg.n_vocab, args.tokens)
+
+    def steps(e):
+        for i, t in enumerate(tokens):
+            e.decode(int(t), i)
+        e.truncate(0)
+
+    runs = {"products alone": lambda: [step_products() for _ in tokens], "numba-cpu step": lambda: steps(ours),
+            "ik step": lambda: steps(ik)}
+    ms = {k: [] for k in runs}
+    for b in range(args.blocks):
+        for k in (list(runs) if b % 2 == 0 else list(runs)[::-1]):
+            time.sleep(0.25)
+            t = time.perf_counter()
+            runs[k]()
+            ms[k].append((time.perf_counter() - t) / len(tokens) * 1e3)
+    print("| per token, N_KV 0.. | ms (median of blocks) |\n|---|---:|")
+    for k, v in ms.items():
+        print(f"| {k} | {np.median(v):.2f} |")
+
+
+def decode(args) -> None:
+    e = _load("numba-cpu", args)
+    tokens = np.random.default_rng(0).integers(0, e.config.n_vocab, args.tokens)
+    t = time.perf_counter()
+    for _ in range(args.blocks):
+        for i, tok in enumerate(tokens):
+            e.decode(int(tok), i)
+        e.truncate(0)
+    print(f"{(time.perf_counter() - t) / (args.blocks * len(tokens)) * 1e3:.2f} ms per decode step")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode"])
+    p.add_argument("-m", "--model")
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("--n-kv", type=int, nargs="+", default=[0, 512, 1536])
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--blocks", type=int, default=6)
+    args = p.parse_args()
+    if args.probe in ("products", "decode") and not args.model:
+        p.error(f"{args.probe} needs -m MODEL")
+    globals()[args.probe](args)
+
+
+if __name__ == "__main__":
+    main()
