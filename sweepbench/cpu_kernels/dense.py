@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from sweepbench.cpu_kernels.moe import combine_row
 from sweepbench.cpu_kernels.threads import with_serial_twin
 
 
@@ -99,17 +100,10 @@ def residual_norm(x, y, cy, cw, combine_y, w, eps, do_norm, s_out, n_out):
     """A decode step's residual sum and the RMSNorm that reads it, in one call: s_out = x + y (with
     ``combine_y``: x + the weighted combine of the expert rows cy [T*K, E] by cw [T, K]), n_out = rms_norm(s_out)
     when ``do_norm``. The same operations in the same order as ``add`` / ``moe.combine`` / ``rms_norm``."""
-    k = cw.shape[1]
     for t in range(x.shape[0]):
         s = s_out[t]
-        if combine_y:  # c = y_0 w_0, then c + y_j w_j in slot order (moe.combine), then x + c
-            w0 = cw[t, 0]
-            for i in range(s.shape[0]):
-                s[i] = cy[t * k, i] * w0
-            for j in range(1, k):
-                wj = cw[t, j]
-                for i in range(s.shape[0]):
-                    s[i] = s[i] + cy[t * k + j, i] * wj
+        if combine_y:  # c as moe.combine computes it, then x + c
+            combine_row(cy, cw, t, s)
             for i in range(s.shape[0]):
                 s[i] = x[t, i] + s[i]
         else:

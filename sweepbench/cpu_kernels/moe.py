@@ -135,17 +135,22 @@ def group_rows(ids, n_expert, rows, xrows, offsets):
     return active
 
 
+@njit(cache=True)
+def combine_row(y, weights, t, out):
+    """out [E] = sum_j w[t, j] y[t*K + j] over the slots j in order: y_0 w_0, then + y_j w_j, each rounded."""
+    k = weights.shape[1]
+    w0 = weights[t, 0]
+    for i in range(out.shape[0]):
+        out[i] = y[t * k, i] * w0
+    for j in range(1, k):
+        wj = weights[t, j]
+        for i in range(out.shape[0]):
+            out[i] = out[i] + y[t * k + j, i] * wj
+
+
 @with_serial_twin
 def combine(y, weights, out):
     """y f32 [R, E] rows (t, j), weights [T, K] -> out [T, E] = sum_j w[t, j] y[t*K + j], j in slot order
     (multiply then add, each rounded, as the twin)."""
-    t_n, k = weights.shape
-    e_n = y.shape[1]
-    for t in prange(t_n):
-        w0 = weights[t, 0]
-        for i in range(e_n):
-            out[t, i] = y[t * k, i] * w0
-        for j in range(1, k):
-            wj = weights[t, j]
-            for i in range(e_n):
-                out[t, i] = out[t, i] + y[t * k + j, i] * wj
+    for t in prange(weights.shape[0]):
+        combine_row(y, weights, t, out[t])
