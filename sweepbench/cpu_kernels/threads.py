@@ -72,10 +72,10 @@ def with_serial_twin(fn):
     """``njit(parallel=True, cache=True)`` of ``fn``, plus ``.serial``: the same source compiled without threads
     (its ``prange`` becomes ``range``) under its own name, so the two cache files never mix.
 
-    Why: the ops of a one-token decode step (norms, RoPE, routing, adds) are a few microseconds of work, but a
-    parallel launch right after a 2-thread product costs 10-25 us more than a plain call, and switching the thread
-    count with ``set_num_threads`` around it as much again (measured, benchmarks/NOTES.md). The engine calls
-    ``.serial`` for a few rows and keeps its thread count fixed."""
+    Why: the ops of a one-token decode step (norms, RoPE, routing, adds) are a few microseconds of work, but right
+    after a 2-thread product a plain call costs 6 us, ``set_num_threads(1)`` + the call 21-23 us and a 1-thread
+    parallel launch 29 us (``benchmarks/cpu_decode_probes.py launch``). The engine calls ``.serial`` for a few rows
+    and keeps its thread count fixed."""
     parallel = numba.njit(parallel=True, cache=True)(fn)
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
     twin.__qualname__, twin.__module__, twin.__doc__ = fn.__qualname__ + "_serial", fn.__module__, fn.__doc__

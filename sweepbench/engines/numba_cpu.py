@@ -139,10 +139,9 @@ class CpuOps:
 
     @staticmethod
     def _kernel(kernel, n_rows: int):
-        """The parallel kernel, or its serial twin for at most SMALL_ROWS rows. Measured after a 2-thread
-        product: a plain call 4 us, set_num_threads(1) + a 1-thread parallel launch 17-26 us; the ~150 small ops
-        of a decode step took 2.9 ms a token that way, 1.7 ms as serial twins. The thread count stays fixed; only
-        the products and attention run in parallel."""
+        """The parallel kernel, or its serial twin for at most SMALL_ROWS rows (why: ``threads.with_serial_twin``;
+        the ~150 small ops of a decode step took 2.9 ms a token as thread-switched parallel launches, 1.7 ms as
+        serial twins). The thread count stays fixed; only the products and attention run in parallel."""
         return kernel if n_rows > SMALL_ROWS else kernel.serial
 
     def _quant(self, x: np.ndarray) -> QuantAct:
