@@ -5,6 +5,8 @@
     python benchmarks/cpu_decode_probes.py stream                 # the host's streaming-read ceiling, 2 threads
     python benchmarks/cpu_decode_probes.py products -m MODEL      # the step's products alone vs the step vs ik
     python benchmarks/cpu_decode_probes.py decode -m MODEL -t 1   # decode steps only (for perf record -p / --)
+    python benchmarks/cpu_decode_probes.py states -m MODEL [--seconds 150]
+                                     # compiled step vs op by op vs ik, rounds labelled by the host's read rate
 
 "cold" means right after a 2-thread read of 64 MB (twice the L3), as a decode step's products leave the caches.
 """
@@ -194,16 +196,64 @@ def decode(args) -> None:
     print(f"{(time.perf_counter() - t) / (args.blocks * len(tokens)) * 1e3:.2f} ms per decode step")
 
 
+def states(args) -> None:
+    """This host's memory runs in two states (a 2-thread read of 800 MB: ~33 or ~55-62 GB/s, switching within
+    seconds). Rounds of 8 decodes (N_KV 0..8) of the compiled step, the op-by-op path and ik, plus a read that
+    labels the round; medians of each engine's implied GB/s (weights per token / time) per state."""
+    import os
+
+    engines = {}
+    for name in ("step", "ops", "ik"):
+        os.environ["SWEEPBENCH_DECODE_STEP"] = "ops" if name == "ops" else ""
+        engines[name] = _load("ik" if name == "ik" else "numba-cpu", args)
+    os.environ.pop("SWEEPBENCH_DECODE_STEP")
+    from cpu_profile import step_phase_bytes  # (this directory is on sys.path when run as a script)
+
+    per_token = sum(step_phase_bytes(engines["step"]).values())
+    set_threads(args.threads)
+    buf, out = np.ones(per_token // 4, np.float32), np.zeros(2, np.float32)
+    _read(buf, out)
+    tokens = np.random.default_rng(0).integers(0, engines["step"].config.n_vocab, 8)
+
+    def steps(e):
+        for i, t in enumerate(tokens):
+            e.decode(int(t), i)
+        e.truncate(0)
+
+    runs = {"read": lambda: [_read(buf, out) for _ in tokens]}
+    runs.update({k: (lambda e=e: steps(e)) for k, e in engines.items()})
+    rows, t_end, k = [], time.time() + args.seconds, 0
+    while time.time() < t_end:
+        r = {}
+        for name in (list(runs) if k % 2 == 0 else list(runs)[::-1]):
+            t = time.perf_counter()
+            runs[name]()
+            r[name] = per_token * len(tokens) / (time.perf_counter() - t) / 1e9
+        rows.append([r[n] for n in runs])
+        k += 1
+    a = np.array(rows)
+    print(f"{per_token / 1e6:.0f} MB of weights per token, {len(a)} rounds; GB/s = those bytes / time per token")
+    print("| host state (read GB/s) | rounds | read | compiled step | op by op | ik | step / ik | ops / ik |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, lo, hi in (("slow (< 40)", 0, 40), ("between", 40, 45), ("fast (>= 45)", 45, 1e9), ("all", 0, 1e9)):
+        m = (a[:, 0] >= lo) & (a[:, 0] < hi)
+        if m.sum():
+            med = np.median(a[m], axis=0)
+            print(f"| {label} | {m.sum()} | " + " | ".join(f"{v:.1f}" for v in med)
+                  + f" | {np.median(a[m, 1] / a[m, 3]):.2f} | {np.median(a[m, 2] / a[m, 3]):.2f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode"])
+    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode", "states"])
+    p.add_argument("--seconds", type=float, default=150)
     p.add_argument("-m", "--model")
     p.add_argument("-t", "--threads", type=int, default=2)
     p.add_argument("--n-kv", type=int, nargs="+", default=[0, 512, 1536])
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--blocks", type=int, default=6)
     args = p.parse_args()
-    if args.probe in ("products", "decode") and not args.model:
+    if args.probe in ("products", "decode", "states") and not args.model:
         p.error(f"{args.probe} needs -m MODEL")
     globals()[args.probe](args)
 

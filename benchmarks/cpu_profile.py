@@ -1,10 +1,13 @@
-"""Where a numba-cpu decode step (and a prefill ubatch) spends its time: wall time per ops-table method.
+"""Where a numba-cpu decode step (and a prefill ubatch) spends its time.
 
     python benchmarks/cpu_profile.py -m MODEL.gguf [-t 2 --n-kv 512 --steps 32]
+    SWEEPBENCH_DECODE_STEP=ops python benchmarks/cpu_profile.py ...   # the op-by-op decode instead
 
-Each method of the ops table is wrapped with a timer (the kernels are synchronous on the CPU, so wall time per
-call is the op's cost, Python dispatch included). Prints ms per token per method, calls per token, and the
-bytes-per-second of the product methods against the weights they stream.
+Decode through the compiled step (``engines.cpu_step``): the step's own cycle counters per phase and thread,
+work and barrier wait apart, with the weight bytes each phase streams. Op by op (and every prefill): each
+method of the ops table is wrapped with a timer (the kernels are synchronous on the CPU, so wall time per call
+is the op's cost, Python dispatch included): ms per token per method, calls per token, and the bytes-per-second
+of the product methods against the weights they stream.
 """
 from __future__ import annotations
 
@@ -74,6 +77,51 @@ def report(title, stats, n, wall):
         print(f"| {name} | {c / n:.0f} | {s / n * 1e3:.3f} | {s / tot:.0%} | {mb} | {rate} |")
 
 
+def step_phase_bytes(eng) -> dict[str, int]:
+    """Weight bytes a one-token decode streams in each phase of the compiled step (experts: the K used ones)."""
+    cfg, w = eng.config, eng.weights
+    whole = lambda m: getattr(m, "whole", m)  # noqa: E731  (a fused QKV part: the step runs the whole)
+    used = lambda m: m.n_bytes * cfg.n_expert_used // cfg.n_expert  # noqa: E731
+    b = defaultdict(int)
+    for il in range(cfg.n_layer):
+        p = f"blk.{il}."
+        b["qkv"] += whole(w.get(p + "attn_q.weight") or w[p + "attn_qkv.weight"]).n_bytes
+        b["o"] += w[p + "attn_output.weight"].n_bytes
+        if cfg.is_moe_layer(il):
+            b["router"] += w[p + "ffn_gate_inp.weight"].n_bytes
+            b["up_gate"] += used(w[p + "ffn_gate_exps.weight"]) + used(w[p + "ffn_up_exps.weight"])
+            b["down"] += used(w[p + "ffn_down_exps.weight"])
+        kind = "_shexp" if cfg.is_moe_layer(il) else ""
+        if p + f"ffn_gate{kind}.weight" in w:
+            b["up_gate"] += w[p + f"ffn_gate{kind}.weight"].n_bytes + w[p + f"ffn_up{kind}.weight"].n_bytes
+            b["down"] += w[p + f"ffn_down{kind}.weight"].n_bytes
+    b["head"] = w["output.weight"].n_bytes
+    return b
+
+
+def report_step(eng, n, wall) -> None:
+    """The compiled step's phase counters (``decode_step.PHASES``), per thread, in ms per token."""
+    from sweepbench.cpu_kernels.decode_step import PHASES
+    from sweepbench.cpu_kernels.spin import ticks_per_second
+
+    prof, hz, nbytes = eng._step.B.prof, ticks_per_second(), step_phase_bytes(eng)
+    roles = prof.shape[0]
+    print(f"\n## decode, compiled step ({roles} threads): {wall / n * 1e3:.2f} ms per step wall "
+          f"({n / wall:.1f} t/s); work | barrier wait per thread, ms per step")
+    head = " | ".join(f"t{r} work | t{r} wait" for r in range(roles))
+    print(f"| phase | {head} | weight MB/step | GB/s (slowest thread's work + wait) |")
+    print("|---|" + "---:|" * (2 * roles + 2))
+    for i, name in enumerate(PHASES):
+        ms = prof[:, i, :] / n / hz * 1e3
+        cells = " | ".join(f"{ms[r, 0]:.3f} | {ms[r, 1]:.3f}" for r in range(roles))
+        mb = nbytes.get(name, 0)
+        span = float(ms.sum(axis=1).max())
+        rate = f"{mb / span / 1e6:.1f}" if mb and span else ""
+        print(f"| {name} | {cells} | {mb / 1e6:.1f} | {rate} |" if mb else f"| {name} | {cells} | | |")
+    total = prof.sum(axis=(1, 2)).max() / n / hz * 1e3
+    print(f"| (in the step) | {total:.2f} ms of {wall / n * 1e3:.2f} | | | |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", required=True)
@@ -95,11 +143,16 @@ def main() -> None:
     eng.truncate(args.n_kv)
     stats = defaultdict(lambda: [0, 0.0, 0])
     instrument(eng.ops, stats)
+    if eng._step is not None:
+        eng._step.B.prof[:] = 0
     t = time.perf_counter()
     for i in range(args.steps):
         eng.decode(int(rng.integers(0, v)), args.n_kv + i)
     wall = time.perf_counter() - t
-    report(f"decode at N_KV {args.n_kv} ({args.steps / wall:.1f} t/s)", stats, args.steps, wall)
+    if eng._step is not None:
+        report_step(eng, args.steps, wall)
+    else:
+        report(f"decode at N_KV {args.n_kv} ({args.steps / wall:.1f} t/s)", stats, args.steps, wall)
     eng.truncate(args.n_kv)
     stats.clear()
     toks = rng.integers(0, v, args.ub)

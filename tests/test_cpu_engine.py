@@ -89,10 +89,10 @@ def _compiled_signatures() -> int:
     """How many (kernel, signature) pairs Numba has compiled or loaded in the CPU kernel modules."""
     from numba.core.registry import CPUDispatcher
 
-    from sweepbench.cpu_kernels import attention, dense, moe, qmm, qtiles, quant_act, rowmajor
+    from sweepbench.cpu_kernels import attention, decode_step, dense, moe, qmm, qtiles, quant_act, rowmajor, spin
 
     n = 0
-    for mod in (attention, dense, moe, qmm, qtiles, quant_act, rowmajor):
+    for mod in (attention, decode_step, dense, moe, qmm, qtiles, quant_act, rowmajor, spin):
         for obj in vars(mod).values():
             for d in (obj, getattr(obj, "serial", None)):
                 if isinstance(d, CPUDispatcher):

@@ -72,36 +72,41 @@ def _q8_block(x, q):
 
 
 @njit(cache=True)
-def kv_store(k, v, kc, vc, vs, pos0, k_q8, v_q8):
-    """k, v f32 [T, Hkv*D] -> cells pos0..pos0+T of one layer's cache arrays (layouts in the module doc)."""
+def store_head(k, v, kc, vc, vs, pos0, k_q8, v_q8, h, q):
+    """Head h of k, v f32 [T, Hkv*D] -> cells pos0..pos0+T of one layer's cache arrays (q: int8 [32] scratch)."""
     t_n = k.shape[0]
-    h_n = kc.shape[0]
-    d_n = k.shape[1] // h_n
-    q = np.empty(32, np.int8)
+    d_n = k.shape[1] // kc.shape[0]
     for t in range(t_n):
         c = pos0 + t
         grp, r = c // 8, c % 8
-        for h in range(h_n):
-            for b in range(d_n // 32):
-                src = k[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
-                if k_q8:
-                    dh = f2h(_q8_block(src, q))
-                    kc[h, grp, 272 * b + 2 * r], kc[h, grp, 272 * b + 2 * r + 1] = dh & 0xFF, dh >> 8
-                    for vv in range(8):
-                        for i in range(4):
-                            byte = np.uint8(q[4 * vv + i]) ^ np.uint8(0x80 if SIGNED_OFFSET else 0)
-                            kc[h, grp, 272 * b + 16 + 32 * vv + 4 * r + i] = byte
-                else:
-                    for i in range(32):
-                        kc[h, grp, (32 * b + i) * 8 + r] = f2h(src[i])
-                vsrc = v[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
-                if v_q8:
-                    vs[h, c, b] = f2h(_q8_block(vsrc, q))
-                    for i in range(32):
-                        vc[h, c, 32 * b + i] = q[i]
-                else:
-                    for i in range(32):
-                        vc[h, c, 32 * b + i] = f2h(vsrc[i])
+        for b in range(d_n // 32):
+            src = k[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
+            if k_q8:
+                dh = f2h(_q8_block(src, q))
+                kc[h, grp, 272 * b + 2 * r], kc[h, grp, 272 * b + 2 * r + 1] = dh & 0xFF, dh >> 8
+                for vv in range(8):
+                    for i in range(4):
+                        byte = np.uint8(q[4 * vv + i]) ^ np.uint8(0x80 if SIGNED_OFFSET else 0)
+                        kc[h, grp, 272 * b + 16 + 32 * vv + 4 * r + i] = byte
+            else:
+                for i in range(32):
+                    kc[h, grp, (32 * b + i) * 8 + r] = f2h(src[i])
+            vsrc = v[t, h * d_n + 32 * b : h * d_n + 32 * b + 32]
+            if v_q8:
+                vs[h, c, b] = f2h(_q8_block(vsrc, q))
+                for i in range(32):
+                    vc[h, c, 32 * b + i] = q[i]
+            else:
+                for i in range(32):
+                    vc[h, c, 32 * b + i] = f2h(vsrc[i])
+
+
+@njit(cache=True)
+def kv_store(k, v, kc, vc, vs, pos0, k_q8, v_q8):
+    """k, v f32 [T, Hkv*D] -> cells pos0..pos0+T of one layer's cache arrays (layouts in the module doc)."""
+    q = np.empty(32, np.int8)
+    for h in range(kc.shape[0]):
+        store_head(k, v, kc, vc, vs, pos0, k_q8, v_q8, h, q)
 
 
 @njit(cache=True)
@@ -161,47 +166,59 @@ def _scores_q8(kq, grp, D, QQ, rows, S1, gi):
 @njit(parallel=True, cache=True)
 def flash_attn(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8):
     """q f32 [T, H*D] (token t at pos0+t) over one layer's cache -> out f32 [T, H*D]."""
+    for item in prange(kc.shape[0] * n_tiles(q.shape[0])):
+        attn_item(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8, item)
+
+
+@njit(cache=True)
+def n_tiles(t_n):
+    tq = TQ if t_n >= TQ else 1
+    return (t_n + tq - 1) // tq
+
+
+@njit(cache=True)
+def attn_item(q, out, pos0, n_head, kc, vc, vs, k_q8, v_q8, item):
+    """One work item of ``flash_attn``: KV head item % Hkv, for the query heads of its group and the tokens of
+    tile item // Hkv (online softmax over chunks of CHUNK cells)."""
     t_n = q.shape[0]
     h_kv, d_n = vc.shape[0], vc.shape[2]
     g_n = n_head // h_kv
     tq = TQ if t_n >= TQ else 1
-    n_tiles = (t_n + tq - 1) // tq
     scale = np.float32(1.0 / math.sqrt(d_n))
-    for item in prange(h_kv * n_tiles):
-        h, t0 = item % h_kv, (item // h_kv) * tq
-        nt = min(tq, t_n - t0)
-        rows = nt * g_n
-        Q = np.zeros((rows + 3, d_n), np.float32)  # row = tt * G + g; 3 spare rows for the 4-row tiles
+    h, t0 = item % h_kv, (item // h_kv) * tq
+    nt = min(tq, t_n - t0)
+    rows = nt * g_n
+    Q = np.zeros((rows + 3, d_n), np.float32)  # row = tt * G + g; 3 spare rows for the 4-row tiles
+    for rr in range(rows):
+        Q[rr] = q[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
+    QQ = np.empty(rows * d_n // 32 * REC if k_q8 else 1, np.uint8)  # the query rows as activation records
+    if k_q8:
         for rr in range(rows):
-            Q[rr] = q[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
-        QQ = np.empty(rows * d_n // 32 * REC if k_q8 else 1, np.uint8)  # the query rows as activation records
-        if k_q8:
-            for rr in range(rows):
-                quantize_row(Q[rr], QQ, rr * d_n // 32 * REC)
-        S = np.empty(rows * CHUNK, np.float32)  # [rows, CHUNK], flat
-        O = np.zeros((rows + 3) * d_n, np.float32)  # [rows + 3, D], flat
-        Vc = np.empty(CHUNK * d_n, np.float32)  # [CHUNK, D], flat
-        m = np.full(rows, -np.inf, np.float32)
-        l = np.zeros(rows, np.float32)
-        kh, Qb, vh = kc[h].reshape(-1), Q.reshape(-1).view(np.uint8), vc[h].reshape(-1)
-        last = pos0 + t0 + nt - 1  # last cell any row of the tile sees
-        for c0 in range(0, last + 1, CHUNK):
-            cn = min(CHUNK, last + 1 - c0)
-            ng = (cn + 7) // 8
-            for gi in range(0, ng, 2):  # pairs of 8-cell groups (a chunk holds whole pairs: CHUNK % 16 == 0)
-                if k_q8:
-                    _scores_q8(kh.view(np.uint8), c0 // 8 + gi, d_n, QQ, rows, S, gi)
-                else:
-                    _scores_f16(kh, c0 // 8 + gi, d_n, Qb, rows, S, gi)
-            ng = (ng + 1) // 2 * 2
-            _softmax_step(S, O, m, l, rows, ng, c0, pos0 + t0, g_n, scale, d_n)
-            _v_chunk(vh, vs[h], c0, ng * 8, v_q8, Vc, d_n)
-            _pv(S, Vc, O, rows, ng * 8, d_n)
-        for rr in range(rows):
-            inv = np.float32(1.0) / l[rr]
-            o = out[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
-            for d in range(d_n):
-                o[d] = O[rr * d_n + d] * inv
+            quantize_row(Q[rr], QQ, rr * d_n // 32 * REC)
+    S = np.empty(rows * CHUNK, np.float32)  # [rows, CHUNK], flat
+    O = np.zeros((rows + 3) * d_n, np.float32)  # [rows + 3, D], flat
+    Vc = np.empty(CHUNK * d_n, np.float32)  # [CHUNK, D], flat
+    m = np.full(rows, -np.inf, np.float32)
+    l = np.zeros(rows, np.float32)
+    kh, Qb, vh = kc[h].reshape(-1), Q.reshape(-1).view(np.uint8), vc[h].reshape(-1)
+    last = pos0 + t0 + nt - 1  # last cell any row of the tile sees
+    for c0 in range(0, last + 1, CHUNK):
+        cn = min(CHUNK, last + 1 - c0)
+        ng = (cn + 7) // 8
+        for gi in range(0, ng, 2):  # pairs of 8-cell groups (a chunk holds whole pairs: CHUNK % 16 == 0)
+            if k_q8:
+                _scores_q8(kh.view(np.uint8), c0 // 8 + gi, d_n, QQ, rows, S, gi)
+            else:
+                _scores_f16(kh, c0 // 8 + gi, d_n, Qb, rows, S, gi)
+        ng = (ng + 1) // 2 * 2
+        _softmax_step(S, O, m, l, rows, ng, c0, pos0 + t0, g_n, scale, d_n)
+        _v_chunk(vh, vs[h], c0, ng * 8, v_q8, Vc, d_n)
+        _pv(S, Vc, O, rows, ng * 8, d_n)
+    for rr in range(rows):
+        inv = np.float32(1.0) / l[rr]
+        o = out[t0 + rr // g_n, (h * g_n + rr % g_n) * d_n : (h * g_n + rr % g_n + 1) * d_n]
+        for d in range(d_n):
+            o[d] = O[rr * d_n + d] * inv
 
 
 @njit(cache=True)

@@ -112,48 +112,60 @@ def _t4(kind, qs, g, K, X, r):
     return iq4_t4(qs, g, K, X, r)
 
 
+@njit(cache=True, nogil=True)
+def mm_item(kind, wq, n_groups, K, X, yrows, offsets, active, Y, item):
+    """One work item of ``q_mm``: output rows group g of active expert e for all of e's rows (wq flattened)."""
+    n_out = n_groups * 8
+    e, g = active[item // n_groups], item % n_groups
+    gg = e * n_groups + g  # the group's index in the flattened stack (experts are contiguous)
+    i, hi = offsets[e], offsets[e + 1]
+    while i + 4 <= hi:
+        a0, a1, a2, a3 = _t4(kind, wq, gg, K, X, i)
+        stf(Y, yrows[i] * n_out + 8 * g, a0)
+        stf(Y, yrows[i + 1] * n_out + 8 * g, a1)
+        stf(Y, yrows[i + 2] * n_out + 8 * g, a2)
+        stf(Y, yrows[i + 3] * n_out + 8 * g, a3)
+        i += 4
+    while i < hi:
+        stf(Y, yrows[i] * n_out + 8 * g, _t1(kind, wq, gg, K, X, i))
+        i += 1
+
+
 @with_serial_twin
 def q_mm(kind, qs, K, X, yrows, offsets, active, Y):
     """qs [X, G, GB] block records (float kinds: w [X, G, K*8]); X activation rows (records; float kinds f32
     [.., K]), expert e's in rows offsets[e]..offsets[e+1]; row i's output goes to Y[yrows[i]] (flattened)."""
     n_groups = qs.shape[1]
-    n_out = n_groups * 8
     wq = qs.reshape(-1)  # once: a per-item qs[e].reshape(-1) is a helper call (0.4 ms of a decode step)
     for item in prange(active.shape[0] * n_groups):
-        e, g = active[item // n_groups], item % n_groups
-        gg = e * n_groups + g  # the group's index in the flattened stack (experts are contiguous)
-        i, hi = offsets[e], offsets[e + 1]
-        while i + 4 <= hi:
-            a0, a1, a2, a3 = _t4(kind, wq, gg, K, X, i)
-            stf(Y, yrows[i] * n_out + 8 * g, a0)
-            stf(Y, yrows[i + 1] * n_out + 8 * g, a1)
-            stf(Y, yrows[i + 2] * n_out + 8 * g, a2)
-            stf(Y, yrows[i + 3] * n_out + 8 * g, a3)
-            i += 4
-        while i < hi:
-            stf(Y, yrows[i] * n_out + 8 * g, _t1(kind, wq, gg, K, X, i))
-            i += 1
+        mm_item(kind, wq, n_groups, K, X, yrows, offsets, active, Y, item)
+
+
+@njit(cache=True, nogil=True)
+def up_gate_item(kind, gq, uq, n_groups, K, X, offsets, active, H, item):
+    """One work item of ``q_up_gate`` (gq, uq flattened)."""
+    n_out = n_groups * 8
+    e, g = active[item // n_groups], item % n_groups
+    gg = e * n_groups + g
+    i, hi = offsets[e], offsets[e + 1]
+    while i + 4 <= hi:
+        g0, g1, g2, g3 = _t4(kind, gq, gg, K, X, i)
+        u0, u1, u2, u3 = _t4(kind, uq, gg, K, X, i)
+        stf(H, i * n_out + 8 * g, silu_mul(g0, u0))
+        stf(H, (i + 1) * n_out + 8 * g, silu_mul(g1, u1))
+        stf(H, (i + 2) * n_out + 8 * g, silu_mul(g2, u2))
+        stf(H, (i + 3) * n_out + 8 * g, silu_mul(g3, u3))
+        i += 4
+    while i < hi:
+        gv, uv = _t1(kind, gq, gg, K, X, i), _t1(kind, uq, gg, K, X, i)
+        stf(H, i * n_out + 8 * g, silu_mul(gv, uv))
+        i += 1
 
 
 @njit(parallel=True, cache=True)
 def q_up_gate(kind, gqs, uqs, K, X, offsets, active, H):
     """H f32 [R, F] (flattened), row i = silu(gate_e x_i) * (up_e x_i) for the rows i of each expert e."""
     n_groups = gqs.shape[1]
-    n_out = n_groups * 8
     gq, uq = gqs.reshape(-1), uqs.reshape(-1)
     for item in prange(active.shape[0] * n_groups):
-        e, g = active[item // n_groups], item % n_groups
-        gg = e * n_groups + g
-        i, hi = offsets[e], offsets[e + 1]
-        while i + 4 <= hi:
-            g0, g1, g2, g3 = _t4(kind, gq, gg, K, X, i)
-            u0, u1, u2, u3 = _t4(kind, uq, gg, K, X, i)
-            stf(H, i * n_out + 8 * g, silu_mul(g0, u0))
-            stf(H, (i + 1) * n_out + 8 * g, silu_mul(g1, u1))
-            stf(H, (i + 2) * n_out + 8 * g, silu_mul(g2, u2))
-            stf(H, (i + 3) * n_out + 8 * g, silu_mul(g3, u3))
-            i += 4
-        while i < hi:
-            gv, uv = _t1(kind, gq, gg, K, X, i), _t1(kind, uq, gg, K, X, i)
-            stf(H, i * n_out + 8 * g, silu_mul(gv, uv))
-            i += 1
+        up_gate_item(kind, gq, uq, n_groups, K, X, offsets, active, H, item)

@@ -36,6 +36,7 @@ from sweepbench.cpu_kernels import attention, dense, moe, qmm, rowmajor  # noqa:
 from sweepbench.cpu_kernels.layouts import K_F32, KIND_OF, QuantR8, can_repack, repack  # noqa: E402
 from sweepbench.cpu_kernels.quant_act import QuantAct  # noqa: E402
 from sweepbench.cpu_kernels.simd import CPU_NAME, ISA  # noqa: E402
+from sweepbench.engines.cpu_step import CompiledDecode, Unsupported  # noqa: E402
 
 @dataclass
 class Plain:
@@ -341,6 +342,7 @@ class NumbaCpuEngine(ForwardEngine):
         self.compile_seconds = None
         super().load(model_path, options)
         self._fused = self.fuse_qkv(fuse_rows)
+        self._step, self._step_note = None, "op by op (not warmed up)"
 
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         if t.qtype not in SUPPORTED:
@@ -369,16 +371,44 @@ class NumbaCpuEngine(ForwardEngine):
         n = min(8, self.options.n_ctx, self.options.n_ubatch)
         if n > 1:
             self.prefill(np.full(n, self.config.bos_token_id), 0)
+        if self._step is None:
+            self._start_step()
         self.n_filled = 0
         if self.compile_seconds is None:
             self.compile_seconds = time.perf_counter() - t0
+
+    def _start_step(self) -> None:
+        """The compiled one-call decode step (``engines.cpu_step``) where the model allows it."""
+        try:
+            step = CompiledDecode(self, self.n_threads)
+        except Unsupported as why:
+            self._step_note = f"op by op ({why})"
+            return
+        step.compile()
+        step.start()
+        self._step = step
+        self._step_note = f"compiled, {step.n_roles} thread(s) with spin barriers"
+
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        if self._step is None:
+            return super().decode(token, pos)
+        self._check(np.array([token]), pos)
+        logits = self._step.decode(int(token), int(pos))
+        self.n_filled = pos + 1
+        return logits
+
+    def close(self) -> None:
+        if self._step is not None:
+            self._step.close()
+            self._step = None
+        super().close()
 
     def describe(self) -> dict:
         d = super().describe()
         d.update({
             "threading_layer": threading_layer(), "n_threads": self.n_threads, "simd": ISA, "cpu_target": CPU_NAME,
             "layouts": dict(self._layouts), "repack_seconds": round(self._repack_seconds, 3),
-            "fused_qkv_layers": self._fused,
+            "fused_qkv_layers": self._fused, "decode_step": self._step_note,
             "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
         })
         return d
