@@ -204,7 +204,7 @@ def states(args) -> None:
 
     engines = {}
     for name in ("step", "ops", "ik"):
-        os.environ["SWEEPBENCH_DECODE_STEP"] = "ops" if name == "ops" else ""
+        os.environ["SWEEPBENCH_DECODE_STEP"] = "ops" if name == "ops" else "compiled"
         engines[name] = _load("ik" if name == "ik" else "numba-cpu", args)
     os.environ.pop("SWEEPBENCH_DECODE_STEP")
     from cpu_profile import step_phase_bytes  # (this directory is on sys.path when run as a script)

@@ -1,10 +1,10 @@
 """Where a numba-cpu decode step (and a prefill ubatch) spends its time.
 
     python benchmarks/cpu_profile.py -m MODEL.gguf [-t 2 --n-kv 512 --steps 32]
-    SWEEPBENCH_DECODE_STEP=ops python benchmarks/cpu_profile.py ...   # the op-by-op decode instead
+    SWEEPBENCH_DECODE_STEP=compiled python benchmarks/cpu_profile.py ...   # the compiled decode step
 
 Decode through the compiled step (``engines.cpu_step``): the step's own cycle counters per phase and thread,
-work and barrier wait apart, with the weight bytes each phase streams. Op by op (and every prefill): each
+work and barrier wait apart, with the weight bytes each phase streams. Op by op (the default; every prefill): each
 method of the ops table is wrapped with a timer (the kernels are synchronous on the CPU, so wall time per call
 is the op's cost, Python dispatch included): ms per token per method, calls per token, and the bytes-per-second
 of the product methods against the weights they stream.

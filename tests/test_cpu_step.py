@@ -13,10 +13,11 @@ from sweepbench.cpu_kernels import spin
 from sweepbench.cpu_kernels.decode_step import _grab, _static
 from sweepbench.engines import create_engine
 from sweepbench.engines.base import EngineOptions
+from sweepbench.errors import UsageError
 
 
 def _engine(path, monkeypatch, step: bool, **kw):
-    monkeypatch.setenv("SWEEPBENCH_DECODE_STEP", "" if step else "ops")
+    monkeypatch.setenv("SWEEPBENCH_DECODE_STEP", "compiled" if step else "ops")
     engine = create_engine("numba-cpu")
     engine.load(str(path), EngineOptions(**{"n_ctx": 96, "n_threads": 2, **kw}))
     engine.warmup()
@@ -72,6 +73,17 @@ def test_unsupported_weights_fall_back_to_the_op_path_with_a_reason(tiny_model, 
     e = _engine(tiny_model(), monkeypatch, True, repack=False)
     assert "not repacked" in e.describe()["decode_step"]
     assert e.decode(5, 0).shape == (512,)
+
+
+def test_the_op_path_is_the_default_and_a_bad_mode_is_a_usage_error(tiny_model, monkeypatch):
+    monkeypatch.delenv("SWEEPBENCH_DECODE_STEP", raising=False)
+    e = create_engine("numba-cpu")
+    e.load(str(tiny_model()), EngineOptions(n_ctx=32, n_threads=2))
+    e.warmup()
+    assert e.describe()["decode_step"].startswith("op by op (the default")
+    monkeypatch.setenv("SWEEPBENCH_DECODE_STEP", "fast")
+    with pytest.raises(UsageError, match="SWEEPBENCH_DECODE_STEP=fast: choose one of ops, compiled"):
+        create_engine("numba-cpu").load(str(tiny_model()), EngineOptions(n_ctx=32))
 
 
 @njit(nogil=True)

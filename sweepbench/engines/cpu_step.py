@@ -1,9 +1,12 @@
 """numba-cpu's compiled decode step (``cpu_kernels.decode_step``) bound to a loaded engine: tables of its
 weights and cache, scratch buffers, and the worker threads that run the other roles.
 
+Opt-in: ``SWEEPBENCH_DECODE_STEP=compiled`` (the default, ``ops``, runs the op-by-op forward). On this project's
+2-core VM host the step matches ik in the host's slow memory state (0.95-0.99x, against 0.88-0.90x op by op)
+but trails the op-by-op path by 4-11% in its fast state (benchmarks/NOTES.md, ``cpu_decode_probes.py states``),
+which was the more frequent one when measured; hence not the default. The logits are the same bits either way.
 Only a one-token decode of a model it can describe takes this path (qwen3moe, bailingmoe2; R8 weights with
-quantized products; a float32 or quantized router); anything else runs the op-by-op forward. Set
-``SWEEPBENCH_DECODE_STEP=ops`` to force the op-by-op path (A/B measurements); the logits are the same bits.
+quantized products; a float32 or quantized router); anything else runs the op-by-op forward.
 
 Workers: one Python thread per extra role, each inside ``decode_step.worker_loop`` without the GIL. After a
 step a worker spins for ``SPIN_SECONDS`` waiting for the next one (a TG window's steps follow each other within
@@ -22,11 +25,22 @@ from sweepbench.cpu_kernels import decode_step as ds
 from sweepbench.cpu_kernels import spin
 from sweepbench.cpu_kernels.layouts import K_F32, QuantR8
 from sweepbench.cpu_kernels.quant_act import REC
-from sweepbench.errors import SweepbenchError
+from sweepbench.errors import SweepbenchError, UsageError
 
 SPIN_SECONDS = 2e-3
 CYCLES_PER_SECOND = 3e9  # the cycle counter's rate, roughly: only sets the spin budget
 ARCHS = ("qwen3moe", "bailingmoe2")
+
+
+MODES = ("ops", "compiled")
+
+
+def decode_step_mode() -> str:
+    """SWEEPBENCH_DECODE_STEP (ops or compiled; unset = ops); anything else is a one-line usage error."""
+    mode = os.environ.get("SWEEPBENCH_DECODE_STEP", "").strip().lower() or "ops"
+    if mode not in MODES:
+        raise UsageError(f"SWEEPBENCH_DECODE_STEP={mode}: choose one of {', '.join(MODES)}")
+    return mode
 
 
 class Unsupported(Exception):
@@ -125,8 +139,8 @@ class CompiledDecode:
         cfg, w, cache = engine.config, engine.weights, engine.cache
         if cfg.arch not in ARCHS:
             raise Unsupported(f"architecture {cfg.arch}")
-        if os.environ.get("SWEEPBENCH_DECODE_STEP", "").lower() == "ops":
-            raise Unsupported("SWEEPBENCH_DECODE_STEP=ops")
+        if decode_step_mode() != "compiled":
+            raise Unsupported("the default; SWEEPBENCH_DECODE_STEP=compiled runs the compiled step")
         n = max(1, min(int(n_threads), spin.MAX_ROLES))
         tables = _Tables(cfg, w)
         self.n_roles = n
@@ -214,11 +228,11 @@ def _work(sync, ev: threading.Event, role: int, n_roles: int, args) -> None:
     spin_cycles = int(SPIN_SECONDS * CYCLES_PER_SECOND)
     try:
         while ds.worker_loop(role, n_roles, sync, seen, spin_cycles, *args) != 0:
-            while True:  # idle: sleep until decode() wakes this role (or a periodic re-check)
+            while True:  # idle: sleep until decode() wakes this role
                 ev.clear()
                 if not spin.try_sleep(sync, role, seen[0]):
                     break
-                ev.wait(0.05)
+                ev.wait(1.0)  # the timeout only re-checks; short ones cost every idle engine's thread the GIL
             spin.awake(sync, role)
     except BaseException:  # noqa: BLE001  (a dead worker: thread 0's barrier times out and reports it)
         return

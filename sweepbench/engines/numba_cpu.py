@@ -36,7 +36,7 @@ from sweepbench.cpu_kernels import attention, dense, moe, qmm, rowmajor  # noqa:
 from sweepbench.cpu_kernels.layouts import K_F32, KIND_OF, QuantR8, can_repack, repack  # noqa: E402
 from sweepbench.cpu_kernels.quant_act import QuantAct  # noqa: E402
 from sweepbench.cpu_kernels.simd import CPU_NAME, ISA  # noqa: E402
-from sweepbench.engines.cpu_step import CompiledDecode, Unsupported  # noqa: E402
+from sweepbench.engines.cpu_step import CompiledDecode, Unsupported, decode_step_mode  # noqa: E402
 
 @dataclass
 class Plain:
@@ -335,6 +335,7 @@ class NumbaCpuEngine(ForwardEngine):
     }
 
     def load(self, model_path: str, options: EngineOptions) -> None:
+        decode_step_mode()  # a bad SWEEPBENCH_DECODE_STEP fails before any weight loads
         self.ops = CpuOps()
         self.n_threads = set_threads(options.n_threads)
         self._repack_seconds = 0.0
