@@ -218,3 +218,22 @@ def test_a_bad_model_is_one_line_and_exit_1(tmp_path):
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
     assert str(bad) in line and "not a GGUF file" in line
+
+
+@pytest.mark.parametrize("flags, recorded, loaded", [((), None, False), (("-rtr",), True, True),
+                                                     (("--no-repack",), False, False)])
+def test_repack_switch_spellings(fakes, tiny_model, flags, recorded, loaded):
+    """-rtr / --no-repack; without either each engine loads with its own default (the fake: off)."""
+    result = invoke("-m", str(tiny_model()), *SMALL, "--engine", "fake", *flags, "--output-format", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["options"]["repack"] is recorded
+    assert fakes[-1].options.repack is loaded
+
+
+def test_repack_defaults_on_for_numba_cpu_only():
+    from sweepbench.bench.session import SweepRequest
+
+    assert SweepRequest().engine_options("numba-cpu").repack is True  # its kernels are built for the R8 layouts
+    assert SweepRequest().engine_options("ik").repack is False  # as llama-sweep-bench
+    assert SweepRequest(repack=False).engine_options("numba-cpu").repack is False
+    assert SweepRequest(repack=True).engine_options("ik").repack is True

@@ -39,6 +39,9 @@ FLASH_ATTN = ("on", "off", "auto")
 # EngineOptions field -> the flag that sets it (for "engine X ignores FLAG" notes; seed drives our token stream)
 FLAGS = {"repack": "-rtr", "fused_moe": "-fmoe/-no-fmoe", "flash_attn": "-fa", "grouped_routing": "-ger",
          "n_threads": "-t", "type_k": "-ctk", "type_v": "-ctv", "n_batch": "-b", "n_ubatch": "-ub"}
+# -rtr when neither -rtr nor --no-repack is given: numba-cpu's kernels are built for its R8 layouts (on; --no-repack
+# runs its plain row-major path to compare); every other engine follows llama-sweep-bench (off)
+REPACK_DEFAULT = {"numba-cpu": True}
 IK_WHEEL_NOTE = ("engine 'ik' is the ik-llama-cpp-python wheel, a generic AVX2 build slower than a native "
                  "ik_llama.cpp build of the same commit (2-core Zen 3, small qwen3moe Q8_0: PP512 0.88x, TG 0.78x), "
                  "so ratios against it flatter us by 10-25%")
@@ -59,7 +62,7 @@ class SweepRequest:
     type_v: str = "f16"
     flash_attn: str = "on"
     grouped_routing: bool = False
-    repack: bool = False
+    repack: bool | None = None  # None: each engine's REPACK_DEFAULT
     fused_moe: bool = True
     output: Path | None = None
     output_format: str = "md"
@@ -68,11 +71,13 @@ class SweepRequest:
     explicit: frozenset[str] = frozenset()  # EngineOptions fields given on the command line
     argv: tuple[str, ...] | None = None
 
-    def engine_options(self) -> EngineOptions:
+    def engine_options(self, engine: str | None = None) -> EngineOptions:
+        """The options ``engine`` loads with (-rtr resolved to its default when not given)."""
         p = self.plan
+        repack = self.repack if self.repack is not None else REPACK_DEFAULT.get(engine or "", False)
         return EngineOptions(n_ctx=p.n_ctx, n_batch=p.n_batch, n_ubatch=p.n_ubatch, n_threads=self.n_threads,
                              type_k=self.type_k, type_v=self.type_v, flash_attn=self.flash_attn != "off",
-                             grouped_routing=self.grouped_routing, repack=self.repack, fused_moe=self.fused_moe,
+                             grouped_routing=self.grouped_routing, repack=repack, fused_moe=self.fused_moe,
                              seed=p.seed)
 
 
@@ -160,7 +165,6 @@ class _Run:
         path = req.model or ensure_builtin_model(self.console)
         model, cfg = open_model(path)
         stats = model_stats(cfg, model)
-        options = req.engine_options()
         devices = system.gpus()
         self.engines = [create_engine(n) for n in self.names]
         self.names = [e.name for e in self.engines]  # what rows are keyed by (a registry alias may differ)
@@ -168,7 +172,8 @@ class _Run:
             raise UsageError(f"--engine and --vs are both engine '{self.names[0]}'")
         kv = req.plan.n_ctx * kv_bytes_per_token(stats, req.type_k, req.type_v)
         if req.fit_check:
-            needs = [memory.estimate(e, path, model.size_bytes, int(kv), options) for e in self.engines]
+            needs = [memory.estimate(e, path, model.size_bytes, int(kv), req.engine_options(e.name))
+                     for e in self.engines]
             memory.check_fit(needs, memory.meminfo_bytes("MemAvailable"), system.gpu_free_bytes(devices),
                              f"KV for -c {req.plan.n_ctx} at {req.type_k}/{req.type_v}")
         if req.plan.n_ctx > cfg.n_ctx_train:
@@ -177,7 +182,7 @@ class _Run:
         for engine in self.engines:
             self.note(f"loading {Path(path).name} into engine '{engine.name}'")
             t0 = time.perf_counter()
-            engine.load(str(path), options)
+            engine.load(str(path), req.engine_options(engine.name))
             load_s = time.perf_counter() - t0
             warm_s = warm_up(engine, req.plan, cfg.n_vocab)
             info[engine.name] = {**engine.describe(), "load_s": round(load_s, 3), "warmup_s": round(warm_s, 3)}

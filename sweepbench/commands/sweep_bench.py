@@ -129,8 +129,10 @@ def register(app: typer.Typer) -> None:
                                        help="Flash attention (ik's default is on)."),
         grouped_routing: bool = typer.Option(False, "-ger", "--grouped-routing", rich_help_panel=ENGINE,
                                              help="Grouped expert routing (bailingmoe2)."),
-        repack: bool = typer.Option(False, "-rtr", "--run-time-repack", rich_help_panel=ENGINE,
-                                    help="Repack weights at load where the engine can (ik: row-interleaved)."),
+        repack: Optional[bool] = typer.Option(
+            None, "-rtr/--no-repack", "--run-time-repack/--no-run-time-repack", rich_help_panel=ENGINE,
+            help="Repack weights at load where the engine can (numba-cpu: R8 rows; ik: row-interleaved). "
+                 "Default: on for numba-cpu, off for the other engines (as llama-sweep-bench)."),
         fused_moe: bool = typer.Option(True, "-fmoe/-no-fmoe", "--fused-moe/--no-fused-moe", rich_help_panel=ENGINE,
                                        help="Fused expert up/gate."),
         memory: bool = typer.Option(False, "--memory", "--sweep-memory", rich_help_panel=OUTPUT,
