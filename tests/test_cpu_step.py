@@ -10,7 +10,7 @@ import pytest
 from numba import njit
 
 from sweepbench.cpu_kernels import spin
-from sweepbench.cpu_kernels.decode_step import _grab, _static
+from sweepbench.cpu_kernels.decode_step import _grab, _static, run_step
 from sweepbench.engines import create_engine
 from sweepbench.engines.base import EngineOptions
 from sweepbench.errors import UsageError
@@ -45,8 +45,10 @@ def test_compiled_step_gives_the_op_by_op_decode_bits(tiny_model, monkeypatch, a
         e.prefill(tokens[:40], 0)  # more than one 32-cell attention chunk before the decodes
     want, got = _decodes(ops, tokens[40:], 40), _decodes(step, tokens[40:], 40)
     assert np.array_equal(want, got)
+    compiled = len(run_step.signatures)  # the warmup compiled (or loaded) every signature the decodes need
     step.truncate(45)  # a rolled-back cache: the same suffix again, the same bits (no state kept in the step)
     assert np.array_equal(_decodes(step, tokens[45:], 45), got[5:])
+    assert len(run_step.signatures) == compiled
     step.close()
 
 
@@ -73,6 +75,21 @@ def test_unsupported_weights_fall_back_to_the_op_path_with_a_reason(tiny_model, 
     e = _engine(tiny_model(), monkeypatch, True, repack=False)
     assert "not repacked" in e.describe()["decode_step"]
     assert e.decode(5, 0).shape == (512,)
+
+
+def test_unfused_qkv_falls_back_instead_of_reading_q_as_qkv(tiny_model, monkeypatch):
+    """Real files often give attn_v another type than attn_q: then q, k, v stay three matrices, and the step,
+    which reads one fused QKV product, must decline rather than compute k and v from nothing."""
+    from sweepbench.cpu_kernels.layouts import QuantR8
+    from sweepbench.engines.cpu_step import CompiledDecode, Unsupported
+
+    e = _engine(tiny_model(), monkeypatch, False)
+    q = e.weights["blk.1.attn_q.weight"]
+    n_q = e.config.n_embd_q
+    e.weights["blk.1.attn_q.weight"] = QuantR8(q.kind, q.qtype, n_q, q.row_len, q.whole.qs[:, : n_q // 8])
+    monkeypatch.setenv("SWEEPBENCH_DECODE_STEP", "compiled")
+    with pytest.raises(Unsupported, match="q, k and v are not one matrix"):
+        CompiledDecode(e, 2)
 
 
 def test_the_op_path_is_the_default_and_a_bad_mode_is_a_usage_error(tiny_model, monkeypatch):

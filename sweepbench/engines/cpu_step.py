@@ -82,6 +82,8 @@ class _Tables:
 
     def _layer(self, cfg, w, il: int, p: str) -> None:
         self._put(w, il, ds.QKV, p + ("attn_q.weight" if cfg.arch == "qwen3moe" else "attn_qkv.weight"))
+        if self.meta[il, ds.QKV, ds.M_GROUPS] * 8 != cfg.n_embd_q + 2 * cfg.n_embd_kv:  # q, k, v left unfused
+            raise Unsupported("q, k and v are not one matrix (their types differ)")
         self._put(w, il, ds.O, p + "attn_output.weight")
         for slot, name in ((ds.V_ATTN, "attn_norm"), (ds.V_QN, "attn_q_norm"), (ds.V_KN, "attn_k_norm"),
                            (ds.V_FFN, "ffn_norm")):
@@ -98,6 +100,8 @@ class _Tables:
         if ffn is not None:
             for slot, name in ((ds.GATE_F, "gate"), (ds.UP_F, "up"), (ds.DOWN_F, "down")):
                 self._put(w, il, slot, f"{p}ffn_{name}{ffn}.weight")
+            if self.meta[il, ds.GATE_F, ds.M_KIND] != self.meta[il, ds.UP_F, ds.M_KIND]:
+                raise Unsupported("gate and up FFN weights differ in type")
             self.f_ffn = max(self.f_ffn, int(self.meta[il, ds.GATE_F, ds.M_GROUPS]) * 8)
 
     def _put(self, w, il: int, slot: int, name: str, allow_float: bool = False) -> None:
