@@ -38,9 +38,15 @@ if [[ $mode == check || $mode == all ]]; then
   sb synth small --expert-type Q4_K -o $m/small-q4k.gguf >/dev/null
   timeout 200 python3 benchmarks/gpu_profile.py -m $m/small-q4k.gguf --ctx 4096 --ub 2048 --n-kv 2048 2>&1 \
     | tee "$OUT/profile.txt" | grep -v "^$" | head -80
-  # the decode attention of one layer alone, f16 and q8_0 caches (qwen3 and Ling head layouts)
-  for a in "" "--kv q8_0" "--heads 16"; do
-    timeout 100 python3 benchmarks/gpu_attention_micro.py $a 2>&1 | grep -v Warn | tee -a "$OUT/attention_micro.txt"
+  # the decode step in situ at depth, with each decode-attention split kernel (graph decode time per token)
+  for v in warp tile; do
+    timeout 200 python3 benchmarks/gpu_profile.py -m $m/small-q4k.gguf --ctx 16384 --ub 2048 --n-kv 14336 \
+      --decode-only --att-split $v 2>&1 | tee -a "$OUT/profile-14336.txt" | grep "graph decode"
+  done
+  # the decode attention of one layer alone, f16 and q8_0 caches (qwen3 and Ling head layouts), split variants A/B
+  for a in "--variants warp:4:4,warp:4:2,warp:4:1,warp:8:2,tile:8" "--kv q8_0 --variants warp:4:4,warp:4:2,tile:8" \
+           "--heads 16 --variants warp:4:4,warp:4:2,tile:8"; do
+    timeout 150 python3 benchmarks/gpu_attention_micro.py $a 2>&1 | grep -v Warn | tee -a "$OUT/attention_micro.txt"
   done
 fi
 

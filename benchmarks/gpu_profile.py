@@ -137,11 +137,15 @@ def main() -> None:
     p.add_argument("--replays", type=int, default=64)
     p.add_argument("-ctk", default="f16")
     p.add_argument("-ger", action="store_true")
+    p.add_argument("--att-split", choices=["warp", "tile"], help="the decode attention's split kernel (A/B)")
+    p.add_argument("--decode-only", action="store_true", help="skip the prefill ubatch's profile")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
     eng.load(args.model, EngineOptions(n_ctx=args.ctx, n_ubatch=args.ub, n_batch=args.ub, type_k=args.ctk,
                                        type_v=args.ctk, grouped_routing=args.ger))
+    if args.att_split:
+        eng.ops.att_split = args.att_split
     eng.warmup()
     print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)
@@ -168,7 +172,11 @@ def main() -> None:
         eng.decode(int(rng.integers(0, v)), n_kv + i)
         ts.append(time.perf_counter() - t)
     print(f"\ngraph decode: median {np.median(ts) * 1e3:.3f} ms per token ({1 / np.median(ts):.1f} t/s), "
-          f"min {min(ts) * 1e3:.3f} ms, graph nodes {eng.describe().get('graph_nodes')}")
+          f"min {min(ts) * 1e3:.3f} ms, graph nodes {eng.describe().get('graph_nodes')}, decode attention split "
+          f"{eng.ops.att_split}")
+    if args.decode_only:
+        eng.close()
+        return
     eng.truncate(n_kv)
     toks = rng.integers(0, v, args.ub)
     eng.prefill(toks, n_kv)

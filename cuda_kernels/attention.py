@@ -239,6 +239,197 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
     return _CACHE[key]
 
 
+WS_WARPS = 4  # warps per block of the warp-split kernel
+TILE = 16  # cells per warp tile of the warp-split kernel: the k16 of one P V mma
+TPW = 4  # tiles per warp and part: a part is nw * TILE * TPW cells
+
+
+def part_cells(nw: int, tpw: int = TPW) -> int:
+    """Cells per part (per block over N_KV) of ``warp_split_kernel``."""
+    return nw * TILE * tpw
+
+
+def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TPW):
+    """Flash-decoding split with independent warps, the same arguments and outputs as ``split_kernel`` but parts of
+    ``part_cells(nw, tpw)`` cells: grid (n_ctx / part, Hkv, T), block 32 * nw.
+
+    Warp w of block s takes the 16-cell tiles s*part + 16*(w + nw*i), i < tpw, and keeps its own online softmax
+    (m, l, O) in registers: per tile, K and V of all 16 cells are loaded at once (one memory round trip),
+    S = Q K^T is two n8 tiles whose accumulators are already the A fragment of P V (P never leaves registers),
+    and O += P V runs over D/8 n8 tiles. No barrier until the end, where the nw warps merge in warp order through
+    shared memory. Lane (g, tq) loads dims tq*D/4 .. of K cells g and g+8 (16-byte loads; the head dim is summed
+    in that permuted order, Q packed to match) and dims (D/8)*g .. (D/8)*g + D/8 - 1 of V cells 2tq, 2tq+1,
+    2tq+8, 2tq+9 (O tile n, column c is dim (D/8)*c + n; two cells' words make a B register with one permute)."""
+    key = ("wsplit", D, k_q8, v_q8, nw, tpw)
+    if key in _CACHE:
+        return _CACHE[key]
+    NKS, DPL, DV = D // 16, D // 4, D // 8  # k16 steps over the head dim; K dims per lane; V dims per lane
+    KW, QW = DPL // 2, DPL // 4  # K f16-pair words / q8_0 words per lane and cell
+    VW, VQ = DV // 2, DV // 4  # V f16-pair words / q8_0 words per lane and cell
+    NT = DV  # n8 tiles of O (D dims)
+    KVEC = (QW % 4 == 0) if k_q8 else (KW % 4 == 0)  # 16-byte loads
+    VVEC = (VQ % 4 == 0) if v_q8 else (VW % 4 == 0)
+    NT32, CH = 32 * nw, part_cells(nw, tpw)
+    QA, OA, KA, VA = 4 * NKS, 4 * NT, 2 * KW, 4 * VW  # local array sizes (compile-time constants)
+    SO = nw * MAX_GROUP * D  # per warp, per tile row: its unnormalised O
+
+    @device
+    def load_k(kq, kd, cell, col0, W, valid, kw, o0):
+        """The lane's DPL dims of a K row (from col0) as f16 pairs into kw[o0 ..]; zeros for an invalid cell."""
+        if not valid:
+            for i in range(KW):
+                kw[o0 + i] = U32(0)
+        elif k_q8:
+            base = cell * (W // 4) + col0 // 4
+            for i in range(0, QW, 4 if KVEC else 1):
+                if KVEC:
+                    w0, w1, w2, w3 = ldg4(kq, base + i)
+                else:
+                    w0, w1, w2, w3 = kq[base + i], U32(0), U32(0), U32(0)
+                for u in range(4 if KVEC else 1):
+                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
+                    d = kd[cell * (W // 32) + (col0 + 4 * (i + u)) // 32]
+                    kw[o0 + 2 * (i + u)] = q8_pair(wd, 0, d)
+                    kw[o0 + 2 * (i + u) + 1] = q8_pair(wd, 2, d)
+        else:
+            base = cell * (W // 2) + col0 // 2
+            for i in range(0, KW, 4 if KVEC else 1):
+                if KVEC:
+                    kw[o0 + i], kw[o0 + i + 1], kw[o0 + i + 2], kw[o0 + i + 3] = ldg4(kq, base + i)
+                else:
+                    kw[o0 + i] = kq[base + i]
+
+    @device
+    def load_v(vq, vd, cell, col0, W, valid, vw, o0):
+        """The lane's DV dims of a V row (from col0) as f16 pairs into vw[o0 ..]; zeros for an invalid cell."""
+        if not valid:
+            for i in range(VW):
+                vw[o0 + i] = U32(0)
+        elif v_q8:
+            base = cell * (W // 4) + col0 // 4
+            for i in range(0, VQ, 4 if VVEC else 1):
+                if VVEC:
+                    w0, w1, w2, w3 = ldg4(vq, base + i)
+                else:
+                    w0, w1, w2, w3 = vq[base + i], U32(0), U32(0), U32(0)
+                for u in range(4 if VVEC else 1):
+                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
+                    d = vd[cell * (W // 32) + (col0 + 4 * (i + u)) // 32]
+                    vw[o0 + 2 * (i + u)] = q8_pair(wd, 0, d)
+                    vw[o0 + 2 * (i + u) + 1] = q8_pair(wd, 2, d)
+        else:
+            base = cell * (W // 2) + col0 // 2
+            for i in range(0, VW, 4 if VVEC else 1):
+                if VVEC:
+                    vw[o0 + i], vw[o0 + i + 1], vw[o0 + i + 2], vw[o0 + i + 3] = ldg4(vq, base + i)
+                else:
+                    vw[o0 + i] = vq[base + i]
+
+    def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0):
+        s, hk, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
+        t = t0 + z
+        n_kv = posv[0] + t + 1
+        c0 = s * CH
+        if c0 >= n_kv:
+            return
+        tid = cuda.threadIdx.x
+        lane, w = tid & 31, tid // 32
+        g, tq = lane >> 2, lane & 3
+        G, W = H // Hkv, Hkv * D
+        qa = cuda.local.array(QA, np.uint32)  # Q as the A operand: rows = the G heads, permuted dims
+        for kk in range(NKS):
+            for rr in range(2):
+                row = g + 8 * rr
+                lo, hi = U32(0), U32(0)
+                if row < G:
+                    b = (t * H + hk * G + row) * D + tq * DPL + 4 * kk
+                    lo, hi = pack_h2(q[b] * scale, q[b + 1] * scale), pack_h2(q[b + 2] * scale, q[b + 3] * scale)
+                qa[kk * 4 + rr], qa[kk * 4 + 2 + rr] = lo, hi
+        o = cuda.local.array(OA, np.float32)  # [NT tiles][rows g, g+8 x columns 2tq, 2tq+1]
+        for i in range(OA):
+            o[i] = np.float32(0)
+        kw = cuda.local.array(KA, np.uint32)  # [cells g, g+8][KW]
+        vw = cuda.local.array(VA, np.uint32)  # [cells 2tq, 2tq+1, 2tq+8, 2tq+9][VW]
+        sc = cuda.local.array(8, np.float32)  # [S tile][rows g, g+8 x cells 2tq, 2tq+1]
+        m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
+        for it in range(tpw):
+            if c0 + it * nw * TILE < n_kv:  # block-uniform (warp helpers below); a warp past n_kv adds nothing
+                b0 = c0 + (it * nw + w) * TILE
+                for h2 in range(2):
+                    cell = b0 + g + 8 * h2
+                    load_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kw, h2 * KW)
+                for ci in range(4):
+                    cell = b0 + 2 * tq + (ci & 1) + 8 * (ci >> 1)
+                    load_v(vq, vd, cell, hk * D + DV * g, W, cell < n_kv, vw, ci * VW)
+                for h2 in range(2):  # S = Q K^T for cells b0 + 8*h2 ..
+                    z0 = np.float32(0)
+                    d0, d1, d2, d3 = z0, z0, z0, z0
+                    for kk in range(NKS):
+                        d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3],
+                                                 kw[h2 * KW + 2 * kk], kw[h2 * KW + 2 * kk + 1], d0, d1, d2, d3)
+                    sc[h2 * 4], sc[h2 * 4 + 1], sc[h2 * 4 + 2], sc[h2 * 4 + 3] = d0, d1, d2, d3
+                    for e in range(4):
+                        if b0 + 8 * h2 + 2 * tq + (e & 1) >= n_kv:
+                            sc[h2 * 4 + e] = NEG
+                mt0 = max(max(sc[0], sc[1]), max(sc[4], sc[5]))
+                mt1 = max(max(sc[2], sc[3]), max(sc[6], sc[7]))
+                mt0 = max(mt0, shfl_xor(mt0, 1))  # the 4 lanes of a row quad
+                mt0 = max(mt0, shfl_xor(mt0, 2))
+                mt1 = max(mt1, shfl_xor(mt1, 1))
+                mt1 = max(mt1, shfl_xor(mt1, 2))
+                mn0, mn1 = max(m0, mt0), max(m1, mt1)  # -inf only while this warp has seen no valid cell
+                a0 = math.exp(m0 - mn0) if mn0 != NEG else np.float32(1)  # 0 on the warp's first tile
+                a1 = math.exp(m1 - mn1) if mn1 != NEG else np.float32(1)
+                m0, m1 = mn0, mn1
+                for e in range(8):
+                    mm = m0 if (e & 2) == 0 else m1
+                    sc[e] = math.exp(sc[e] - mm) if sc[e] != NEG else np.float32(0)
+                l0 = l0 * a0 + ((sc[0] + sc[1]) + (sc[4] + sc[5]))
+                l1 = l1 * a1 + ((sc[2] + sc[3]) + (sc[6] + sc[7]))
+                p0, p1 = pack_h2(sc[0], sc[1]), pack_h2(sc[2], sc[3])  # the A fragment of P (rows g, g+8)
+                p2, p3 = pack_h2(sc[4], sc[5]), pack_h2(sc[6], sc[7])
+                for nt in range(NT):  # O = a * O + P V
+                    wp = nt // 2
+                    sel = U32(0x7632) if nt % 2 else U32(0x5410)  # the pair's second dim, or its first
+                    d0, d1, d2, d3 = mma_f16(p0, p1, p2, p3, prmt(vw[wp], vw[VW + wp], sel),
+                                             prmt(vw[2 * VW + wp], vw[3 * VW + wp], sel), o[nt * 4] * a0,
+                                             o[nt * 4 + 1] * a0, o[nt * 4 + 2] * a1, o[nt * 4 + 3] * a1)
+                    o[nt * 4], o[nt * 4 + 1], o[nt * 4 + 2], o[nt * 4 + 3] = d0, d1, d2, d3
+        l0 += shfl_xor(l0, 1)
+        l0 += shfl_xor(l0, 2)
+        l1 += shfl_xor(l1, 1)
+        l1 += shfl_xor(l1, 2)
+        sm = cuda.shared.array((nw, MAX_GROUP), np.float32)
+        sl = cuda.shared.array((nw, MAX_GROUP), np.float32)
+        so = cuda.shared.array(SO, np.float32)
+        if tq == 0:
+            sm[w, g], sm[w, g + 8], sl[w, g], sl[w, g + 8] = m0, m1, l0, l1
+        for nt in range(NT):
+            for e in range(4):
+                row = g + 8 * (e >> 1)
+                if row < G:
+                    so[(w * MAX_GROUP + row) * D + DV * (2 * tq + (e & 1)) + nt] = o[nt * 4 + e]
+        cuda.syncthreads()
+        for idx in range(tid, G * D, NT32):  # the warps merged in warp order
+            row, d = idx // D, idx % D
+            mx = NEG
+            for k in range(nw):
+                mx = max(mx, sm[k, row])
+            acc, ll = np.float32(0), np.float32(0)
+            for k in range(nw):
+                f = math.exp(sm[k, row] - mx) if sm[k, row] != NEG else np.float32(0)
+                acc += f * so[(k * MAX_GROUP + row) * D + d]
+                ll += f * sl[k, row]
+            b = (z * H + hk * G + row) * n_parts + s
+            part_o[b * D + d] = acc
+            if d == 0:
+                part_ml[b * 2] = mx
+                part_ml[b * 2 + 1] = ll
+
+    _CACHE[key] = jit(kernel)
+    return _CACHE[key]
+
+
 def combine_kernel(D: int, split: int = BKV, nw: int = COMBINE_WARPS):
     """(part_o, part_ml, posv, out, xq, xa, H, n_parts, t0, q8): grid (H, D / 32, Tz), block 32 * nw;
     out float32 [T, H*D] rows t0 + z, and with q8 its q8_1 copy xq uint32 [T, H*D/4], xa float32 [T, H*D/32, 2].

@@ -52,10 +52,11 @@ class CudaOps:
         self.gemv_max_t = GEMV_MAX_T
         self.i32 = cuda.device_array(4, np.int32)
         self.att_nw, self.att_combine_nw = att.NWD, att.COMBINE_WARPS  # flash-decoding block shapes
+        self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att.TPW  # which split kernel, its shape
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         if SIM:  # the simulator runs a thread per CUDA thread and polls them all at each barrier: keep blocks small
-            self.att_nw, self.att_combine_nw, self.gemv_nw = 1, 2, 1
+            self.att_nw, self.att_combine_nw, self.gemv_nw, self.att_ws_nw = 1, 2, 1, 1
 
     # ---- plumbing ----------------------------------------------------------------------------------------
     def begin(self, tokens, pos0: int) -> None:
@@ -292,13 +293,17 @@ class CudaOps:
             self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
                         cache.vd[il], self.posv, out.f, t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
             return out
-        spl = flash.BKV
-        n_parts = _blocks(cache.n_ctx, spl)
         if cache.n_ctx > att.MAX_CONTEXT:
             raise ValueError(f"attention: a context of {cache.n_ctx} is longer than the {att.MAX_CONTEXT} cells "
                              "the GPU flash-decoding combine merges")
-        nwd = min(self.att_nw, head_dim // 16)  # a warp's O slice covers whole 16-dim groups
-        split = att.split_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0", nwd)
+        k_q8, v_q8 = cache.type_k == "q8_0", cache.type_v == "q8_0"
+        if self.att_split == "warp":
+            nwd, spl = self.att_ws_nw, att.part_cells(self.att_ws_nw, self.att_tpw)
+            split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, self.att_tpw)
+        else:
+            nwd, spl = min(self.att_nw, head_dim // 16), flash.BKV  # a warp's O slice covers whole 16-dim groups
+            split = att.split_kernel(head_dim, k_q8, v_q8, nwd)
+        n_parts = _blocks(cache.n_ctx, spl)
         combine = att.combine_kernel(head_dim, spl, self.att_combine_nw)
         out = self.new(t, n_head * head_dim)
         xq, xa = self.pool.get(t * n_head * head_dim // 4, np.uint32), self.pool.get(t * n_head * head_dim // 16)

@@ -236,6 +236,31 @@ def test_attention_prefill_then_decode(ops, tk, tv):
         assert np.array_equal(out.q8[0].copy_to_host(), q8_1(got)[0])
 
 
+WS_CASES = [(32, "q8_0", "f16"), (96, "f16", "q8_0"), (128, "q8_0", "q8_0")] if REAL_GPU else [(96, "f16", "q8_0")]
+
+
+@pytest.mark.parametrize("d,tk,tv", WS_CASES)
+def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv):
+    """The warp-split decode kernel with 2 warps of 1 tile (16-cell tiles, 32-cell parts): positions where the
+    second warp, or a tile's tail, lies past the last cell; head dims whose lane slices do not fill 16-byte loads;
+    G = 3 query heads per KV head (rows 3..15 of the mma tile are zero)."""
+    ops.att_split, ops.att_ws_nw, ops.att_tpw = "warp", 2, 1
+    rng = np.random.default_rng(11)
+    h, hkv, n_ctx = 6, 2, 96
+    ours = DeviceKV(1, n_ctx, hkv * d, tk, tv)
+    ref = ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
+    k, v = (rng.standard_normal((n_ctx, hkv * d)).astype(np.float32) for _ in range(2))
+    for p0 in range(0, n_ctx, 8):  # the ops table takes up to 8 rows a step
+        ops.begin(np.zeros(8, np.int64), p0)
+        ops.kv_store(ours, 0, act(ops, k[p0:p0 + 8]), act(ops, v[p0:p0 + 8]), p0)
+    ref_ops.kv_store(ref, 0, k, v, 0)
+    for pos0, t in ((0, 1), (50, 1)) if not REAL_GPU else ((0, 1), (9, 1), (16, 2), (50, 1), (94, 2)):
+        q = rng.standard_normal((t, h * d)).astype(np.float32)
+        ops.begin(np.zeros(t, np.int64), pos0)
+        got = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < 2e-3, (pos0, t)
+
+
 @pytest.mark.parametrize("tk,tv", KV_PAIRS)
 def test_rope_store_fused_with_attention(ops, tk, tv):
     """rope_neox(q), rope_neox(k), kv_store, attention as the models call them: one launch norms and rotates q and
