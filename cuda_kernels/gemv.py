@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from cuda_kernels import routing
 from cuda_kernels.env import device, jit, warp_sum
 from cuda_kernels.qdot import DOTS
 
@@ -153,6 +154,54 @@ def up_gate(kind: str, nw: int = GEMV_WARPS):
         return kernel
 
     return _cached(("up_gate", kind, nw), make)
+
+
+def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bool):
+    """``up_gate`` that routes its token itself: (gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F,
+    K, k, norm, n_groups_used, eps, scale), grid (ceil(F / nw), R). Every warp runs the token's routing (softmax or
+    sigmoid top-k, ``routing``) on the router logits and takes the expert of its slot; block (0, slot 0) also
+    writes the token's ids and weights for the down projection. Saves the routing launch of a decode step."""
+    if nw > routing.ROUTE_WARPS:
+        raise ValueError(f"up_gate_routed: {nw} warps per block, the routers' shared rows hold {routing.ROUTE_WARPS}")
+
+    def make():
+        _, row_dot2 = _row_dots(DOTS[kind])
+        X, RW = n_expert, routing.ROUTE_WARPS
+        route_sm = routing.softmax_router(n_expert)
+        route_sg = routing.sigmoid_router(n_expert, n_groups)
+
+        @device
+        def body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e):
+            r = cuda.blockIdx.y
+            n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
+            lane = cuda.threadIdx.x & 31
+            g, u = np.float32(0), np.float32(0)
+            if n < F:
+                g, u = row_dot2(gq, gh, uq, uh, e * F + n, K, xq, xa, xf, r // k, lane, 32)
+            g = warp_sum(g)
+            u = warp_sum(u)
+            if lane == 0 and n < F:
+                h[r * F + n] = g / (np.float32(1) + math.exp(-g)) * u
+
+        def kernel_softmax(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
+                           n_groups_used, eps, scale):
+            r = cuda.blockIdx.y
+            write = cuda.blockIdx.x == 0 and r % k == 0 and cuda.threadIdx.x < 32
+            e = route_sm(logits, r // k, True, ids, w, k, norm, write, r % k)
+            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e)
+
+        def kernel_sigmoid(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
+                           n_groups_used, eps, scale):
+            r = cuda.blockIdx.y
+            write = cuda.blockIdx.x == 0 and r % k == 0 and cuda.threadIdx.x < 32
+            sel_sh = cuda.shared.array((RW, X), np.float32)
+            e = route_sg(logits, bias, has_bias, r // k, True, sel_sh, ids, w, k, n_groups_used, norm, eps, scale,
+                         write, r % k)
+            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e)
+
+        return kernel_sigmoid if sigmoid else kernel_softmax
+
+    return _cached(("up_gate_routed", kind, nw, n_expert, n_groups, sigmoid), make)
 
 
 def down_combine(kind: str, nw: int = GEMV_WARPS):

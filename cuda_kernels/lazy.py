@@ -84,12 +84,40 @@ class LazyCombine:
 
 @dataclass
 class Routed:
-    """Expert ids int32 [T*K] (or their weights float32 [T*K]) on the device, in (token, slot) order."""
+    """Expert ids int32 [T*K] (or their weights float32 [T*K]) on the device, in (token, slot) order. With a
+    ``pending`` routing launch, the first read of ``buf`` makes it, unless a kernel that routes by itself (the
+    decode step's fused up/gate) has taken it over first."""
 
-    buf: Any
+    _buf: Any
     n_tokens: int
     k: int
     owner: Any = None  # keeps the pool buffer's Act alive
+    pending: Any = None  # PendingRoute shared by the ids and the weights
+
+    @property
+    def buf(self):
+        if self.pending is not None and not self.pending.done:
+            self.pending.launch()
+        return self._buf
+
+
+@dataclass
+class PendingRoute:
+    """A routing launch not yet made: ``launch()`` makes it; a fused kernel sets ``done`` and routes itself
+    from ``logits`` with ``args`` (the router's arguments after the logits, ids and weights: see gemv)."""
+
+    launch_fn: Any
+    logits: Any  # the router logits Act (kept alive until the launch)
+    sigmoid: bool
+    n_expert: int
+    n_groups: int
+    args: tuple  # (bias, has_bias, norm, n_groups_used, eps, scale)
+    weights_buf: Any = None  # where the weights go (the ids' buffer is the Routed's own)
+    done: bool = False
+
+    def launch(self):
+        self.done = True
+        self.launch_fn()
 
 
 @dataclass

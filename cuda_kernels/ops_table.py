@@ -16,7 +16,8 @@ from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
 from cuda_kernels import flash, gemm, gemv, routing
 from cuda_kernels.env import SIM
-from cuda_kernels.lazy import Groups, LazyAdd, LazyCombine, LazyDown, LazyNormHeads, LazyRope, Routed
+from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyNormHeads, LazyRope, PendingRoute,
+                               Routed)
 from cuda_kernels.memory import Act, Pool
 from cuda_kernels.qdot import QUANTIZED
 from cuda_kernels.rope import norm_rope, qk_rope_store
@@ -55,8 +56,10 @@ class CudaOps:
         self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att.TPW  # which split kernel, its shape
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
+        self.fuse_route = True  # a decode step's up/gate kernel routes its token itself (no routing launch)
         if SIM:  # the simulator runs a thread per CUDA thread and polls them all at each barrier: keep blocks small
             self.att_nw, self.att_combine_nw, self.gemv_nw, self.att_ws_nw = 1, 2, 1, 1
+            self.fuse_route = False  # every up/gate block would re-run the routing in Python: tests turn it on
 
     # ---- plumbing ----------------------------------------------------------------------------------------
     def begin(self, tokens, pos0: int) -> None:
@@ -323,23 +326,38 @@ class CudaOps:
         return out
 
     # ---- MoE ---------------------------------------------------------------------------------------------
+    def _routed(self, logits: Act, k: int, launch_fn, sigmoid: bool, n_groups: int, args: tuple):
+        """(ids, weights) whose routing launch waits for its first reader: a decode step's fused up/gate
+        routes by itself instead (one launch fewer per layer)."""
+        t = logits.rows
+        ids, w = Act(self.pool, self.pool.get(t * k, np.int32), t, k), self.new(t, k)
+        pending = PendingRoute(lambda: launch_fn(ids, w), logits, sigmoid, logits.cols, n_groups, args, w.f)
+        return Routed(ids.f, t, k, ids, pending), Routed(w.f, t, k, w, pending)
+
     def route_softmax_topk(self, logits, k: int, norm: bool):
         logits = self.act(logits)
         t, x = logits.rows, logits.cols
-        ids, w = Act(self.pool, self.pool.get(t * k, np.int32), t, k), self.new(t, k)
-        self.launch(routing.route_softmax(x), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS, logits.f,
-                    ids.f, w.f, t, k, bool(norm))
-        return Routed(ids.f, t, k, ids), Routed(w.f, t, k, w)
+
+        def launch(ids, w):
+            self.launch(routing.route_softmax(x), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS,
+                        logits.f, ids.f, w.f, t, k, bool(norm))
+
+        return self._routed(logits, k, launch, False, 1, (self.f32, False, bool(norm), 0, np.float32(0),
+                                                          np.float32(1)))
 
     def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
         logits = self.act(logits)
         t, x = logits.rows, logits.cols
-        ids, w = Act(self.pool, self.pool.get(t * k, np.int32), t, k), self.new(t, k)
-        kernel = routing.route_sigmoid(x, n_groups if n_groups > 1 else 1)
-        self.launch(kernel, _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS, logits.f,
-                    bias if bias is not None else self.f32, bias is not None, ids.f, w.f, t, k, n_groups_used,
-                    bool(norm), np.float32(norm_eps), np.float32(scale))
-        return Routed(ids.f, t, k, ids), Routed(w.f, t, k, w)
+        groups = n_groups if n_groups > 1 else 1
+        args = (bias if bias is not None else self.f32, bias is not None, bool(norm), n_groups_used,
+                np.float32(norm_eps), np.float32(scale))
+
+        def launch(ids, w):
+            b, has_b, nrm, ngu, eps, sc = args
+            self.launch(routing.route_sigmoid(x, groups), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS,
+                        logits.f, b, has_b, ids.f, w.f, t, k, ngu, nrm, eps, sc)
+
+        return self._routed(logits, k, launch, True, groups, args)
 
     def group_rows_by_expert(self, ids: Routed, n_expert: int) -> Groups:
         groups = Groups(ids, n_expert)
@@ -360,8 +378,17 @@ class CudaOps:
         h = self.new(r, f)
         if w_gate.kind == w_up.kind:
             xq, xa, xf = self._inputs(x, w_up.kind)
-            self.launch(gemv.up_gate(w_up.kind, self.gemv_nw), (_blocks(f, self.gemv_nw), r), 32 * self.gemv_nw, w_gate.qs,
-                        w_gate.hdr, w_up.qs, w_up.hdr, xq, xa, xf, ids.buf, h.f, f, x.cols, ids.k)
+            grid, block = (_blocks(f, self.gemv_nw), r), 32 * self.gemv_nw
+            p = ids.pending
+            if self.fuse_route and p is not None and not p.done and self.gemv_nw <= routing.ROUTE_WARPS:
+                p.done = True
+                bias, has_bias, norm, n_groups_used, eps, scale = p.args
+                kern = gemv.up_gate_routed(w_up.kind, self.gemv_nw, p.n_expert, p.n_groups, p.sigmoid)
+                self.launch(kern, grid, block, w_gate.qs, w_gate.hdr, w_up.qs, w_up.hdr, xq, xa, xf, p.logits.f, bias,
+                            has_bias, ids._buf, p.weights_buf, h.f, f, x.cols, ids.k, norm, n_groups_used, eps, scale)
+                return h
+            self.launch(gemv.up_gate(w_up.kind, self.gemv_nw), grid, block, w_gate.qs, w_gate.hdr, w_up.qs,
+                        w_up.hdr, xq, xa, xf, ids.buf, h.f, f, x.cols, ids.k)
             return h
         g = self._expert_rows(x, w_gate, Groups(ids, 0), ids.k)
         u = self._expert_rows(x, w_up, Groups(ids, 0), ids.k)

@@ -17,24 +17,25 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import jit, warp_argmax, warp_max, warp_prefix_count, warp_sum
+from cuda_kernels.env import device, jit, warp_argmax, warp_max, warp_prefix_count, warp_sum
 
 NEG = np.float32(-np.inf)
 ROUTE_WARPS = 4  # tokens per block
 _CACHE: dict = {}
 
 
-def route_softmax(n_expert: int):
-    """Kernel (logits, ids, w, T, k, norm) for X = n_expert (a lane holds ceil(X/32) logits)."""
-    key = ("softmax", n_expert)
+def softmax_router(n_expert: int):
+    """Device function route(logits, t, ok, ids, w, k, norm, write, want) for X = n_expert: the calling warp
+    routes token t (a lane holds ceil(X/32) logits), writes ids / w of the token from lane 0 when ``write``, and
+    returns the expert of slot ``want`` (on every lane)."""
+    key = ("softmax_fn", n_expert)
     if key in _CACHE:
         return _CACHE[key]
     X, XPL = n_expert, (n_expert + 31) // 32
 
-    def kernel(logits, ids, w, T, k, norm):
+    @device
+    def route(logits, t, ok, ids, w, k, norm, write, want):
         lane = cuda.threadIdx.x & 31
-        t = cuda.blockIdx.x * ROUTE_WARPS + cuda.threadIdx.x // 32
-        ok = t < T
         p = cuda.local.array(XPL, np.float32)
         mx = NEG
         for i in range(XPL):
@@ -50,6 +51,7 @@ def route_softmax(n_expert: int):
         for i in range(XPL):
             p[i] = p[i] / s if lane + 32 * i < X and s > 0 else NEG
         tot = np.float32(0)
+        mine = np.int32(0)
         for r in range(k):
             bv, bi = NEG, np.int32(-1)
             for i in range(XPL):
@@ -60,31 +62,51 @@ def route_softmax(n_expert: int):
                 if lane + 32 * i == bi:
                     p[i] = NEG
             tot += bv
-            if ok and lane == 0:
+            if r == want:
+                mine = bi
+            if write and lane == 0:
                 ids[t * k + r] = bi
                 w[t * k + r] = bv
-        if ok and lane == 0 and norm:
+        if write and lane == 0 and norm:
             inv = np.float32(1) / tot if tot > 0 else np.float32(0)
             for r in range(k):
                 w[t * k + r] = w[t * k + r] * inv
+        return mine
+
+    _CACHE[key] = route
+    return route
+
+
+def route_softmax(n_expert: int):
+    """Kernel (logits, ids, w, T, k, norm): a warp per token (``softmax_router``)."""
+    key = ("softmax", n_expert)
+    if key in _CACHE:
+        return _CACHE[key]
+    route = softmax_router(n_expert)
+
+    def kernel(logits, ids, w, T, k, norm):
+        t = cuda.blockIdx.x * ROUTE_WARPS + cuda.threadIdx.x // 32
+        ok = t < T
+        route(logits, t, ok, ids, w, k, norm, ok, 0)
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]
 
 
-def route_sigmoid(n_expert: int, n_groups: int):
-    """Kernel (logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale) for X experts in G groups."""
-    key = ("sigmoid", n_expert, n_groups)
+def sigmoid_router(n_expert: int, n_groups: int):
+    """Device function route(logits, bias, has_bias, t, ok, sel_sh, ids, w, k, n_groups_used, norm, eps, scale,
+    write, want) for X experts in G groups: the calling warp (row warp-index of sel_sh, a shared float32
+    [ROUTE_WARPS, X]; the block calls it together: it has a barrier) routes token t, writes ids / w from lane 0 when
+    ``write`` and returns the expert of slot ``want``."""
+    key = ("sigmoid_fn", n_expert, n_groups)
     if key in _CACHE:
         return _CACHE[key]
     X, XPL, G = n_expert, (n_expert + 31) // 32, n_groups
     P = X // G  # experts per group
 
-    def kernel(logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale):
+    @device
+    def route(logits, bias, has_bias, t, ok, sel_sh, ids, w, k, n_groups_used, norm, eps, scale, write, want):
         lane, wi = cuda.threadIdx.x & 31, cuda.threadIdx.x // 32
-        t = cuda.blockIdx.x * ROUTE_WARPS + wi
-        ok = t < T
-        sel_sh = cuda.shared.array((ROUTE_WARPS, X), np.float32)
         prob = cuda.local.array(XPL, np.float32)
         sel = cuda.local.array(XPL, np.float32)
         for i in range(XPL):
@@ -120,6 +142,7 @@ def route_sigmoid(n_expert: int, n_groups: int):
                 if e < X and (kept >> np.uint32(e // P)) & np.uint32(1) == 0:
                     sel[i] = NEG
         tot = np.float32(0)
+        mine = np.int32(0)
         for r in range(k):
             if degenerate:
                 bi = np.int32(r)
@@ -141,14 +164,36 @@ def route_sigmoid(n_expert: int, n_groups: int):
                         sel[i] = NEG
                 bp = warp_max(bp)  # the owner's unbiased probability, on every lane
             tot += bp
-            if ok and lane == 0:
+            if r == want:
+                mine = bi
+            if write and lane == 0:
                 ids[t * k + r] = bi
                 w[t * k + r] = bp
-        if ok and lane == 0:
+        if write and lane == 0:
             inv = np.float32(1) / (tot + eps) if norm else np.float32(1)
             for r in range(k):
                 v = w[t * k + r] * inv if norm else w[t * k + r]
                 w[t * k + r] = v * scale if abs(scale - np.float32(1)) > np.float32(1e-5) else v
+        return mine
+
+    _CACHE[key] = route
+    return route
+
+
+def route_sigmoid(n_expert: int, n_groups: int):
+    """Kernel (logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale): a warp per token
+    (``sigmoid_router``)."""
+    key = ("sigmoid", n_expert, n_groups)
+    if key in _CACHE:
+        return _CACHE[key]
+    route = sigmoid_router(n_expert, n_groups)
+    X = n_expert
+
+    def kernel(logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale):
+        t = cuda.blockIdx.x * ROUTE_WARPS + cuda.threadIdx.x // 32
+        ok = t < T
+        sel_sh = cuda.shared.array((ROUTE_WARPS, X), np.float32)
+        route(logits, bias, has_bias, t, ok, sel_sh, ids, w, k, n_groups_used, norm, eps, scale, ok, 0)
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]

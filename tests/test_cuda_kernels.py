@@ -209,6 +209,33 @@ def test_moe_pipeline(ops, qtype, k):
         assert rel(host(ops, total), ref + shexp) < 1e-5
 
 
+@pytest.mark.parametrize("sigmoid", [False, True], ids=["softmax", "sigmoid-grouped"])
+def test_up_gate_that_routes_itself_equals_routing_then_up_gate(ops, sigmoid):
+    """The decode step's fused up/gate (each warp routes its token, block (0, slot 0) writes ids and weights):
+    ids, weights and h bit-identical to the routing launch followed by the plain up/gate, one launch fewer."""
+    rng = np.random.default_rng(12)
+    t, e, f, x, k = 2, 32, 4, 8, 2  # few up/gate blocks: the simulator runs the routing in each
+    wg, _ = weight(Q.Q8_0, f, e, rng, x)
+    wu, _ = weight(Q.Q8_0, f, e, rng, x)
+    xin, z = rng.standard_normal((t, e)).astype(np.float32), _logits(rng, t, x)
+    bias = upload_vector((0.1 * rng.standard_normal(x)).astype(np.float32))
+    got = []
+    for fused in (False, True):
+        ops.fuse_route = fused
+        ops.begin(np.zeros(t, np.int64), 0)
+        if sigmoid:
+            ids, w = ops.route_sigmoid_topk(act(ops, z), bias, k, 4, 2, True, 1e-20, 2.5)
+        else:
+            ids, w = ops.route_softmax_topk(act(ops, z), k, True)
+        n0 = ops.n_launches
+        h = ops.expert_up_gate(act(ops, xin), wg, wu, ops.group_rows_by_expert(ids, x))
+        got.append((ops.n_launches - n0, host(ops, h), ids._buf.copy_to_host(), w._buf.copy_to_host()))
+    (n_plain, *plain), (n_fused, *fused_out) = got
+    assert n_fused == n_plain - 1
+    for a, b in zip(plain, fused_out):
+        assert np.array_equal(a, b)
+
+
 # the simulator emulates every mma (seconds a block): one mixed pair there covers both cache types' paths
 KV_PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q8_0", "f16")] if REAL_GPU else [("q8_0", "f16")]
 
