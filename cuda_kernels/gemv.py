@@ -134,22 +134,37 @@ def expert(kind: str, nw: int = GEMV_WARPS):
     return _cached(("expert", kind, nw), make)
 
 
-def up_gate(kind: str, nw: int = GEMV_WARPS):
-    """(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k): grid (ceil(F / nw), R)."""
-    def make():
+def _up_gate_body(kind: str, nw: int):
+    """Device function (gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e): block (x, r) of an up/gate grid computes
+    h[r, n] = silu(x_t . Wg[e, n]) * (x_t . Wu[e, n]) for its nw rows n (a warp each), t = r // k."""
+    key = ("up_gate_body", kind, nw)
+    if key not in _CACHE:
         _, row_dot2 = _row_dots(DOTS[kind])
 
-        def kernel(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k):
+        @device
+        def body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e):
             r = cuda.blockIdx.y
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             lane = cuda.threadIdx.x & 31
             g, u = np.float32(0), np.float32(0)
             if n < F:
-                g, u = row_dot2(gq, gh, uq, uh, ids[r] * F + n, K, xq, xa, xf, r // k, lane, 32)
+                g, u = row_dot2(gq, gh, uq, uh, e * F + n, K, xq, xa, xf, r // k, lane, 32)
             g = warp_sum(g)
             u = warp_sum(u)
             if lane == 0 and n < F:
                 h[r * F + n] = g / (np.float32(1) + math.exp(-g)) * u
+
+        _CACHE[key] = body
+    return _CACHE[key]
+
+
+def up_gate(kind: str, nw: int = GEMV_WARPS):
+    """(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k): grid (ceil(F / nw), R)."""
+    def make():
+        body = _up_gate_body(kind, nw)
+
+        def kernel(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k):
+            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, ids[cuda.blockIdx.y])
 
         return kernel
 
@@ -165,23 +180,10 @@ def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bo
         raise ValueError(f"up_gate_routed: {nw} warps per block, the routers' shared rows hold {routing.ROUTE_WARPS}")
 
     def make():
-        _, row_dot2 = _row_dots(DOTS[kind])
+        body = _up_gate_body(kind, nw)
         X, RW = n_expert, routing.ROUTE_WARPS
         route_sm = routing.softmax_router(n_expert)
         route_sg = routing.sigmoid_router(n_expert, n_groups)
-
-        @device
-        def body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e):
-            r = cuda.blockIdx.y
-            n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
-            lane = cuda.threadIdx.x & 31
-            g, u = np.float32(0), np.float32(0)
-            if n < F:
-                g, u = row_dot2(gq, gh, uq, uh, e * F + n, K, xq, xa, xf, r // k, lane, 32)
-            g = warp_sum(g)
-            u = warp_sum(u)
-            if lane == 0 and n < F:
-                h[r * F + n] = g / (np.float32(1) + math.exp(-g)) * u
 
         def kernel_softmax(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
                            n_groups_used, eps, scale):
