@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("-ger", action="store_true")
     p.add_argument("--att-split", choices=["warp", "tile"], help="the decode attention's split kernel (A/B)")
     p.add_argument("--decode-only", action="store_true", help="skip the prefill ubatch's profile")
+    p.add_argument("--no-fuse-route", action="store_true", help="a routing launch per MoE layer (A/B)")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
@@ -146,6 +147,7 @@ def main() -> None:
                                        type_v=args.ctk, grouped_routing=args.ger))
     if args.att_split:
         eng.ops.att_split = args.att_split
+    eng.ops.fuse_route = not args.no_fuse_route
     eng.warmup()
     print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)
@@ -173,7 +175,7 @@ def main() -> None:
         ts.append(time.perf_counter() - t)
     print(f"\ngraph decode: median {np.median(ts) * 1e3:.3f} ms per token ({1 / np.median(ts):.1f} t/s), "
           f"min {min(ts) * 1e3:.3f} ms, graph nodes {eng.describe().get('graph_nodes')}, decode attention split "
-          f"{eng.ops.att_split}")
+          f"{eng.ops.att_split}, routing fused: {eng.ops.fuse_route}")
     if args.decode_only:
         eng.close()
         return

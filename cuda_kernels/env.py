@@ -162,6 +162,11 @@ if not SIM:
         return cuda.shfl_xor_sync(FULL, v, m)
 
     @device
+    def warp_barrier():
+        """Orders the shared-memory traffic of one warp (the simulator's version synchronises the block)."""
+        cuda.syncwarp(FULL)
+
+    @device
     def shfl_idx(v, src):
         return cuda.shfl_sync(FULL, v, src)
 
@@ -315,6 +320,11 @@ else:
         return int(sum(flags[:lane])), int(sum(flags))
 
     shfl_xor, shfl_idx, warp_sum, warp_max = (device(f) for f in (_shfl_xor, _shfl_idx, _warp_sum, _warp_max))
+
+    def _warp_barrier():
+        cuda.syncthreads()
+
+    warp_barrier = device(_warp_barrier)
     warp_argmax, warp_prefix_count = device(_warp_argmax), device(_warp_prefix_count)
 
     def _mma_f16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):

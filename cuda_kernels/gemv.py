@@ -173,9 +173,11 @@ def up_gate(kind: str, nw: int = GEMV_WARPS):
 
 def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bool):
     """``up_gate`` that routes its token itself: (gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F,
-    K, k, norm, n_groups_used, eps, scale), grid (ceil(F / nw), R). Every warp runs the token's routing (softmax or
+    K, k, norm, n_groups_used, eps, scale), grid (ceil(F / nw), R). Each block runs its token's routing (softmax or
     sigmoid top-k, ``routing``) on the router logits and takes the expert of its slot; block (0, slot 0) also
-    writes the token's ids and weights for the down projection. Saves the routing launch of a decode step."""
+    writes the token's ids and weights for the down projection. Saves the routing launch of a decode step.
+    Warp 0 alone routes: a routing in every warp (6k per qwen3 step, ~700 instructions each) took more issue
+    slots than the launch it saves (the sweep of 2026-12-05 05:18 UTC)."""
     if nw > routing.ROUTE_WARPS:
         raise ValueError(f"up_gate_routed: {nw} warps per block, the routers' shared rows hold {routing.ROUTE_WARPS}")
 
@@ -188,18 +190,28 @@ def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bo
         def kernel_softmax(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
                            n_groups_used, eps, scale):
             r = cuda.blockIdx.y
-            write = cuda.blockIdx.x == 0 and r % k == 0 and cuda.threadIdx.x < 32
-            e = route_sm(logits, r // k, True, ids, w, k, norm, write, r % k)
-            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e)
+            sh = cuda.shared.array(1, np.int32)
+            if cuda.threadIdx.x < 32:  # warp 0 routes; the block reads its slot's expert from shared memory
+                write = cuda.blockIdx.x == 0 and r % k == 0
+                e = route_sm(logits, r // k, True, ids, w, k, norm, write, r % k)
+                if cuda.threadIdx.x == 0:
+                    sh[0] = e
+            cuda.syncthreads()
+            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, sh[0])
 
         def kernel_sigmoid(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
                            n_groups_used, eps, scale):
             r = cuda.blockIdx.y
-            write = cuda.blockIdx.x == 0 and r % k == 0 and cuda.threadIdx.x < 32
+            sh = cuda.shared.array(1, np.int32)
             sel_sh = cuda.shared.array((RW, X), np.float32)
-            e = route_sg(logits, bias, has_bias, r // k, True, sel_sh, ids, w, k, n_groups_used, norm, eps, scale,
-                         write, r % k)
-            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, e)
+            if cuda.threadIdx.x < 32:
+                write = cuda.blockIdx.x == 0 and r % k == 0
+                e = route_sg(logits, bias, has_bias, r // k, True, sel_sh, ids, w, k, n_groups_used, norm, eps,
+                             scale, write, r % k)
+                if cuda.threadIdx.x == 0:
+                    sh[0] = e
+            cuda.syncthreads()
+            body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, sh[0])
 
         return kernel_sigmoid if sigmoid else kernel_softmax
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, jit, warp_argmax, warp_max, warp_prefix_count, warp_sum
+from cuda_kernels.env import device, jit, warp_argmax, warp_barrier, warp_max, warp_prefix_count, warp_sum
 
 NEG = np.float32(-np.inf)
 ROUTE_WARPS = 4  # tokens per block
@@ -96,7 +96,7 @@ def route_softmax(n_expert: int):
 def sigmoid_router(n_expert: int, n_groups: int):
     """Device function route(logits, bias, has_bias, t, ok, sel_sh, ids, w, k, n_groups_used, norm, eps, scale,
     write, want) for X experts in G groups: the calling warp (row warp-index of sel_sh, a shared float32
-    [ROUTE_WARPS, X]; the block calls it together: it has a barrier) routes token t, writes ids / w from lane 0 when
+    [ROUTE_WARPS, X]) routes token t, writes ids / w from lane 0 when
     ``write`` and returns the expert of slot ``want``."""
     key = ("sigmoid_fn", n_expert, n_groups)
     if key in _CACHE:
@@ -117,7 +117,7 @@ def sigmoid_router(n_expert: int, n_groups: int):
                 sel_sh[wi, e] = sel[i]
             else:
                 prob[i], sel[i] = np.float32(0), NEG
-        cuda.syncthreads()
+        warp_barrier()  # sel_sh row wi is this warp's own
         degenerate = G > 1 and k > P * n_groups_used  # ik's guard: the kept groups cannot hold k experts
         if G > 1 and not degenerate:
             gs = NEG  # lane g < G: sum of the two largest scores of group g
