@@ -139,7 +139,7 @@ def main() -> None:
     p.add_argument("-ger", action="store_true")
     p.add_argument("--att-split", choices=["warp", "tile"], help="the decode attention's split kernel (A/B)")
     p.add_argument("--decode-only", action="store_true", help="skip the prefill ubatch's profile")
-    p.add_argument("--no-fuse-route", action="store_true", help="a routing launch per MoE layer (A/B)")
+    p.add_argument("--fuse-route", action="store_true", help="the up/gate kernel routes (no routing launch; A/B)")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
@@ -147,7 +147,7 @@ def main() -> None:
                                        type_v=args.ctk, grouped_routing=args.ger))
     if args.att_split:
         eng.ops.att_split = args.att_split
-    eng.ops.fuse_route = not args.no_fuse_route
+    eng.ops.fuse_route = args.fuse_route
     eng.warmup()
     print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)

@@ -176,8 +176,8 @@ def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bo
     K, k, norm, n_groups_used, eps, scale), grid (ceil(F / nw), R). Each block runs its token's routing (softmax or
     sigmoid top-k, ``routing``) on the router logits and takes the expert of its slot; block (0, slot 0) also
     writes the token's ids and weights for the down projection. Saves the routing launch of a decode step.
-    Warp 0 alone routes: a routing in every warp (6k per qwen3 step, ~700 instructions each) took more issue
-    slots than the launch it saves (the sweep of 2026-12-05 05:18 UTC)."""
+    Warp 0 alone routes: with a routing in every warp (6k per qwen3 layer, ~700 instructions each, ~4 us of issue
+    time) the sweep of 2026-12-05 05:18 UTC lost 4-11% of its shallow TG. Opt-in (``CudaOps.fuse_route``)."""
     if nw > routing.ROUTE_WARPS:
         raise ValueError(f"up_gate_routed: {nw} warps per block, the routers' shared rows hold {routing.ROUTE_WARPS}")
 

@@ -56,10 +56,12 @@ class CudaOps:
         self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att.TPW  # which split kernel, its shape
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
-        self.fuse_route = True  # a decode step's up/gate kernel routes its token itself (no routing launch)
+        # A decode step's up/gate kernel may route its token itself (no routing launch). Off until the warp-0
+        # version is measured on the device: the first version (every warp routing) made shallow TG slower
+        # (benchmarks/NOTES.md, GPU section); tests and gpu_profile.py --fuse-route turn it on.
+        self.fuse_route = False
         if SIM:  # the simulator runs a thread per CUDA thread and polls them all at each barrier: keep blocks small
             self.att_nw, self.att_combine_nw, self.gemv_nw, self.att_ws_nw = 1, 2, 1, 1
-            self.fuse_route = False  # every up/gate block would re-run the routing in Python: tests turn it on
 
     # ---- plumbing ----------------------------------------------------------------------------------------
     def begin(self, tokens, pos0: int) -> None:
