@@ -125,3 +125,22 @@ def test_work_grab_hands_out_every_item_exactly_once_across_threads(n):
     _take_all(0, 2, n, ctr, 2, seen, sync)
     t.join()
     assert np.all((seen == 1) | (seen == 1001))  # each item once, by one of the two threads
+
+
+def test_a_barrier_whose_partner_never_comes_marks_the_step_broken_instead_of_hanging():
+    """One thread at a two-thread barrier: after the deadline (~10 s of cycle-counter ticks) it returns and the
+    stop field reads BROKEN (the engine then raises); a stop already set makes every barrier return at once."""
+    import time
+
+    sync = np.zeros(spin.N_FIELDS * spin.LINE, np.int64)
+    spin.barrier(sync, 1)  # compiled outside the timing
+    t0 = time.perf_counter()
+    spin.barrier(sync, 2)
+    waited = time.perf_counter() - t0
+    assert sync[spin.F_STOP * spin.LINE] == spin.BROKEN
+    assert 0.5 < waited < 120, waited
+    sync[spin.F_COUNT * spin.LINE] = 0  # a fresh wait that must notice the stop field, not the deadline
+    t0 = time.perf_counter()
+    spin.barrier(sync, 2)
+    assert time.perf_counter() - t0 < 0.5
+    assert sync[spin.F_STOP * spin.LINE] == spin.BROKEN
