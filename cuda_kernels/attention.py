@@ -1,5 +1,7 @@
 """KV-cache stores and flash-decoding attention on the tensor cores (split over N_KV, then a combine), f16 and
-q8_0 caches.
+q8_0 caches. The engine's split kernel is ``warp_split_kernel`` (independent warps, 256-cell parts; below);
+``split_kernel`` (64-cell parts, P staged in shared memory) stays for A/B runs (``CudaOps.att_split = "tile"``,
+``gpu_profile.py --att-split``, ``gpu_attention_micro.py --variants``).
 
 Cache layouts (per layer, flat): f16 -> uint32 words [n_ctx, Hkv*D/2] (f16 pairs); q8_0 -> qs uint32
 [n_ctx, Hkv*D/4] (int8 x4) and d float32 [n_ctx, Hkv*D/32] (the f16-rounded block scale, as ggml stores it).
