@@ -75,6 +75,45 @@ def kv_store(k, v, kq, kd, vq, vd, posv, T, W, k_q8, v_q8):
     store4(v, src, vq, vd, posv[0] + t, j, W, v_q8, ok)
 
 
+def row_loader(q8: bool, dims: int):
+    """Device function load(words, scales, cell, col0, W, valid, out, o0): dims values of a cache row from column
+    col0 as dims/2 f16 pairs into out[o0 ..] (q8_0 bytes widened with their block scales; 16-byte loads where the
+    words fill them), zeros for an invalid cell. W = Hkv*D, the row length in values."""
+    key = ("loader", q8, dims)
+    if key in _CACHE:
+        return _CACHE[key]
+    NW, NQ = dims // 2, dims // 4  # f16-pair words out; q8_0 words in
+    VEC = (NQ % 4 == 0) if q8 else (NW % 4 == 0)
+
+    @device
+    def load(words, scales, cell, col0, W, valid, out, o0):
+        if not valid:
+            for i in range(NW):
+                out[o0 + i] = U32(0)
+        elif q8:
+            base = cell * (W // 4) + col0 // 4
+            for i in range(0, NQ, 4 if VEC else 1):
+                if VEC:
+                    w0, w1, w2, w3 = ldg4(words, base + i)
+                else:
+                    w0, w1, w2, w3 = words[base + i], U32(0), U32(0), U32(0)
+                for u in range(4 if VEC else 1):
+                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
+                    d = scales[cell * (W // 32) + (col0 + 4 * (i + u)) // 32]
+                    out[o0 + 2 * (i + u)] = q8_pair(wd, 0, d)
+                    out[o0 + 2 * (i + u) + 1] = q8_pair(wd, 2, d)
+        else:
+            base = cell * (W // 2) + col0 // 2
+            for i in range(0, NW, 4 if VEC else 1):
+                if VEC:
+                    out[o0 + i], out[o0 + i + 1], out[o0 + i + 2], out[o0 + i + 3] = ldg4(words, base + i)
+                else:
+                    out[o0 + i] = words[base + i]
+
+    _CACHE[key] = load
+    return load
+
+
 def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
     """(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0) -> per block the (m, l,
     unnormalised O) of its BKV cells for each of the G heads of its KV head, for query row t0 + blockIdx.z:
@@ -92,38 +131,13 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
     if NDW % 2:
         raise ValueError(f"split_kernel: {nwd} warps leave an odd number of O tiles per warp (D = {D})")
     DPL = D // 4  # K dims per lane of a quad
-    KW, QW = DPL // 2, DPL // 4  # f16-pair words per lane; q8_0 words per lane
+    KW = DPL // 2  # f16-pair words per lane
     VW, DS = NDW // 2, D // nwd  # V words per cell and lane; dims per warp
     PP = BKV // 2 + 4  # padded row (words) of the f16 P tile [16 rows][BKV cells]
     SP, QA, OA, SC, SV = 16 * PP, 4 * NKS, 4 * NDW, 4 * NQ, 4 * VW
     SROW = (nwd, 16)  # per warp, per row of the tile
-    VEC = (KW % 4 == 0) if not k_q8 else (QW % 4 == 0)  # 16-byte loads
 
-    @device
-    def load_k(kq, kd, cell, col0, W, valid, kw):
-        """The lane's DPL dims of a K row (from col0) as f16 pairs into kw; zeros for an invalid cell."""
-        if not valid:
-            for i in range(KW):
-                kw[i] = U32(0)
-        elif k_q8:
-            d = kd[cell * (W // 32) + col0 // 32]
-            base = cell * (W // 4) + col0 // 4
-            for i in range(0, QW, 4 if VEC else 1):
-                if VEC:
-                    w0, w1, w2, w3 = ldg4(kq, base + i)
-                else:
-                    w0, w1, w2, w3 = kq[base + i], U32(0), U32(0), U32(0)
-                for u in range(4 if VEC else 1):
-                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
-                    kw[2 * (i + u)] = q8_pair(wd, 0, d)
-                    kw[2 * (i + u) + 1] = q8_pair(wd, 2, d)
-        else:
-            base = cell * (W // 2) + col0 // 2
-            for i in range(0, KW, 4 if VEC else 1):
-                if VEC:
-                    kw[i], kw[i + 1], kw[i + 2], kw[i + 3] = ldg4(kq, base + i)
-                else:
-                    kw[i] = kq[base + i]
+    load_k = row_loader(k_q8, DPL)
 
     @device
     def load_v(vq, vd, cell, col, W, valid):
@@ -163,7 +177,7 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
         for j in range(NQ):  # S = Q K^T on this warp's cells
             nt = w + j * nwd
             cell = c0 + nt * 8 + g
-            load_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kw)
+            load_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kw, 0)
             z0 = np.float32(0)
             d0, d1, d2, d3 = z0, z0, z0, z0
             for kk in range(NKS):
@@ -266,66 +280,13 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
     if key in _CACHE:
         return _CACHE[key]
     NKS, DPL, DV = D // 16, D // 4, D // 8  # k16 steps over the head dim; K dims per lane; V dims per lane
-    KW, QW = DPL // 2, DPL // 4  # K f16-pair words / q8_0 words per lane and cell
-    VW, VQ = DV // 2, DV // 4  # V f16-pair words / q8_0 words per lane and cell
+    KW, VW = DPL // 2, DV // 2  # K / V f16-pair words per lane and cell
     NT = DV  # n8 tiles of O (D dims)
-    KVEC = (QW % 4 == 0) if k_q8 else (KW % 4 == 0)  # 16-byte loads
-    VVEC = (VQ % 4 == 0) if v_q8 else (VW % 4 == 0)
     NT32, CH = 32 * nw, part_cells(nw, tpw)
     QA, OA, KA, VA = 4 * NKS, 4 * NT, 2 * KW, 4 * VW  # local array sizes (compile-time constants)
     SO = nw * MAX_GROUP * D  # per warp, per tile row: its unnormalised O
 
-    @device
-    def load_k(kq, kd, cell, col0, W, valid, kw, o0):
-        """The lane's DPL dims of a K row (from col0) as f16 pairs into kw[o0 ..]; zeros for an invalid cell."""
-        if not valid:
-            for i in range(KW):
-                kw[o0 + i] = U32(0)
-        elif k_q8:
-            base = cell * (W // 4) + col0 // 4
-            for i in range(0, QW, 4 if KVEC else 1):
-                if KVEC:
-                    w0, w1, w2, w3 = ldg4(kq, base + i)
-                else:
-                    w0, w1, w2, w3 = kq[base + i], U32(0), U32(0), U32(0)
-                for u in range(4 if KVEC else 1):
-                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
-                    d = kd[cell * (W // 32) + (col0 + 4 * (i + u)) // 32]
-                    kw[o0 + 2 * (i + u)] = q8_pair(wd, 0, d)
-                    kw[o0 + 2 * (i + u) + 1] = q8_pair(wd, 2, d)
-        else:
-            base = cell * (W // 2) + col0 // 2
-            for i in range(0, KW, 4 if KVEC else 1):
-                if KVEC:
-                    kw[o0 + i], kw[o0 + i + 1], kw[o0 + i + 2], kw[o0 + i + 3] = ldg4(kq, base + i)
-                else:
-                    kw[o0 + i] = kq[base + i]
-
-    @device
-    def load_v(vq, vd, cell, col0, W, valid, vw, o0):
-        """The lane's DV dims of a V row (from col0) as f16 pairs into vw[o0 ..]; zeros for an invalid cell."""
-        if not valid:
-            for i in range(VW):
-                vw[o0 + i] = U32(0)
-        elif v_q8:
-            base = cell * (W // 4) + col0 // 4
-            for i in range(0, VQ, 4 if VVEC else 1):
-                if VVEC:
-                    w0, w1, w2, w3 = ldg4(vq, base + i)
-                else:
-                    w0, w1, w2, w3 = vq[base + i], U32(0), U32(0), U32(0)
-                for u in range(4 if VVEC else 1):
-                    wd = w0 if u == 0 else (w1 if u == 1 else (w2 if u == 2 else w3))
-                    d = vd[cell * (W // 32) + (col0 + 4 * (i + u)) // 32]
-                    vw[o0 + 2 * (i + u)] = q8_pair(wd, 0, d)
-                    vw[o0 + 2 * (i + u) + 1] = q8_pair(wd, 2, d)
-        else:
-            base = cell * (W // 2) + col0 // 2
-            for i in range(0, VW, 4 if VVEC else 1):
-                if VVEC:
-                    vw[o0 + i], vw[o0 + i + 1], vw[o0 + i + 2], vw[o0 + i + 3] = ldg4(vq, base + i)
-                else:
-                    vw[o0 + i] = vq[base + i]
+    load_k, load_v = row_loader(k_q8, DPL), row_loader(v_q8, DV)
 
     def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0):
         s, hk, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z

@@ -240,9 +240,12 @@ def test_up_gate_that_routes_itself_equals_routing_then_up_gate(ops, sigmoid):
 KV_PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q8_0", "f16")] if REAL_GPU else [("q8_0", "f16")]
 
 
+@pytest.mark.parametrize("split", ["warp", "tile"])
 @pytest.mark.parametrize("tk,tv", KV_PAIRS)
-def test_attention_prefill_then_decode(ops, tk, tv):
-    """Flash-decoding over several 64-cell parts (n_ctx 96), GQA; the combine also writes the output's q8_1 copy."""
+def test_attention_prefill_then_decode(ops, tk, tv, split):
+    """Flash-decoding over several 64-cell parts (n_ctx 96), GQA; the combine also writes the output's q8_1 copy.
+    Both split kernels: the engine's (warp) and the staged-P one kept for A/B runs (tile)."""
+    ops.att_split = split
     rng = np.random.default_rng(9)
     h, hkv, d, n_ctx = (4, 2, 64, 96) if REAL_GPU else (2, 1, 32, 96)
     ours = DeviceKV(1, n_ctx, hkv * d, tk, tv)
