@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 
 import numpy as np
@@ -55,6 +56,9 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=8, help="caches the launches cycle over (1: L2-warm)")
     p.add_argument("--once", action="store_true", help="one eager launch per depth and variant (for ncu)")
     args = p.parse_args()
+    for v in args.variants.split(","):
+        if not re.fullmatch(r"tile(:\d+)?|warp(:\d+:\d+)?", v):
+            p.error(f"--variants: {v!r} is neither tile[:NW] nor warp[:NW:TPW]")
     from numba import cuda
 
     from cuda_kernels import attention as att

@@ -118,6 +118,22 @@ def dry_run(quick: bool) -> None:
         print(f"dry run {arch} {et}/{dt} kv {kv}{' -ger' if ger else ''}: {len(RECORDED)} kernel variants so far")
 
 
+def full_size_attention() -> None:
+    """The decode split kernels at the full models' head size (D = 128, f16 and q8_0 caches): the tiny models'
+    heads are smaller, and register use (hence blocks per SM) depends on D."""
+    from numba import types as nt
+
+    from cuda_kernels import attention as att
+
+    f32, u32, i32, i64 = nt.float32[::1], nt.uint32[::1], nt.int32[::1], nt.int64
+    sig = (f32, u32, f32, u32, f32, i32, f32, f32, i64, i64, i64, nt.float32, i64)
+    for q8 in (False, True):
+        kv = "q8_0" if q8 else "f16"
+        for name, k in ((f"warp_split D128 {kv}", att.warp_split_kernel(128, q8, q8)),
+                        (f"split(tile) D128 {kv}", att.split_kernel(128, q8, q8))):
+            RECORDED[(k.py_func, sig)] = name
+
+
 def compile_all(ptxas: bool) -> int:
     failures = 0
     rows = []
@@ -155,6 +171,7 @@ def main() -> int:
     _dry_patches()
     _patch_arrays()
     dry_run(args.quick)
+    full_size_attention()
     return 1 if compile_all(args.ptxas) else 0
 
 
