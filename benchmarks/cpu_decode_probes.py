@@ -7,6 +7,8 @@
     python benchmarks/cpu_decode_probes.py decode -m MODEL -t 1   # decode steps only (for perf record -p / --)
     python benchmarks/cpu_decode_probes.py states -m MODEL [--seconds 150]
                                      # compiled step vs op by op vs ik, rounds labelled by the host's read rate
+    python benchmarks/cpu_decode_probes.py pingpong [--seconds 60]
+                                     # a cache line's round trip between the 2 threads, per host state
 
 "cold" means right after a 2-thread read of 64 MB (twice the L3), as a decode step's products leave the caches.
 """
@@ -243,9 +245,54 @@ def states(args) -> None:
                   + f" | {np.median(a[m, 1] / a[m, 3]):.2f} | {np.median(a[m, 2] / a[m, 3]):.2f} |")
 
 
+def pingpong(args) -> None:
+    """How far apart the two threads' cores are, per host state: the round trip of one cache line bounced
+    between two threads (atomic store, spin on the other's), in rounds labelled by a 2-thread read of 400 MB.
+    Same-CCX cores answer in tens of ns; cores on different CCDs (separate L3s and memory links) in hundreds."""
+    import threading
+
+    from sweepbench.cpu_kernels.spin import atomic_load, atomic_store
+
+    @njit(nogil=True)
+    def bounce(line, role, n):
+        for i in range(n):
+            while atomic_load(line, 0) != 2 * i + role:
+                pass
+            atomic_store(line, 0, 2 * i + role + 1)
+
+    def round_trip_ns(n=20000):
+        line = np.zeros(8, np.int64)
+        th = threading.Thread(target=bounce, args=(line, 1, n))
+        th.start()
+        t = time.perf_counter()
+        bounce(line, 0, n)
+        dt = time.perf_counter() - t
+        th.join()
+        return dt / n * 1e9
+
+    set_threads(2)
+    buf, out = np.ones(100 << 20, np.float32), np.zeros(2, np.float32)
+    _read(buf, out)
+    round_trip_ns(100)
+    rows, t_end = [], time.time() + args.seconds
+    while time.time() < t_end:
+        t = time.perf_counter()
+        _read(buf, out)
+        rows.append((buf.nbytes / (time.perf_counter() - t) / 1e9, round_trip_ns()))
+    a = np.array(rows)
+    print("| host state (read GB/s) | rounds | read GB/s | round trip ns (median) | p10 | p90 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, lo, hi in (("slow (< 40)", 0, 40), ("between", 40, 45), ("fast (>= 45)", 45, 1e9)):
+        m = (a[:, 0] >= lo) & (a[:, 0] < hi)
+        if m.sum():
+            rt = a[m, 1]
+            print(f"| {label} | {m.sum()} | {np.median(a[m, 0]):.1f} | {np.median(rt):.0f} | "
+                  f"{np.percentile(rt, 10):.0f} | {np.percentile(rt, 90):.0f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode", "states"])
+    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode", "states", "pingpong"])
     p.add_argument("--seconds", type=float, default=150)
     p.add_argument("-m", "--model")
     p.add_argument("-t", "--threads", type=int, default=2)

@@ -1,7 +1,7 @@
 """Where a numba-cpu decode step (and a prefill ubatch) spends its time.
 
     python benchmarks/cpu_profile.py -m MODEL.gguf [-t 2 --n-kv 512 --steps 32]
-    SWEEPBENCH_DECODE_STEP=compiled python benchmarks/cpu_profile.py ...   # the compiled decode step
+    SWEEPBENCH_DECODE_STEP=ops python benchmarks/cpu_profile.py ...   # the op-by-op decode (ms per op)
 
 Decode through the compiled step (``engines.cpu_step``): the step's own cycle counters per phase and thread,
 work and barrier wait apart, with the weight bytes each phase streams. Op by op (the default; every prefill): each

@@ -159,7 +159,8 @@ def main() -> None:
         f"Run {started}: `{cmd}` = `sweepbench sweep-bench -m <small preset> --engine numba-cpu --vs ik "
         f"-c {args.ctx} -ub {args.ub} -t {args.threads} -r {args.reps} -rtr -fa on` per model "
         f"(JSONL in benchmarks/runs/). Host: {host.get('cpu', 'n/a')}, {os.cpu_count()} cores, numba-cpu on "
-        f"{ours.get('simd')} code for {ours.get('cpu_target')}, {ours.get('threading_layer')} threads; "
+        f"{ours.get('simd')} code for {ours.get('cpu_target')}, {ours.get('threading_layer')} threads, decode "
+        f"{ours.get('decode_step', 'n/a')}; "
         f"load average before: {load_before}, after: {loadavg()}. "
         f"Streaming read (plain Numba sum, 800 MB): " + ", ".join(f"{v:.1f} GB/s on {t} thread(s)" for t, v in bw.items())
         + ". Medians over repetitions; ratio = numba-cpu / ik (wheel build, see above).",

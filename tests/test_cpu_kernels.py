@@ -107,6 +107,35 @@ def test_experts_up_gate_down_combine(qtype, repack):
     assert np.array_equal(ops.combine(y, weights), ref_ops.combine(y, weights))  # same ops, same order
 
 
+@pytest.mark.parametrize("qtype", QUANT + FLOAT, ids=lambda q: q.name)
+def test_item_ranges_give_the_per_item_drivers_bits(qtype):
+    """qmm.mm_items / up_gate_items (the kind dispatched once per range, as the decode step calls them) against
+    q_mm / q_up_gate (the generic item per prange iteration): the same bits for every kind, over ranges split at
+    irregular points, with an idle expert, one-row experts and one expert that takes a 4-token tile."""
+    rng = np.random.default_rng(11)
+    x_n, k, f = 5, 256, 48
+    rows_per = [1, 0, 5, 1, 2]
+    offsets = np.concatenate([[0], np.cumsum(rows_per)]).astype(np.int64)
+    active = np.array([e for e in range(x_n) if rows_per[e]], np.int64)
+    t, ng = int(offsets[-1]), f // 8
+    yrows = rng.permutation(t).astype(np.int64)
+    w = {n: _prepare(_T(random_rows(qtype, x_n * f, k, rng), qtype, k), x_n, True) for n in ("gate", "up", "down")}
+    x = rng.standard_normal((t, k)).astype(np.float32)
+    xin = x.reshape(-1) if qtype in FLOAT else QuantAct(x).x.reshape(-1)
+    splits = ((0, 5), (5, 17), (17, active.shape[0] * ng))
+    want, got = np.zeros(t * f, np.float32), np.full(t * f, np.nan, np.float32)
+    qmm.q_mm(w["down"].kind, w["down"].qs, k, xin, yrows, offsets, active, want)
+    for lo, hi in splits:
+        qmm.mm_items(w["down"].kind, w["down"].qs.reshape(-1), ng, k, xin, yrows, offsets, active, got, lo, hi)
+    assert np.array_equal(got, want)
+    want, got = np.zeros(t * f, np.float32), np.full(t * f, np.nan, np.float32)
+    gq, uq = w["gate"].qs, w["up"].qs
+    qmm.q_up_gate(w["gate"].kind, gq, uq, k, xin, offsets, active, want)
+    for lo, hi in splits:
+        qmm.up_gate_items(w["gate"].kind, gq.reshape(-1), uq.reshape(-1), ng, k, xin, offsets, active, got, lo, hi)
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("kv", ["f16", "q8_0"])
 def test_flash_attention_prefill_then_decode(kv):
     rng = np.random.default_rng(11)

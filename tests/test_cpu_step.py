@@ -92,37 +92,43 @@ def test_unfused_qkv_falls_back_instead_of_reading_q_as_qkv(tiny_model, monkeypa
         CompiledDecode(e, 2)
 
 
-def test_the_op_path_is_the_default_and_a_bad_mode_is_a_usage_error(tiny_model, monkeypatch):
+def test_the_compiled_step_is_the_default_and_a_bad_mode_is_a_usage_error(tiny_model, monkeypatch):
     monkeypatch.delenv("SWEEPBENCH_DECODE_STEP", raising=False)
     e = create_engine("numba-cpu")
     e.load(str(tiny_model()), EngineOptions(n_ctx=32, n_threads=2))
     e.warmup()
-    assert e.describe()["decode_step"].startswith("op by op (the default")
+    assert e.describe()["decode_step"].startswith("compiled, 2 thread(s)")
+    monkeypatch.setenv("SWEEPBENCH_DECODE_STEP", "ops")
+    e = create_engine("numba-cpu")
+    e.load(str(tiny_model()), EngineOptions(n_ctx=32, n_threads=2))
+    e.warmup()
+    assert e.describe()["decode_step"] == "op by op (SWEEPBENCH_DECODE_STEP=ops)"
     monkeypatch.setenv("SWEEPBENCH_DECODE_STEP", "fast")
     with pytest.raises(UsageError, match="SWEEPBENCH_DECODE_STEP=fast: choose one of ops, compiled"):
         create_engine("numba-cpu").load(str(tiny_model()), EngineOptions(n_ctx=32))
 
 
 @njit(nogil=True)
-def _take_all(role, n_roles, n, ctr, slot, seen, sync):
+def _take_all(role, n_roles, n, ctr, slot, seen, sync, s8):
     spin.barrier(sync, n_roles)
     st = 0
     while st != 2:
-        lo, hi, st = _grab(role, n_roles, n, _static(n, n_roles), ctr, slot, st)
+        lo, hi, st = _grab(role, n_roles, n, _static(n, n_roles, s8), ctr, slot, st)
         for i in range(lo, hi):
             seen[i] += 1 + role * 1000
     spin.barrier(sync, n_roles)
 
 
+@pytest.mark.parametrize("s8", [0, 6, 8])  # eighths handed out in fixed shares: none, the old default, all
 @pytest.mark.parametrize("n", [1, 7, 640, 1001])
-def test_work_grab_hands_out_every_item_exactly_once_across_threads(n):
+def test_work_grab_hands_out_every_item_exactly_once_across_threads(n, s8):
     sync = np.zeros(spin.N_FIELDS * spin.LINE, np.int64)
     ctr, seen = np.zeros(4 * spin.LINE, np.int64), np.zeros(n, np.int64)
-    _take_all(0, 1, 1, ctr, 2, np.zeros(1, np.int64), sync)  # compile before the threads race
+    _take_all(0, 1, 1, ctr, 2, np.zeros(1, np.int64), sync, s8)  # compile before the threads race
     ctr[:] = 0
-    t = threading.Thread(target=_take_all, args=(1, 2, n, ctr, 2, seen, sync))
+    t = threading.Thread(target=_take_all, args=(1, 2, n, ctr, 2, seen, sync, s8))
     t.start()
-    _take_all(0, 2, n, ctr, 2, seen, sync)
+    _take_all(0, 2, n, ctr, 2, seen, sync, s8)
     t.join()
     assert np.all((seen == 1) | (seen == 1001))  # each item once, by one of the two threads
 

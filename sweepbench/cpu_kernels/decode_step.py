@@ -4,11 +4,11 @@ Why: the products of a step alone (49 calls with their inputs prepared) ran fast
 step around them (Python per op, a dispatch per kernel, the second thread woken for each parallel launch, the
 small ops with cold caches) added 3-5 ms a token (benchmarks/NOTES.md, CPU). Here every thread runs the
 same program (``run_step``) over the layers; each product, and the attention's KV heads, are shared out as work
-items (``_grab``: fixed shares of three quarters, the rest from a shared counter), and a spinning barrier
-(``spin.barrier``) separates the phases that read what others wrote. Small ops (norms, routing, quantizing an
-activation) are computed by every thread into its own buffers, so they need no barrier. Thread 0 is the
-caller; the others are workers parked in ``worker_loop``. ``B.prof`` counts cycles per phase and thread
-(``benchmarks/cpu_profile.py`` prints them).
+items (``_grab``: C[C_STATIC8] eighths in fixed shares, the rest from a shared counter; the KV heads all from
+the counter), and a spinning barrier (``spin.barrier``) separates the phases that read what others wrote.
+Small ops (norms, routing, quantizing an activation) are computed by every thread into its own buffers, so
+they need no barrier. Thread 0 is the caller; the others are workers parked in ``worker_loop``. ``B.prof``
+counts cycles per phase and thread (``benchmarks/cpu_profile.py`` prints them).
 
 Same numbers as the op-by-op path: every value comes from the same row functions as the ops (``dense``, ``moe``,
 ``attention``, ``qmm``'s work items) in the same order, so the logits keep their bits; the split of items
@@ -31,7 +31,7 @@ from numba import njit
 from sweepbench.cpu_kernels import moe
 from sweepbench.cpu_kernels.attention import attn_item, store_head
 from sweepbench.cpu_kernels.dense import _rms_row, norm_rope_rows, residual_norm, rope_table
-from sweepbench.cpu_kernels.qmm import mm_item, up_gate_item
+from sweepbench.cpu_kernels.qmm import mm_items, up_gate_items
 from sweepbench.cpu_kernels.quant_act import REC, quantize_row
 from sweepbench.cpu_kernels.spin import (
     F_CMD, F_POS, F_STOP, LINE, atomic_add, atomic_load, barrier, cpu_relax, cycles,
@@ -47,8 +47,8 @@ V_ATTN, V_QN, V_KN, V_FFN, V_BIAS = range(5)
 N_VEC = 5
 # C (int64) fields
 (C_LAYERS, C_E, C_HEAD, C_HKV, C_D, C_ROT, C_NEXP, C_USED, C_SIGMOID, C_NGROUPS, C_GUSED, C_NORMW, C_KQ8,
- C_VQ8, C_MOE0) = range(15)
-N_C = 15
+ C_VQ8, C_MOE0, C_STATIC8) = range(16)
+N_C = 16
 # FC (float64) fields
 FC_EPS, FC_BASE, FC_FSCALE, FC_NORM_EPS, FC_WSCALE = range(5)
 N_FC = 5
@@ -61,19 +61,22 @@ _route_sigmoid = moe.route_sigmoid_topk.serial
 _group_rows = moe.group_rows
 
 # Buffers: shared ones are written by item shares (disjoint) and read after a barrier; per-role ones ([n, ...])
-# are written and read by one thread.
+# are written and read by one thread. The shared outputs of a layer's phases have one copy per layer ([Lb, ...],
+# layer il uses il % Lb; the engine allocates Lb = L): with one copy, a line one thread wrote was read by both and
+# then written again a layer later, often by the other thread, and when the two vCPUs ran on different CCDs
+# (this host's fast memory state) taking it back cost the down projection ~10% of its rate (NOTES.md, CPU).
 Buffers = namedtuple("Buffers", [
     # shared
-    "qkv",      # f32 [1, Nq + 2 Nkv]  fused QKV output
+    "qkv",      # f32 [Lb, 1, Nq + 2 Nkv]  fused QKV output
     "qrot",     # f32 [1, Nq]          q normed + rotated (each role its KV heads' query heads)
     "krot",     # f32 [1, Nkv]         k normed + rotated
-    "att",      # f32 [1, Nq]          attention output
-    "o",        # f32 [1, E]           attention projection
-    "rl",       # f32 [1, X]           router logits
-    "h",        # f32 [K, F]           expert hidden rows (expert order)
-    "hs",       # f32 [1, Fs]          shared / dense FFN hidden row
-    "y",        # f32 [K, E]           expert outputs ((t, j) order)
-    "ys",       # f32 [1, E]           shared / dense FFN output
+    "att",      # f32 [Lb, 1, Nq]      attention output
+    "o",        # f32 [Lb, 1, E]       attention projection
+    "rl",       # f32 [Lb, 1, X]       router logits
+    "h",        # f32 [Lb, K, F]       expert hidden rows (expert order)
+    "hs",       # f32 [Lb, 1, Fs]      shared / dense FFN hidden row
+    "y",        # f32 [Lb, K, E]       expert outputs ((t, j) order)
+    "ys",       # f32 [Lb, 1, E]       shared / dense FFN output
     "logits",   # f32 [1, V]
     "id_rows", "id_offs", "id_act",   # int64 [1], [2], [1]: the one-'expert' index arrays of a dense product
     # per role
@@ -132,9 +135,10 @@ def _grab(role, n_roles, n, static, ctr, slot, st):
     """The next items [lo, hi) of a phase of n items for this role; st: 0 before the first call, 2 when done.
 
     First a fixed share of the first ``static`` items, then chunks taken from a shared counter until none are
-    left: a thread that runs slower (the second vCPU was measured 5-15% slower in every phase, even compute-only
-    ones) takes fewer chunks instead of making the other wait at the barrier. Which thread computes an item
-    never changes its bits."""
+    left: a thread that runs slower takes fewer chunks instead of making the other wait at the barrier (the
+    second vCPU was once measured 5-15% slower in every phase; since the per-layer outputs the products run
+    all in fixed shares, which streamed 2.5% faster when the vCPUs sat on different CCDs). Which thread
+    computes an item never changes its bits."""
     if st == 0:
         lo, hi = _share(static, role, n_roles)
         return lo, hi, 1
@@ -146,9 +150,9 @@ def _grab(role, n_roles, n, static, ctr, slot, st):
 
 
 @njit(cache=True, nogil=True)
-def _static(n, n_roles):
-    """Items handed out in fixed shares: three quarters, the rest by the counter (all of them on one thread)."""
-    return n if n_roles == 1 else n * 3 // 4
+def _static(n, n_roles, s8):
+    """Items handed out in fixed shares: s8 eighths (C[C_STATIC8]), the rest by the counter (all on one thread)."""
+    return n if n_roles == 1 else n * s8 // 8
 
 
 @njit(cache=True, nogil=True)
@@ -160,15 +164,14 @@ def _quant_rows(x, out):
 
 
 @njit(cache=True, nogil=True)
-def _dense_items(role, n_roles, meta, il, slot, mats, X, B, Y, cslot):
+def _dense_items(role, n_roles, meta, il, slot, mats, X, B, Y, cslot, s8):
     """A one-row product (``ops.matmul``) of matrix ``slot``: this role's items of its row groups."""
     kind, K, ng, idx = meta[il, slot, M_KIND], meta[il, slot, M_K], meta[il, slot, M_GROUPS], meta[il, slot, M_IDX]
     w, ctr, rows, offs, act = mats[idx], B.ctr, B.id_rows, B.id_offs, B.id_act  # once: no refcounts per item
     st = 0
     while st != 2:
-        lo, hi, st = _grab(role, n_roles, ng, _static(ng, n_roles), ctr, cslot, st)
-        for item in range(lo, hi):
-            mm_item(kind, w, ng, K, X, rows, offs, act, Y, item)
+        lo, hi, st = _grab(role, n_roles, ng, _static(ng, n_roles, s8), ctr, cslot, st)
+        mm_items(kind, w, ng, K, X, rows, offs, act, Y, lo, hi)
 
 
 @njit(cache=True, nogil=True)
@@ -188,29 +191,33 @@ def run_step(role, n_roles, sync, pos, C, FC, meta, vmeta, mats, fmats, vecs, kc
     nq, nkv, g_n = n_head * D, h_kv * D, n_head // h_kv
     k_used, n_exp = C[C_USED], C[C_NEXP]
     eps = FC[FC_EPS]
+    s8 = C[C_STATIC8]
     k_q8, v_q8 = C[C_KQ8] != 0, C[C_VQ8] != 0
     x, x2, a = B.x[role], B.x2[role], B.a[role]
     xa, cs, sn = B.xa[role], B.cs[role], B.sn[role]
     rope_table(pos, 1, C[C_ROT], FC[FC_BASE], FC[FC_FSCALE], cs, sn)
     pend = P_NONE
-    parr = B.ys
+    parr = B.ys[0]
     prof, ctr, q8 = B.prof[role], B.ctr, B.q8[role]
-    qkv, qrot, krot, att = B.qkv, B.qrot, B.krot, B.att
-    v_all = qkv[:, nq + nkv : nq + 2 * nkv]
+    qrot, krot = B.qrot, B.krot
     id_rows, id_offs, id_act = B.id_rows, B.id_offs, B.id_act
+    yp = B.y[0]  # the previous layer's expert outputs (what a pending combine adds)
     t = cycles()
     for il in range(n_layer):
+        lb = il % B.y.shape[0]  # this layer's shared outputs (see Buffers)
+        qkv, att, o, yl = B.qkv[lb], B.att[lb], B.o[lb], B.y[lb]
+        v_all = qkv[:, nq + nkv : nq + 2 * nkv]
         # ---- attention input: norm (layer 0) or residual + norm
         wn = vecs[vmeta[il, V_ATTN]]
         if pend == P_NONE:
             _rms_row(x[0], wn, eps, a[0])
         else:
-            _residual(pend, x, parr, B.y, B.wts[role], wn, eps, x2, a)
+            _residual(pend, x, parr, yp, B.wts[role], wn, eps, x2, a)
             x, x2 = x2, x
         _quant_rows(a, xa)
         t = _tick(prof, PH_NORM, t)
         cs0 = il * N_PHASE
-        _dense_items(role, n_roles, meta, il, QKV, mats, xa, B, B.qkv.reshape(-1), cs0 + PH_QKV)
+        _dense_items(role, n_roles, meta, il, QKV, mats, xa, B, qkv.reshape(-1), cs0 + PH_QKV, s8)
         t = _wait(sync, n_roles, prof, PH_QKV, t)
         # ---- per KV head: k norm + RoPE + store, its query heads' norm + RoPE, attention
         wq, wk = vecs[vmeta[il, V_QN]], vecs[vmeta[il, V_KN]]
@@ -228,35 +235,35 @@ def run_step(role, n_roles, sync, pos, C, FC, meta, vmeta, mats, fmats, vecs, kc
         t = _wait(sync, n_roles, prof, PH_ATT, t)
         # ---- output projection
         xo = B.xo[role]
-        _quant_rows(B.att, xo)
-        _dense_items(role, n_roles, meta, il, O, mats, xo, B, B.o.reshape(-1), cs0 + PH_O)
+        _quant_rows(att, xo)
+        _dense_items(role, n_roles, meta, il, O, mats, xo, B, o.reshape(-1), cs0 + PH_O, s8)
         t = _wait(sync, n_roles, prof, PH_O, t)
         # ---- FFN input: x + o, normed
-        residual_norm(x, B.o, B.y, B.wts[role], False, vecs[vmeta[il, V_FFN]], eps, True, x2, a)
+        residual_norm(x, o, yp, B.wts[role], False, vecs[vmeta[il, V_FFN]], eps, True, x2, a)
         x, x2 = x2, x
         _quant_rows(a, xa)
         moe_layer = meta[il, GATE_X, M_IDX] >= 0
         ffn = meta[il, GATE_F, M_IDX] >= 0
         ids, wts, rows, xrows, offs = B.ids[role], B.wts[role], B.rows[role], B.xrows[role], B.offs[role]
-        rl1 = B.rl.reshape(-1)
+        rl = B.rl[lb]
+        rl1 = rl.reshape(-1)
         n_r = 0
         active = B.id_act
         if moe_layer:
             kind, K, ng, idx = (meta[il, ROUTER, M_KIND], meta[il, ROUTER, M_K], meta[il, ROUTER, M_GROUPS],
                                 meta[il, ROUTER, M_IDX])
             lo, hi = _share(ng, role, n_roles)  # a few groups: fixed shares
-            for item in range(lo, hi):
-                if meta[il, ROUTER, M_FLOAT]:
-                    mm_item(kind, fmats[idx], ng, K, a.reshape(-1), id_rows, id_offs, id_act, rl1, item)
-                else:
-                    mm_item(kind, mats[idx], ng, K, xa, id_rows, id_offs, id_act, rl1, item)
+            if meta[il, ROUTER, M_FLOAT]:
+                mm_items(kind, fmats[idx], ng, K, a.reshape(-1), id_rows, id_offs, id_act, rl1, lo, hi)
+            else:
+                mm_items(kind, mats[idx], ng, K, xa, id_rows, id_offs, id_act, rl1, lo, hi)
             t = _wait(sync, n_roles, prof, PH_ROUTER, t)
             if C[C_SIGMOID]:
                 bi = vmeta[il, V_BIAS]
-                _route_sigmoid(B.rl, vecs[bi] if bi >= 0 else B.zbias, bi >= 0, k_used, C[C_NGROUPS], C[C_GUSED],
+                _route_sigmoid(rl, vecs[bi] if bi >= 0 else B.zbias, bi >= 0, k_used, C[C_NGROUPS], C[C_GUSED],
                                C[C_NORMW] != 0, FC[FC_NORM_EPS], FC[FC_WSCALE], ids, wts)
             else:
-                _route_softmax(B.rl, k_used, C[C_NORMW] != 0, ids, wts)
+                _route_softmax(rl, k_used, C[C_NORMW] != 0, ids, wts)
             active = _group_rows(ids, n_exp, rows, xrows, offs)
             rb = xa.shape[0]
             xa8 = B.xa8[role]
@@ -272,53 +279,54 @@ def run_step(role, n_roles, sync, pos, C, FC, meta, vmeta, mats, fmats, vecs, kc
         kf, kfk = meta[il, GATE_F, M_KIND], meta[il, GATE_F, M_K]
         gx, ux = mats[max(0, meta[il, GATE_X, M_IDX])], mats[max(0, meta[il, UP_X, M_IDX])]
         gf, uf = mats[max(0, meta[il, GATE_F, M_IDX])], mats[max(0, meta[il, UP_F, M_IDX])]
-        h1, hs1, xa8 = B.h.reshape(-1), B.hs.reshape(-1), B.xa8[role]
+        hl, hs = B.h[lb], B.hs[lb]
+        h1, hs1, xa8 = hl.reshape(-1), hs.reshape(-1), B.xa8[role]
         n_all = n_r + n_f
         st = 0
         while st != 2:
-            lo, hi, st = _grab(role, n_roles, n_all, _static(n_all, n_roles), ctr, cs0 + PH_UPGATE, st)
-            for item in range(lo, hi):
-                if item < n_r:
-                    up_gate_item(kx, gx, ux, ngx, kxk, xa8, offs, active, h1, item)
-                else:
-                    up_gate_item(kf, gf, uf, ngf, kfk, xa, id_offs, id_act, hs1, item - n_r)
+            lo, hi, st = _grab(role, n_roles, n_all, _static(n_all, n_roles, s8), ctr, cs0 + PH_UPGATE, st)
+            if lo < n_r:
+                up_gate_items(kx, gx, ux, ngx, kxk, xa8, offs, active, h1, lo, min(hi, n_r))
+            if hi > n_r:
+                up_gate_items(kf, gf, uf, ngf, kfk, xa, id_offs, id_act, hs1, max(lo, n_r) - n_r, hi - n_r)
         t = _wait(sync, n_roles, prof, PH_UPGATE, t)
         # ---- down: routed items, then the shared / dense FFN's
         hq, hsq = B.hq[role], B.hsq[role]
         if moe_layer:
-            _quant_rows(B.h, hq)
+            _quant_rows(hl, hq)
         if ffn:
-            _quant_rows(B.hs, hsq)
+            _quant_rows(hs, hsq)
         ngx, ngf = meta[il, DOWN_X, M_GROUPS], meta[il, DOWN_F, M_GROUPS]
         n_r = active.shape[0] * ngx if moe_layer else 0
         n_f = ngf if ffn else 0
         kx, kxk = meta[il, DOWN_X, M_KIND], meta[il, DOWN_X, M_K]
         kf, kfk = meta[il, DOWN_F, M_KIND], meta[il, DOWN_F, M_K]
         dx, df = mats[max(0, meta[il, DOWN_X, M_IDX])], mats[max(0, meta[il, DOWN_F, M_IDX])]
-        y1, ys1 = B.y.reshape(-1), B.ys.reshape(-1)
+        ys = B.ys[lb]
+        y1, ys1 = yl.reshape(-1), ys.reshape(-1)
         n_all = n_r + n_f
         st = 0
         while st != 2:
-            lo, hi, st = _grab(role, n_roles, n_all, _static(n_all, n_roles), ctr, cs0 + PH_DOWN, st)
-            for item in range(lo, hi):
-                if item < n_r:
-                    mm_item(kx, dx, ngx, kxk, hq, rows, offs, active, y1, item)
-                else:
-                    mm_item(kf, df, ngf, kfk, hsq, id_rows, id_offs, id_act, ys1, item - n_r)
+            lo, hi, st = _grab(role, n_roles, n_all, _static(n_all, n_roles, s8), ctr, cs0 + PH_DOWN, st)
+            if lo < n_r:
+                mm_items(kx, dx, ngx, kxk, hq, rows, offs, active, y1, lo, min(hi, n_r))
+            if hi > n_r:
+                mm_items(kf, df, ngf, kfk, hsq, id_rows, id_offs, id_act, ys1, max(lo, n_r) - n_r, hi - n_r)
         t = _wait(sync, n_roles, prof, PH_DOWN, t)
+        yp = yl
         # ---- what the next norm adds to the residual (the lazy ops' Sum / Combined)
         if moe_layer and ffn:  # bailingmoe2: v = shared + combine(y), then x + v
             v = B.v[role]
-            residual_norm(B.ys, B.ys, B.y, wts, True, B.zbias, 0.0, False, v, v)
+            residual_norm(ys, ys, yl, wts, True, B.zbias, 0.0, False, v, v)
             pend, parr = P_ARRAY, v
         elif moe_layer:
             pend = P_COMBINE
         else:
-            pend, parr = P_ARRAY, B.ys
+            pend, parr = P_ARRAY, ys
     # ---- head
-    _residual(pend, x, parr, B.y, B.wts[role], vecs[vmeta[n_layer, V_ATTN]], eps, x2, a)
+    _residual(pend, x, parr, yp, B.wts[role], vecs[vmeta[n_layer, V_ATTN]], eps, x2, a)
     _quant_rows(a, xa)
-    _dense_items(role, n_roles, meta, n_layer, QKV, mats, xa, B, B.logits.reshape(-1), n_layer * N_PHASE + PH_HEAD)
+    _dense_items(role, n_roles, meta, n_layer, QKV, mats, xa, B, B.logits.reshape(-1), n_layer * N_PHASE + PH_HEAD, s8)
     _wait(sync, n_roles, prof, PH_HEAD, t)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from sweepbench.cpu_kernels.layouts import K_F32, K_Q4_0, K_Q4_K, K_Q5_K, K_Q6_K, K_Q8_0, K_Q8_F32
+from sweepbench.cpu_kernels.layouts import K_F32, K_IQ4_XS, K_Q4_0, K_Q4_K, K_Q5_K, K_Q6_K, K_Q8_0, K_Q8_F32
 from sweepbench.cpu_kernels.qtiles import (
     iq4_t1, iq4_t4, q4_0_t1, q4_0_t4, q6_t1, q6_t4, q8_t1, q8_t4, qk_t1, qk_t4,
 )
@@ -169,3 +169,66 @@ def q_up_gate(kind, gqs, uqs, K, X, offsets, active, H):
     gq, uq = gqs.reshape(-1), uqs.reshape(-1)
     for item in prange(active.shape[0] * n_groups):
         up_gate_item(kind, gq, uq, n_groups, K, X, offsets, active, H, item)
+
+
+# ------------------------------------------------------------------------------------------- item ranges
+# A range of items in one call, the weight kind dispatched once: each branch passes ``kind`` as a constant into
+# the inlined loop, so the tile switch (``_t1``/``_t4``) folds away. Why: inside the compiled decode step
+# (``decode_step``, every kernel inlined into one function) an item loop over the generic ``mm_item`` streamed
+# the expert down projection at 37-38 GB/s where the same loop over the Q8_0 tile reached 60 (2026-12-05, the
+# host's fast memory state; NOTES.md, CPU); through these: 43, and the fused up/gate 44 -> 51. Float kinds keep
+# the run-time switch (router-sized products).
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mm_range(kind, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi):
+    for item in range(lo, hi):
+        mm_item(kind, wq, n_groups, K, X, yrows, offsets, active, Y, item)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _up_gate_range(kind, gq, uq, n_groups, K, X, offsets, active, H, lo, hi):
+    for item in range(lo, hi):
+        up_gate_item(kind, gq, uq, n_groups, K, X, offsets, active, H, item)
+
+
+@njit(cache=True, nogil=True)
+def mm_items(kind, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi):
+    """Items lo..hi-1 of ``q_mm`` (``mm_item``)."""
+    if kind == K_Q8_0:
+        _mm_range(K_Q8_0, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    elif kind == K_Q4_K:
+        _mm_range(K_Q4_K, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    elif kind == K_Q6_K:
+        _mm_range(K_Q6_K, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    elif kind == K_Q5_K:
+        _mm_range(K_Q5_K, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    elif kind == K_IQ4_XS:
+        _mm_range(K_IQ4_XS, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    elif kind == K_Q4_0:
+        _mm_range(K_Q4_0, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    elif kind == K_Q8_F32:
+        _mm_range(K_Q8_F32, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+    else:
+        _mm_range(kind, wq, n_groups, K, X, yrows, offsets, active, Y, lo, hi)
+
+
+@njit(cache=True, nogil=True)
+def up_gate_items(kind, gq, uq, n_groups, K, X, offsets, active, H, lo, hi):
+    """Items lo..hi-1 of ``q_up_gate`` (``up_gate_item``)."""
+    if kind == K_Q8_0:
+        _up_gate_range(K_Q8_0, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    elif kind == K_Q4_K:
+        _up_gate_range(K_Q4_K, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    elif kind == K_Q6_K:
+        _up_gate_range(K_Q6_K, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    elif kind == K_Q5_K:
+        _up_gate_range(K_Q5_K, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    elif kind == K_IQ4_XS:
+        _up_gate_range(K_IQ4_XS, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    elif kind == K_Q4_0:
+        _up_gate_range(K_Q4_0, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    elif kind == K_Q8_F32:
+        _up_gate_range(K_Q8_F32, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)
+    else:
+        _up_gate_range(kind, gq, uq, n_groups, K, X, offsets, active, H, lo, hi)

@@ -1,10 +1,10 @@
 """numba-cpu's compiled decode step (``cpu_kernels.decode_step``) bound to a loaded engine: tables of its
 weights and cache, scratch buffers, and the worker threads that run the other roles.
 
-Opt-in: ``SWEEPBENCH_DECODE_STEP=compiled`` (the default, ``ops``, runs the op-by-op forward). On this project's
-2-core VM host the step matches ik in the host's slow memory state (0.95-0.99x, against 0.88-0.90x op by op)
-but trails the op-by-op path by 4-11% in its fast state (benchmarks/NOTES.md, ``cpu_decode_probes.py states``),
-which was the more frequent one when measured; hence not the default. The logits are the same bits either way.
+The default (``SWEEPBENCH_DECODE_STEP=ops`` runs the op-by-op forward instead). On this project's 2-core VM
+host, whose two vCPUs sit either on one CCX or on two CCDs (the slow and the fast memory state of
+benchmarks/NOTES.md), the step runs at 0.98-1.00x ik in the slow state and 0.91-0.92x in the fast one, against
+0.88-0.90x and 0.78-0.84x op by op (``cpu_decode_probes.py states``). The logits are the same bits either way.
 Only a one-token decode of a model it can describe takes this path (qwen3moe, bailingmoe2; R8 weights with
 quantized products; a float32 or quantized router); anything else runs the op-by-op forward.
 
@@ -36,8 +36,8 @@ MODES = ("ops", "compiled")
 
 
 def decode_step_mode() -> str:
-    """SWEEPBENCH_DECODE_STEP (ops or compiled; unset = ops); anything else is a one-line usage error."""
-    mode = os.environ.get("SWEEPBENCH_DECODE_STEP", "").strip().lower() or "ops"
+    """SWEEPBENCH_DECODE_STEP (ops or compiled; unset = compiled); anything else is a one-line usage error."""
+    mode = os.environ.get("SWEEPBENCH_DECODE_STEP", "").strip().lower() or "compiled"
     if mode not in MODES:
         raise UsageError(f"SWEEPBENCH_DECODE_STEP={mode}: choose one of {', '.join(MODES)}")
     return mode
@@ -131,6 +131,8 @@ def _config_arrays(cfg, cache) -> tuple[np.ndarray, np.ndarray]:
     C[ds.C_GUSED] = cfg.n_group_used
     C[ds.C_NORMW] = cfg.norm_w
     C[ds.C_KQ8], C[ds.C_VQ8] = cache.type_k == "q8_0", cache.type_v == "q8_0"
+    C[ds.C_STATIC8] = 8  # eighths of a product's items in fixed shares, the rest from the counter (decode_step._grab):
+    # all of them since the per-layer outputs (NOTES.md, CPU: 2.5% faster in the fast memory state, equal in the slow)
     FC = np.array([cfg.rms_eps, cfg.rope_base, cfg.rope_freq_scale, cfg.norm_w_eps, cfg.w_scale], np.float64)
     return C, FC
 
@@ -144,7 +146,7 @@ class CompiledDecode:
         if cfg.arch not in ARCHS:
             raise Unsupported(f"architecture {cfg.arch}")
         if decode_step_mode() != "compiled":
-            raise Unsupported("the default; SWEEPBENCH_DECODE_STEP=compiled runs the compiled step")
+            raise Unsupported("SWEEPBENCH_DECODE_STEP=ops")
         n = max(1, min(int(n_threads), spin.MAX_ROLES))
         tables = _Tables(cfg, w)
         self.n_roles = n
@@ -164,12 +166,14 @@ class CompiledDecode:
     def _buffers(cfg, n: int, f_ffn: int, n_vocab: int) -> ds.Buffers:
         E, nq, nkv, X, K, F = (cfg.n_embd, cfg.n_embd_q, cfg.n_embd_kv, cfg.n_expert, cfg.n_expert_used,
                                cfg.n_ff_exp)
+        L = cfg.n_layer  # one copy of each shared output per layer (decode_step.Buffers says why)
         f32 = lambda *s: np.zeros(s, np.float32)  # noqa: E731
         u8 = lambda *s: np.zeros(s, np.uint8)  # noqa: E731
         rec = lambda width: width // 32 * REC  # noqa: E731
         return ds.Buffers(
-            qkv=f32(1, nq + 2 * nkv), qrot=f32(1, nq), krot=f32(1, nkv), att=f32(1, nq), o=f32(1, E), rl=f32(1, X),
-            h=f32(K, F), hs=f32(1, f_ffn), y=f32(K, E), ys=f32(1, E), logits=f32(1, n_vocab),
+            qkv=f32(L, 1, nq + 2 * nkv), qrot=f32(1, nq), krot=f32(1, nkv), att=f32(L, 1, nq), o=f32(L, 1, E),
+            rl=f32(L, 1, X), h=f32(L, K, F), hs=f32(L, 1, f_ffn), y=f32(L, K, E), ys=f32(L, 1, E),
+            logits=f32(1, n_vocab),
             id_rows=np.zeros(1, np.int64), id_offs=np.array([0, 1], np.int64), id_act=np.zeros(1, np.int64),
             x=f32(n, 1, E), x2=f32(n, 1, E), a=f32(n, 1, E), v=f32(n, 1, E), xa=u8(n, rec(E)), xa8=u8(n, K * rec(E)),
             xo=u8(n, rec(nq)), hq=u8(n, K * rec(F)), hsq=u8(n, rec(f_ffn)),
@@ -190,6 +194,11 @@ class CompiledDecode:
         starts: a worker compiling while thread 0 waits at a barrier would look like a dead thread."""
         seen = np.array([self.sync[spin.F_CMD * spin.LINE]], np.int64)
         ds.worker_loop(1, self.n_roles, self.sync, seen, 0, *self._args())
+        # thread 0's own entry, called from Python by decode(): compiled (or loaded) here too, by one role's step
+        # at position 0 (warmup's cache content is discarded anyway): compiled inside decode(), after the
+        # workers were posted, a cold compile outlasted the barrier deadline and broke the step
+        ds.run_step(0, 1, self.sync, 0, *self._args())
+        self.B.prof[:] = 0
         spin.post(self.sync, 0, 1)
         spin.try_sleep(self.sync, 1, -1)
         spin.awake(self.sync, 1)

@@ -7,9 +7,9 @@ on float32 activations (no quantization: the F16 tier). MXFP4 is expanded to int
 (``cpu_kernels.layouts``); ``repack=False`` runs the plain kernels on the memory-mapped GGUF rows.
 KV cache: ``cpu_kernels.attention.KVCache`` (f16 or q8_0), flash attention for prefill and decode.
 Up to ``SMALL_ROWS`` tokens (a decode step) the small ops run their kernels' serial twins and neighbouring ops
-are fused through deferred values (``engines.cpu_lazy``); the answers keep their bits. With
-``SWEEPBENCH_DECODE_STEP=compiled`` a one-token decode instead runs as one compiled call per thread
-(``engines.cpu_step``), again with the same bits.
+are fused through deferred values (``engines.cpu_lazy``); the answers keep their bits. A one-token decode of
+qwen3moe / bailingmoe2 instead runs as one compiled call per thread (``engines.cpu_step``; the op-by-op path
+with ``SWEEPBENCH_DECODE_STEP=ops``), again with the same bits.
 Every kernel is compiled (or loaded from Numba's cache) in ``warmup``, never inside a measured call.
 """
 from __future__ import annotations
