@@ -82,7 +82,7 @@ def f_t4(w, g, K, X, r, fmt):
 # ------------------------------------------------------------------------------------------- quantized
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _t1(kind, qs, g, K, X, r):
     if kind >= K_F32:
         return f_t1(qs, g, K, X, r, kind - K_F32)
@@ -97,7 +97,7 @@ def _t1(kind, qs, g, K, X, r):
     return iq4_t1(qs, g, K, X, r)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _t4(kind, qs, g, K, X, r):
     if kind >= K_F32:
         return f_t4(qs, g, K, X, r, kind - K_F32)
@@ -112,7 +112,7 @@ def _t4(kind, qs, g, K, X, r):
     return iq4_t4(qs, g, K, X, r)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def mm_item(kind, wq, n_groups, K, X, yrows, offsets, active, Y, item):
     """One work item of ``q_mm``: output rows group g of active expert e for all of e's rows (wq flattened)."""
     n_out = n_groups * 8
@@ -141,7 +141,7 @@ def q_mm(kind, qs, K, X, yrows, offsets, active, Y):
         mm_item(kind, wq, n_groups, K, X, yrows, offsets, active, Y, item)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def up_gate_item(kind, gq, uq, n_groups, K, X, offsets, active, H, item):
     """One work item of ``q_up_gate`` (gq, uq flattened)."""
     n_out = n_groups * 8
@@ -173,11 +173,11 @@ def q_up_gate(kind, gqs, uqs, K, X, offsets, active, H):
 
 # ------------------------------------------------------------------------------------------- item ranges
 # A range of items in one call, the weight kind dispatched once: each branch passes ``kind`` as a constant into
-# the inlined loop, so the tile switch (``_t1``/``_t4``) folds away. Why: inside the compiled decode step
-# (``decode_step``, every kernel inlined into one function) an item loop over the generic ``mm_item`` streamed
-# the expert down projection at 37-38 GB/s where the same loop over the Q8_0 tile reached 60 (2026-12-05, the
-# host's fast memory state; NOTES.md, CPU); through these: 43, and the fused up/gate 44 -> 51. Float kinds keep
-# the run-time switch (router-sized products).
+# the loop, inlined down to the tile switch (``mm_item``, ``_t1``, ``_t4`` are ``inline="always"``), which folds
+# away. Why: inside the compiled decode step (``decode_step``, every kernel inlined into one function) an item
+# loop over the generic ``mm_item`` streamed the expert down projection at 37-38 GB/s where the same loop over
+# the Q8_0 tile reached 60 (2026-12-05, the host's fast memory state; NOTES.md, CPU); through these: down 43,
+# up/gate 44 -> 50, O 42 -> 49. Float kinds keep the run-time switch (router-sized products).
 
 
 @njit(cache=True, nogil=True, inline="always")
