@@ -40,6 +40,14 @@ def _read(a, out):
         out[c] = hsum(acc)
 
 
+def _by_state(read_gbs, with_all=False):
+    """(label, mask) per host memory state of rounds labelled by their 2-thread read rate (GB/s); NOTES.md, CPU:
+    the slow state is the two vCPUs on one CCX, the fast one on two CCDs."""
+    bands = [("slow (< 40)", 0, 40), ("between", 40, 45), ("fast (>= 45)", 45, 1e9)]
+    for label, lo, hi in bands + ([("all", 0, 1e9)] if with_all else []):
+        yield label, (read_gbs >= lo) & (read_gbs < hi)
+
+
 def _median_us(f, before=lambda: None, n=200) -> float:
     ts = []
     for _ in range(n):
@@ -237,8 +245,7 @@ def states(args) -> None:
     print(f"{per_token / 1e6:.0f} MB of weights per token, {len(a)} rounds; GB/s = those bytes / time per token")
     print("| host state (read GB/s) | rounds | read | compiled step | op by op | ik | step / ik | ops / ik |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, lo, hi in (("slow (< 40)", 0, 40), ("between", 40, 45), ("fast (>= 45)", 45, 1e9), ("all", 0, 1e9)):
-        m = (a[:, 0] >= lo) & (a[:, 0] < hi)
+    for label, m in _by_state(a[:, 0], with_all=True):
         if m.sum():
             med = np.median(a[m], axis=0)
             print(f"| {label} | {m.sum()} | " + " | ".join(f"{v:.1f}" for v in med)
@@ -282,8 +289,7 @@ def pingpong(args) -> None:
     a = np.array(rows)
     print("| host state (read GB/s) | rounds | read GB/s | round trip ns (median) | p10 | p90 |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label, lo, hi in (("slow (< 40)", 0, 40), ("between", 40, 45), ("fast (>= 45)", 45, 1e9)):
-        m = (a[:, 0] >= lo) & (a[:, 0] < hi)
+    for label, m in _by_state(a[:, 0]):
         if m.sum():
             rt = a[m, 1]
             print(f"| {label} | {m.sum()} | {np.median(a[m, 0]):.1f} | {np.median(rt):.0f} | "
