@@ -7,6 +7,9 @@
     python benchmarks/cpu_decode_probes.py decode -m MODEL -t 1   # decode steps only (for perf record -p / --)
     python benchmarks/cpu_decode_probes.py states -m MODEL [--seconds 150]
                                      # compiled step vs op by op vs ik, rounds labelled by the host's read rate
+    python benchmarks/cpu_decode_probes.py steps -m MODEL [--seconds 150]
+                                     # the compiled step's layouts A/B'd in one process: per-layer outputs or
+                                     # one copy, products all in fixed shares or 3/4, per host state, vs ik
     python benchmarks/cpu_decode_probes.py pingpong [--seconds 60]
                                      # a cache line's round trip between the 2 threads, per host state
 
@@ -252,6 +255,62 @@ def states(args) -> None:
                   + f" | {np.median(a[m, 1] / a[m, 3]):.2f} | {np.median(a[m, 2] / a[m, 3]):.2f} |")
 
 
+def steps(args) -> None:
+    """Compiled-step variants in one process (same compiled code, run-time layouts), rounds of 8 decodes
+    alternated and labelled by a read: "perlayer" (the engine's default), "one" (one copy of the shared phase
+    outputs for all layers), "s6" (three quarters of each product's items in fixed shares, the rest from the
+    counter), and ik. Prints ours / ik per state; the logits must agree bit for bit across our variants."""
+    import os
+
+    from sweepbench.cpu_kernels import decode_step as ds
+
+    os.environ["SWEEPBENCH_DECODE_STEP"] = "compiled"
+    engines = {}
+    for name in ("perlayer", "one", "s6", "ik"):
+        e = engines[name] = _load("ik" if name == "ik" else "numba-cpu", args)
+        if name in ("one", "s6"):
+            st = e._step
+            st.close()  # the workers hold the step's arrays: restart them on the changed ones
+            if name == "one":
+                shared = ("qkv", "att", "o", "rl", "h", "hs", "y", "ys")
+                st.B = st.B._replace(**{f: getattr(st.B, f)[:1].copy() for f in shared})
+            else:
+                st.C[ds.C_STATIC8] = 6
+            st.sync[:] = 0
+            st.start()
+    from cpu_profile import step_phase_bytes
+
+    per_token = sum(step_phase_bytes(engines["perlayer"]).values())
+    set_threads(args.threads)
+    buf, out = np.ones(per_token // 4, np.float32), np.zeros(2, np.float32)
+    tokens = np.random.default_rng(0).integers(0, engines["ik"].config.n_vocab, 8)
+    names, rows, logits, k = list(engines), [], {}, 0
+    t_end = time.time() + args.seconds
+    while time.time() < t_end:
+        t = time.perf_counter()
+        _read(buf, out)
+        r = {"read": per_token / (time.perf_counter() - t) / 1e9}
+        for name in (names if k % 2 == 0 else names[::-1]):
+            e = engines[name]
+            t = time.perf_counter()
+            for i, tok in enumerate(tokens):
+                last = e.decode(int(tok), i)
+            r[name] = per_token * len(tokens) / (time.perf_counter() - t) / 1e9
+            e.truncate(0)
+            if name != "ik":
+                logits.setdefault(name, last.copy())
+                assert np.array_equal(logits[name], last) and np.array_equal(logits["perlayer"], last), name
+        rows.append(r)
+        k += 1
+    a = np.array([[r["read"]] + [r[n] / r["ik"] for n in names[:-1]] for r in rows])
+    print(f"{len(a)} rounds; ours / ik (median of rounds); logits bit-identical across our variants")
+    print("| host state (read GB/s) | rounds | " + " | ".join(names[:-1]) + " |")
+    print("|---|---:|" + "---:|" * (len(names) - 1))
+    for label, m in _by_state(a[:, 0]):
+        if m.sum():
+            print(f"| {label} | {m.sum()} | " + " | ".join(f"{v:.3f}" for v in np.median(a[m, 1:], axis=0)) + " |")
+
+
 def pingpong(args) -> None:
     """How far apart the two threads' cores are, per host state: the round trip of one cache line bounced
     between two threads (atomic store, spin on the other's), in rounds labelled by a 2-thread read of 400 MB.
@@ -298,7 +357,8 @@ def pingpong(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode", "states", "pingpong"])
+    p.add_argument("probe", choices=["launch", "attention", "stream", "products", "decode", "states", "steps",
+                                          "pingpong"])
     p.add_argument("--seconds", type=float, default=150)
     p.add_argument("-m", "--model")
     p.add_argument("-t", "--threads", type=int, default=2)
@@ -306,7 +366,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--blocks", type=int, default=6)
     args = p.parse_args()
-    if args.probe in ("products", "decode", "states") and not args.model:
+    if args.probe in ("products", "decode", "states", "steps") and not args.model:
         p.error(f"{args.probe} needs -m MODEL")
     globals()[args.probe](args)
 
