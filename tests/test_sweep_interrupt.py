@@ -17,9 +17,10 @@ START_ROWS = 3  # interrupt once this many rows are in the file
 
 
 def start(model: Path, out: Path, *extra: str) -> subprocess.Popen:
-    # --delay keeps the windows a fraction of a second apart, so the signal lands mid-sweep
+    # --delay keeps the windows half a second apart, so the signal lands mid-sweep even on a loaded machine
+    # (0.15 s: a clean-clone CI run once finished all 64 rows before the signal arrived)
     cmd = [sys.executable, "-m", "sweepbench.cli", "sweep-bench", "-m", str(model), "-c", "1024", "-ub", "16",
-           "--engine", "ik", "-t", "1", "--delay", "0.15", "-o", str(out), *extra]
+           "--engine", "ik", "-t", "1", "--delay", "0.5", "-o", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
