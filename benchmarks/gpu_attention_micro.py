@@ -100,13 +100,15 @@ def main() -> None:
 
     def launches(spec: str):
         split, nw, cells = kernels(spec)
+        v_tile = spec.startswith("tile")
         n_parts = (n_ctx + cells - 1) // cells
         combine = att.combine_kernel(d, cells, ops.att_combine_nw)
         s, c = [], []
         for i in range(32):
             il = i % nl
+            fused = () if v_tile else (out, xq, xa, ops.att_counter, True)  # the warp split's fused tail (unused)
             s.append((split, (n_parts, hkv, 1), 32 * nw, (q, kv.kq[il], kv.kd[il], kv.vq[il], kv.vd[il], ops.posv,
-                                                            part_o, part_ml, h, hkv, n_parts, scale, 0)))
+                                                            part_o, part_ml, h, hkv, n_parts, scale, 0, *fused)))
             c.append((combine, (h, d // 32, 1), 32 * ops.att_combine_nw,
                       (part_o, part_ml, ops.posv, out, xq, xa, h, n_parts, 0, True)))
         return s, c

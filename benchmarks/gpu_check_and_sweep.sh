@@ -6,6 +6,8 @@
 #   benchmarks/gpu_check_and_sweep.sh check          # tests + verify vs ik + gpu_profile.py + gpu_attention_micro.py
 #   benchmarks/gpu_check_and_sweep.sh sweep [ARGS]   # benchmarks/gpu_sweep.py ARGS (the full-size presets)
 #   benchmarks/gpu_check_and_sweep.sh all            # both
+#   benchmarks/gpu_check_and_sweep.sh ab             # the CUDA tests, then the decode step's launch-saving
+#                                                    # fusions on/off (gpu_profile.py, small presets, N_KV 0)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
@@ -47,6 +49,23 @@ if [[ $mode == check || $mode == all ]]; then
   for a in "--variants warp:4:4,warp:4:2,warp:4:1,warp:8:2,tile:8" "--kv q8_0 --variants warp:4:4,warp:4:2,tile:8" \
            "--heads 16 --variants warp:4:4,warp:4:2,tile:8"; do
     timeout 150 python3 benchmarks/gpu_attention_micro.py $a 2>&1 | grep -v Warn | tee -a "$OUT/attention_micro.txt"
+  done
+fi
+
+if [[ $mode == ab ]]; then
+  SWEEPBENCH_CUDA_TESTS=gpu timeout 200 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
+    tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1; tail -6 "$OUT/tests.log"
+  m=/tmp/m; mkdir -p $m
+  sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null
+  sb synth small --arch bailingmoe2 --expert-type Q4_K -o $m/l.gguf >/dev/null
+  # base: a combine launch per layer, the RMSNorm and routing launches (the step before these fusions)
+  for mm in q l q l; do
+    for cfg in base fused; do
+      fl=""; [[ $cfg == base ]] && fl="--att-fuse-parts 0 --no-norm-tails --no-route-tails"
+      timeout 90 python3 benchmarks/gpu_profile.py -m $m/$mm.gguf --ctx 16384 --ub 512 --n-kv 0 --decode-only \
+        --replays 300 $fl > "$OUT/prof-$mm-$cfg.txt" 2>&1
+      echo "$mm $cfg: $(grep 'graph decode\|rror' "$OUT/prof-$mm-$cfg.txt")"
+    done
   done
 fi
 

@@ -127,11 +127,13 @@ def full_size_attention() -> None:
 
     f32, u32, i32, i64 = nt.float32[::1], nt.uint32[::1], nt.int32[::1], nt.int64
     sig = (f32, u32, f32, u32, f32, i32, f32, f32, i64, i64, i64, nt.float32, i64)
+    tail = (f32, u32, f32, i32, nt.boolean)  # the warp split's out, xq, xa, counter, q8
     for q8 in (False, True):
         kv = "q8_0" if q8 else "f16"
-        for name, k in ((f"warp_split D128 {kv}", att.warp_split_kernel(128, q8, q8)),
-                        (f"split(tile) D128 {kv}", att.split_kernel(128, q8, q8))):
-            RECORDED[(k.py_func, sig)] = name
+        for name, k, extra in ((f"warp_split D128 {kv}", att.warp_split_kernel(128, q8, q8), tail),
+                               (f"warp_split fused D128 {kv}", att.warp_split_kernel(128, q8, q8, fused=True), tail),
+                               (f"split(tile) D128 {kv}", att.split_kernel(128, q8, q8), ())):
+            RECORDED[(k.py_func, sig + extra)] = name
 
 
 def compile_all(ptxas: bool) -> int:

@@ -140,6 +140,12 @@ def main() -> None:
     p.add_argument("--att-split", choices=["warp", "tile"], help="the decode attention's split kernel (A/B)")
     p.add_argument("--decode-only", action="store_true", help="skip the prefill ubatch's profile")
     p.add_argument("--fuse-route", action="store_true", help="the up/gate kernel routes (no routing launch; A/B)")
+    p.add_argument("--att-fuse-parts", type=int, help="parts up to which the decode split merges them (0: always "
+                                                        "a combine launch; A/B)")
+    p.add_argument("--no-norm-tails", action="store_true", help="one token's add -> rms_norm as its own launch "
+                                                                     "(not the GEMV's tail; A/B)")
+    p.add_argument("--no-route-tails", action="store_true", help="one token's routing as its own launch (not the "
+                                                                      "router GEMV's tail; A/B)")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
@@ -148,6 +154,9 @@ def main() -> None:
     if args.att_split:
         eng.ops.att_split = args.att_split
     eng.ops.fuse_route = args.fuse_route
+    eng.ops.norm_tails, eng.ops.route_tails = not args.no_norm_tails, not args.no_route_tails
+    if args.att_fuse_parts is not None:
+        eng.ops.att_fuse_parts = args.att_fuse_parts
     eng.warmup()
     print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)
@@ -175,7 +184,9 @@ def main() -> None:
         ts.append(time.perf_counter() - t)
     print(f"\ngraph decode: median {np.median(ts) * 1e3:.3f} ms per token ({1 / np.median(ts):.1f} t/s), "
           f"min {min(ts) * 1e3:.3f} ms, graph nodes {eng.describe().get('graph_nodes')}, decode attention split "
-          f"{eng.ops.att_split}, routing fused: {eng.ops.fuse_route}")
+          f"{eng.ops.att_split}, routing fused: {eng.ops.fuse_route}, parts merged in the split up to "
+          f"{eng.ops.att_fuse_parts} (shallow graph: {eng.describe().get('graph_nodes_shallow')}), norm tails "
+          f"{eng.ops.norm_tails}, route tails {eng.ops.route_tails}")
     if args.decode_only:
         eng.close()
         return

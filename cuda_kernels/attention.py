@@ -14,7 +14,10 @@ O = P V for its D/NWD dims, V words loaded straight from the cache too. Every ch
 (m, l, unnormalised O) per head as part s. Blocks past the token's last cell return at once, so a grid sized
 for n_ctx serves every position (the position is a device scalar: one CUDA graph for all of them).
 ``combine_kernel`` merges the parts of each (token, head) and writes the q8_1 copy of the output that the
-output projection reads. Q and P enter the mma as f16, as in the prefill.
+output projection reads. Q and P enter the mma as f16, as in the prefill. Where a token spans at most
+``FUSE_PARTS`` parts, the warp split's ``fused`` variant merges them itself: the last of a (token, KV head)'s
+blocks to finish (a counter, no float atomics) reads every part in part order and writes the output and its
+q8_1 copy, so a shallow decode step needs no combine launch.
 """
 from __future__ import annotations
 
@@ -258,6 +261,7 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
 WS_WARPS = 4  # warps per block of the warp-split kernel
 TILE = 16  # cells per warp tile of the warp-split kernel: the k16 of one P V mma
 TPW = 4  # tiles per warp and part: a part is nw * TILE * TPW cells
+FUSE_PARTS = 4  # parts up to which the warp split's last block merges them (no combine launch)
 
 
 def part_cells(nw: int, tpw: int = TPW) -> int:
@@ -265,9 +269,14 @@ def part_cells(nw: int, tpw: int = TPW) -> int:
     return nw * TILE * tpw
 
 
-def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TPW):
-    """Flash-decoding split with independent warps, the same arguments and outputs as ``split_kernel`` but parts of
-    ``part_cells(nw, tpw)`` cells: grid (n_ctx / part, Hkv, T), block 32 * nw.
+def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TPW, fused: bool = False):
+    """Flash-decoding split with independent warps, ``split_kernel``'s arguments and outputs (parts of
+    ``part_cells(nw, tpw)`` cells) and then (out, xq, xa, counter, q8): grid (n_ctx / part, Hkv, T), block 32 * nw.
+
+    ``fused``: the block that finishes a (token t0 + z, KV head hk) last (``counter[z * Hkv + hk]`` counts them,
+    then goes back to 0) merges its parts 0 .. used-1 in that order and writes out (float32 [T, H*D]) and, with
+    q8, its q8_1 copy xq / xa, as ``combine_kernel`` does. Meant for grids of a few parts (``FUSE_PARTS``):
+    one block then reads every part.
 
     Warp w of block s takes the 16-cell tiles s*part + 16*(w + nw*i), i < tpw, and keeps its own online softmax
     (m, l, O) in registers: per tile, K and V of all 16 cells are loaded at once (one memory round trip),
@@ -276,7 +285,7 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
     shared memory. Lane (g, tq) loads dims tq*D/4 .. of K cells g and g+8 (16-byte loads; the head dim is summed
     in that permuted order, Q packed to match) and dims (D/8)*g .. (D/8)*g + D/8 - 1 of V cells 2tq, 2tq+1,
     2tq+8, 2tq+9 (O tile n, column c is dim (D/8)*c + n; two cells' words make a B register with one permute)."""
-    key = ("wsplit", D, k_q8, v_q8, nw, tpw)
+    key = ("wsplit", D, k_q8, v_q8, nw, tpw, fused)
     if key in _CACHE:
         return _CACHE[key]
     NKS, DPL, DV = D // 16, D // 4, D // 8  # k16 steps over the head dim; K dims per lane; V dims per lane
@@ -287,8 +296,9 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
     SO = nw * MAX_GROUP * D  # per warp, per tile row: its unnormalised O
 
     load_k, load_v = row_loader(k_q8, DPL), row_loader(v_q8, DV)
+    merge_last = _merge_last(D, CH, nw)
 
-    def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0):
+    def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0, out, xq, xa, counter, q8):
         s, hk, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
         t = t0 + z
         n_kv = posv[0] + t + 1
@@ -365,6 +375,7 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
         sm = cuda.shared.array((nw, MAX_GROUP), np.float32)
         sl = cuda.shared.array((nw, MAX_GROUP), np.float32)
         so = cuda.shared.array(SO, np.float32)
+        flag = cuda.shared.array(1, np.int32)
         if tq == 0:
             sm[w, g], sm[w, g + 8], sl[w, g], sl[w, g + 8] = m0, m1, l0, l1
         for nt in range(NT):
@@ -388,9 +399,64 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
             if d == 0:
                 part_ml[b * 2] = mx
                 part_ml[b * 2 + 1] = ll
+        if fused:
+            merge_last(part_o, part_ml, posv, out, xq, xa, counter, flag, so, H, Hkv, G, n_parts, t, z, hk, q8)
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]
+
+
+def _merge_last(D: int, CH: int, nw: int):
+    """The fused split's tail (a device function of the block): after a fence, thread 0 counts the block in; the
+    last of the token's used parts to arrive resets the counter and merges every part in part order (fixed sums:
+    the bits do not depend on which block came last), then its warps quantize the G heads' rows 32 values at a
+    time. ``so`` (shared, >= G*D floats) holds the merged rows for the quantization."""
+    NT32 = 32 * nw
+
+    @device
+    def merge(part_o, part_ml, posv, out, xq, xa, counter, flag, so, H, Hkv, G, n_parts, t, z, hk, q8):
+        tid = cuda.threadIdx.x
+        lane, w = tid & 31, tid // 32
+        used = min((posv[0] + t + CH) // CH, n_parts)
+        cuda.threadfence()  # this block's part is visible device-wide before it is counted
+        cuda.syncthreads()
+        if tid == 0:
+            slot = z * Hkv + hk
+            last = cuda.atomic.add(counter, slot, 1) == used - 1
+            if last:
+                counter[slot] = 0  # every other block of the group has counted: ready for the next launch
+            flag[0] = 1 if last else 0
+        cuda.syncthreads()
+        if flag[0] == 0:
+            return
+        cuda.threadfence()
+        for idx in range(tid, G * D, NT32):
+            row, d = idx // D, idx % D
+            b = (z * H + hk * G + row) * n_parts
+            mx = NEG
+            for p in range(used):
+                mx = max(mx, part_ml[(b + p) * 2])
+            acc, ll = np.float32(0), np.float32(0)
+            for p in range(used):
+                f = math.exp(part_ml[(b + p) * 2] - mx)
+                acc += f * part_o[(b + p) * D + d]
+                ll += f * part_ml[(b + p) * 2 + 1]
+            val = acc / ll
+            out[(t * H + hk * G) * D + idx] = val
+            so[idx] = val
+        cuda.syncthreads()
+        if q8:  # a warp per q8_1 block of 32 values: lanes 0..7 quantize four each (all lanes call quant4)
+            for blk in range(w, G * D // 32, nw):
+                e = blk * 32 + 4 * (lane & 7)
+                word, dq, sq = quant4(so[e], so[e + 1], so[e + 2], so[e + 3])
+                o0 = (t * H + hk * G) * D + blk * 32
+                if lane < 8:
+                    xq[o0 // 4 + lane] = word
+                    if lane == 0:
+                        xa[o0 // 16] = dq
+                        xa[o0 // 16 + 1] = sq
+
+    return merge
 
 
 def combine_kernel(D: int, split: int = BKV, nw: int = COMBINE_WARPS):

@@ -121,6 +121,49 @@ def rms_norm(x, y, res, w, out, xq, xa, E, eps, add, q8):
                 xa[j // 4 + 1] = s
 
 
+@device
+def norm_tail(y, a, res, w, out, xq, xa, E, eps, counter, flag):
+    """The tail of a one-row GEMV (``gemv.dense`` / ``down_combine`` with tail): once every block has written its
+    part of y [E], the last block to count in (``counter[0]``, back to 0 after; ``flag`` a shared int32 [1])
+    computes res = a + y, out = res / sqrt(mean(res^2) + eps) * w and out's q8_1 copy, as ``rms_norm`` with add
+    does (its block's threads four values at a time; the sums in a fixed order). Saves the RMSNorm launch."""
+    tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    cuda.threadfence()  # this block's outputs are visible device-wide before it is counted
+    cuda.syncthreads()
+    if tid == 0:
+        last = cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x * cuda.gridDim.y - 1
+        if last:
+            counter[0] = 0
+        flag[0] = 1 if last else 0
+    cuda.syncthreads()
+    if flag[0] == 0:
+        return
+    cuda.threadfence()
+    e4 = E // 4
+    ss = np.float32(0)
+    for j0 in range(0, e4, nt):
+        j = j0 + tid
+        if j < e4:
+            b = 4 * j
+            v0, v1, v2, v3 = a[b] + y[b], a[b + 1] + y[b + 1], a[b + 2] + y[b + 2], a[b + 3] + y[b + 3]
+            res[b], res[b + 1], res[b + 2], res[b + 3] = v0, v1, v2, v3
+            ss += v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3
+    scale = np.float32(1) / math.sqrt(block_sum(ss) / np.float32(E) + eps)
+    for j0 in range(0, e4, nt):  # warp-uniform trips: quant4 shuffles within 8-lane groups (E/4 % 8 == 0)
+        j = j0 + tid
+        ok = j < e4
+        b = 4 * j if ok else 0
+        o0, o1 = (res[b] * scale) * w[b], (res[b + 1] * scale) * w[b + 1]
+        o2, o3 = (res[b + 2] * scale) * w[b + 2], (res[b + 3] * scale) * w[b + 3]
+        word, d, s = quant4(o0, o1, o2, o3)
+        if ok:
+            out[b], out[b + 1], out[b + 2], out[b + 3] = o0, o1, o2, o3
+            xq[j] = word
+            if j % 8 == 0:
+                xa[j // 4] = d
+                xa[j // 4 + 1] = s
+
+
 @jit
 def add(x, y, out, n):
     i = cuda.grid(1)

@@ -23,6 +23,7 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels import routing
+from cuda_kernels.elementwise import norm_tail
 from cuda_kernels.env import device, jit, warp_sum
 from cuda_kernels.qdot import DOTS
 
@@ -76,41 +77,86 @@ def _row_dots(dot):
     return row_dot, row_dot2
 
 
-def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1):
-    """(qs, hdr, xq, xa, xf, y, N, K, T): grid (ceil(N / (nw // wpr))), block 32 * nw. Warp w computes row
-    blockIdx.x * (nw // wpr) + w // wpr over K-slice w % wpr; the wpr slices are summed in order."""
+def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1, tail: bool = False):
+    """(qs, hdr, xq, xa, xf, y, N, K, T, *TAIL): grid (ceil(N / (nw // wpr))), block 32 * nw. Warp w computes row
+    blockIdx.x * (nw // wpr) + w // wpr over K-slice w % wpr; the wpr slices are summed in order.
+    TAIL = (a, res, w, out, oq, oa, eps, counter): with ``tail`` (T == 1), the last block also runs
+    ``elementwise.norm_tail`` on y (the residual add and the next RMSNorm); without it they are not read."""
+    return _cached(("dense", kind, nw, wpr, tail), lambda: _dense_fn(kind, nw, wpr, tail))
+
+
+def _dense_fn(kind: str, nw: int, wpr: int, tail: bool):
+    """``dense``'s kernel as a Python function (``dense_routed`` calls it as a device function)."""
     rpb = nw // wpr
+    row_dot, _ = _row_dots(DOTS[kind])
+
+    def kernel(qs, hdr, xq, xa, xf, y, N, K, T, ta, tres, tw, tout, toq, toa, teps, counter):
+        flag = cuda.shared.array(1, np.int32)
+        part = cuda.shared.array(GEMV_MAX_WARPS, np.float32)
+        w, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x & 31
+        n = cuda.blockIdx.x * rpb + w // wpr
+        sl = w % wpr
+        for t in range(T):
+            acc = np.float32(0)
+            if n < N:
+                acc = row_dot(qs, hdr, n, K, xq, xa, xf, t, sl * 32 + lane, 32 * wpr)
+            acc = warp_sum(acc)
+            if wpr == 1:
+                if lane == 0 and n < N:
+                    y[t * N + n] = acc
+            else:
+                if lane == 0:
+                    part[w] = acc
+                cuda.syncthreads()
+                if lane == 0 and sl == 0 and n < N:
+                    tot = np.float32(0)
+                    for i in range(wpr):
+                        tot += part[w + i]
+                    y[t * N + n] = tot
+                cuda.syncthreads()
+        if tail:
+            norm_tail(y, ta, tres, tw, tout, toq, toa, N, teps, counter, flag)
+
+    return kernel
+
+
+def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sigmoid: bool):
+    """``dense`` for one token's router logits whose last block routes the token: (qs, hdr, xq, xa, xf, y, N, K, T,
+    bias, has_bias, ids, w, k, norm, n_groups_used, eps, scale, counter). Once every block has written its logits
+    (``counter[0]`` counts them, back to 0 after), warp 0 of the last block runs the routing kernels' own device
+    function on y (softmax top-k, or sigmoid + bias, grouped when n_groups > 1) and writes ids / w: the same bits
+    as the routing launch it saves."""
 
     def make():
-        row_dot, _ = _row_dots(DOTS[kind])
+        X, RW = n_expert, routing.ROUTE_WARPS
+        route_sm = routing.softmax_router(n_expert)
+        route_sg = routing.sigmoid_router(n_expert, n_groups)
+        body = device(_dense_fn(kind, nw, wpr, False))
 
-        def kernel(qs, hdr, xq, xa, xf, y, N, K, T):
-            part = cuda.shared.array(GEMV_MAX_WARPS, np.float32)
-            w, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x & 31
-            n = cuda.blockIdx.x * rpb + w // wpr
-            sl = w % wpr
-            for t in range(T):
-                acc = np.float32(0)
-                if n < N:
-                    acc = row_dot(qs, hdr, n, K, xq, xa, xf, t, sl * 32 + lane, 32 * wpr)
-                acc = warp_sum(acc)
-                if wpr == 1:
-                    if lane == 0 and n < N:
-                        y[t * N + n] = acc
+        def kernel(qs, hdr, xq, xa, xf, y, N, K, T, bias, has_bias, ids, w, k, norm, n_groups_used, eps, scale,
+                   counter):
+            flag = cuda.shared.array(1, np.int32)
+            sel_sh = cuda.shared.array((RW, X), np.float32)
+            body(qs, hdr, xq, xa, xf, y, N, K, T, y, y, y, y, ids, y, np.float32(0), counter)
+            tid = cuda.threadIdx.x
+            cuda.threadfence()  # this block's logits are visible device-wide before it is counted
+            cuda.syncthreads()
+            if tid == 0:
+                last = cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x - 1
+                if last:
+                    counter[0] = 0
+                flag[0] = 1 if last else 0
+            cuda.syncthreads()
+            if flag[0] == 1 and tid < 32:
+                cuda.threadfence()
+                if sigmoid:
+                    route_sg(y, bias, has_bias, 0, True, sel_sh, ids, w, k, n_groups_used, norm, eps, scale, True, 0)
                 else:
-                    if lane == 0:
-                        part[w] = acc
-                    cuda.syncthreads()
-                    if lane == 0 and sl == 0 and n < N:
-                        tot = np.float32(0)
-                        for i in range(wpr):
-                            tot += part[w + i]
-                        y[t * N + n] = tot
-                    cuda.syncthreads()
+                    route_sm(y, 0, True, ids, w, k, norm, True, 0)
 
         return kernel
 
-    return _cached(("dense", kind, nw, wpr), make)
+    return _cached(("dense_routed", kind, nw, wpr, n_expert, n_groups, sigmoid), make)
 
 
 def expert(kind: str, nw: int = GEMV_WARPS):
@@ -218,16 +264,17 @@ def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bo
     return _cached(("up_gate_routed", kind, nw, n_expert, n_groups, sigmoid), make)
 
 
-def down_combine(kind: str, nw: int = GEMV_WARPS):
-    """(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add): grid (ceil(E / nw), T), block 32 * nw. A warp per output
-    value runs over all k * F/32 (slot, chunk) pairs of its row, two per lane and iteration, each dot scaled by its
-    slot's weight: one warp reduction at the end, no chain over the slots, a fixed order (deterministic). With
-    add, y = that sum + z (float32 [T, E]: the shared expert's output)."""
+def down_combine(kind: str, nw: int = GEMV_WARPS, tail: bool = False):
+    """(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add, *TAIL): grid (ceil(E / nw), T), block 32 * nw. A warp per
+    output value runs over all k * F/32 (slot, chunk) pairs of its row, two per lane and iteration, each dot scaled
+    by its slot's weight: one warp reduction at the end, no chain over the slots, a fixed order (deterministic).
+    With add, y = that sum + z (float32 [T, E]: the shared expert's output). TAIL as in ``dense`` (T == 1)."""
 
     def make():
         dot = DOTS[kind]
 
-        def kernel(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add):
+        def kernel(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add, ta, tres, tw, tout, toq, toa, teps, counter):
+            flag = cuda.shared.array(1, np.int32)
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             t, lane = cuda.blockIdx.y, cuda.threadIdx.x & 31
             nc = F // 32
@@ -247,7 +294,9 @@ def down_combine(kind: str, nw: int = GEMV_WARPS):
             acc = warp_sum(acc)
             if lane == 0 and n < E:
                 y[t * E + n] = acc + z[t * E + n] if add else acc
+            if tail:
+                norm_tail(y, ta, tres, tw, tout, toq, toa, E, teps, counter, flag)
 
         return kernel
 
-    return _cached(("down_combine", kind, nw), make)
+    return _cached(("down_combine", kind, nw, tail), make)

@@ -7,6 +7,9 @@ The forward is written op by op (``sweepbench.models.ops``). These run as one ke
                                     q and k normed and rotated and k, v stored in the cache by one kernel
     expert_down -> combine          the down projection and the weighted sum over slots (token generation)
     combine -> add                  ... plus the shared expert's output
+    matmul or combine -> add -> rms_norm
+                                    one token's GEMV (or down projection) whose last block adds the residual and
+                                    computes the next norm and its q8_1 copy (no RMSNorm launch)
 An op receiving a deferred value it cannot fuse with materializes it first (``CudaOps.act``), so any other
 sequence of ops still computes the same thing.
 """
@@ -25,6 +28,19 @@ class LazyAdd:
     @property
     def shape(self):
         return self.x.shape
+
+
+@dataclass
+class LazyMatmul:
+    """x @ w^T of one token, not yet launched (an add -> rms_norm may still take it as its GEMV's tail)."""
+
+    x: Any
+    w: Any
+    value: Any = None
+
+    @property
+    def shape(self):
+        return self.x.rows, self.w.n_rows
 
 
 @dataclass
@@ -76,6 +92,7 @@ class LazyCombine:
     y: LazyDown
     weights: Any
     value: Any = None
+    addend: Any = None  # the shared expert's output (Act), added by the same kernel
 
     @property
     def shape(self):

@@ -16,8 +16,8 @@ from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
 from cuda_kernels import flash, gemm, gemv, routing
 from cuda_kernels.env import SIM
-from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyNormHeads, LazyRope, PendingRoute,
-                               Routed)
+from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyMatmul, LazyNormHeads, LazyRope,
+                               PendingRoute, Routed)
 from cuda_kernels.memory import Act, Pool
 from cuda_kernels.qdot import QUANTIZED
 from cuda_kernels.rope import norm_rope, qk_rope_store
@@ -54,7 +54,16 @@ class CudaOps:
         self.i32 = cuda.device_array(4, np.int32)
         self.att_nw, self.att_combine_nw = att.NWD, att.COMBINE_WARPS  # flash-decoding block shapes
         self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att.TPW  # which split kernel, its shape
+        # Decode attention over at most att_fuse_parts parts: the split's last block merges them (no combine
+        # launch). A graph captured with graph_parts set spans that many parts (the engine's shallow graph).
+        self.att_fuse_parts, self.graph_parts = att.FUSE_PARTS, None
+        self.att_counter = cuda.to_device(np.zeros(TQ * 64, np.int32))  # [T, Hkv] blocks done, back to 0 after
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
+        # one token's add -> rms_norm runs as the tail of the GEMV that makes the addend (no RMSNorm launch)
+        self.norm_tails = True
+        self.route_tails = True  # ... and one token's router GEMV routes it in its last block (no routing launch)
+        self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
+        self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         # A decode step's up/gate kernel may route its token itself (no routing launch). Off until the warp-0
         # version is measured on the device: the first version (every warp routing) made shallow TG slower
@@ -99,7 +108,11 @@ class CudaOps:
             return self._expert_rows(x.h, x.w, x.groups, 1)
         if isinstance(x, LazyCombine):
             if x.value is None:
-                x.value = self._down_combine(x, None)
+                x.value = self._down_combine(x, x.addend)
+            return x.value
+        if isinstance(x, LazyMatmul):
+            if x.value is None:
+                x.value = self._gemv(x.x, x.w)
             return x.value
         return x
 
@@ -127,7 +140,33 @@ class CudaOps:
                     t, w.row_len)
         return out
 
+    def _tail_producer(self, x):
+        """(producer, other addend) where x is one token's unmaterialized add whose one side a GEMV still has to
+        make (a LazyMatmul, or a LazyCombine: the down projection), else (None, None)."""
+        if not (self.norm_tails and isinstance(x, LazyAdd) and x.value is None):
+            return None, None
+        for p, other in ((x.y, x.x), (x.x, x.y)):
+            if isinstance(p, (LazyMatmul, LazyCombine)) and p.value is None and p.shape[0] == 1 \
+                    and not isinstance(other, (LazyMatmul, LazyCombine, LazyDown, LazyAdd)):
+                return p, other
+        return None, None
+
     def rms_norm(self, x, w, eps: float) -> Act:
+        p, other = self._tail_producer(x)
+        if p is not None:
+            a = self.act(other)
+            e = a.cols
+            if a.rows == 1 and e % 32 == 0 and e <= 4096 and p.shape[1] == e:
+                res, out = self.new(1, e), self.new(1, e)
+                xq, xa = self.pool.get(e // 4, np.uint32), self.pool.get(e // 16)
+                out.attach_q8(xq, xa)
+                tail = (a.f, res.f, w, out.f, xq, xa, np.float32(eps), self.tail_counter)
+                if isinstance(p, LazyMatmul):
+                    p.value = self._gemv(p.x, p.w, tail)
+                else:
+                    p.value = self._down_combine(p, p.addend, tail)
+                x.value = res
+                return out
         add = isinstance(x, LazyAdd) and x.value is None
         if add:
             a, b = self.act(x.x), self.act(x.y)
@@ -162,7 +201,7 @@ class CudaOps:
         x = self.act(x)
         if isinstance(w, FusedPart):  # q, k, v of one layer: one product, then column views
             if self._fused_in[0] is not x or self._fused_in[1] is not w.whole:
-                self._fused_in = (x, w.whole, self.matmul(x, w.whole))
+                self._fused_in = (x, w.whole, self.act(self.matmul(x, w.whole)))
             y = self._fused_in[2]
             if y.rows == 1:
                 return Act(self.pool, y.f[w.lo : w.hi], 1, w.hi - w.lo, parent=y)
@@ -170,26 +209,38 @@ class CudaOps:
             self.launch(ew.copy_cols, _blocks(y.rows * out.cols, 256), 256, y.f, out.f, y.rows, y.cols, w.lo, out.cols)
             return out
         t, n = x.rows, w.n_rows
-        y = self.new(t, n)
         if t > self.gemv_max_t:
+            y = self.new(t, n)
             if w.kind == "f32":
                 self.launch(gemm.sgemm_f32, (_blocks(t, gemm.SG_B), _blocks(n, gemm.SG_B)), gemm.SG_T, w.qs, x.f, y.f,
                             t, n, w.row_len)
             else:
                 self._gemm(w, None, x, y, t, None, 1)
             return y
+        if t == 1:  # launched when read; an add -> rms_norm may make the norm its tail
+            return LazyMatmul(x, w)
+        return self._gemv(x, w)
+
+    def _gemv(self, x: Act, w, tail: tuple | None = None) -> Act:
+        t, n = x.rows, w.n_rows
+        y = self.new(t, n)
         xq, xa, xf = self._inputs(x, w.kind)
-        nw = self.gemv_nw
-        # short outputs (the router, K/V): split each row's K over 2-4 warps, so the grid has warps enough
-        wpr = 1 if n >= 2048 else min(nw, 4 if n < 512 else 2, max(1, w.row_len // 1024))
-        self.launch(gemv.dense(w.kind, nw, wpr), _blocks(n, nw // wpr), 32 * nw, w.qs, w.hdr, xq, xa, xf, y.f, n,
-                    w.row_len, t)
+        nw, wpr = self._gemv_shape(w)
+        self.launch(gemv.dense(w.kind, nw, wpr, tail is not None), _blocks(n, nw // wpr), 32 * nw, w.qs, w.hdr, xq,
+                    xa, xf, y.f, n, w.row_len, t, *(tail or self._no_tail))
         return y
 
+    def _gemv_shape(self, w) -> tuple[int, int]:
+        """(warps per block, warps per row): short outputs (the router, K/V) split each row's K over 2-4 warps,
+        so the grid has warps enough."""
+        nw, n = self.gemv_nw, w.n_rows
+        return nw, 1 if n >= 2048 else min(nw, 4 if n < 512 else 2, max(1, w.row_len // 1024))
+
     def add(self, x, y):
-        if isinstance(x, LazyCombine) and x.value is None and not isinstance(y, (LazyCombine, LazyDown)):
-            x.value = self._down_combine(x, self.act(y))  # routed experts + shared expert: one kernel
-            return x.value
+        if isinstance(x, LazyCombine) and x.value is None and x.addend is None \
+                and not isinstance(y, (LazyCombine, LazyDown)):
+            x.addend = self.act(y)  # routed experts + shared expert: one kernel (still deferred: a norm may follow)
+            return x
         return LazyAdd(x, y)
 
     def swiglu_ffn(self, x, w_gate, w_up, w_down) -> Act:
@@ -249,6 +300,13 @@ class CudaOps:
         return host.reshape(x.rows, x.cols)
 
     # ---- attention ---------------------------------------------------------------------------------------
+    def shallow_cells(self) -> int:
+        """Positions (cells) a decode graph captured with ``graph_parts = att_fuse_parts`` serves: its attention
+        has no combine launch. 0 where no such graph is worth capturing (the staged split, or the fusion off)."""
+        if self.att_split != "warp" or self.att_fuse_parts < 1:
+            return 0
+        return self.att_fuse_parts * att.part_cells(self.att_ws_nw, self.att_tpw)
+
     def kv_store(self, cache, il: int, k, v, pos0: int) -> None:
         self._flush_kv()
         if isinstance(k, LazyRope) and k.value is None:  # done with q's rotation by the attention that follows
@@ -302,12 +360,11 @@ class CudaOps:
             raise ValueError(f"attention: a context of {cache.n_ctx} is longer than the {att.MAX_CONTEXT} cells "
                              "the GPU flash-decoding combine merges")
         k_q8, v_q8 = cache.type_k == "q8_0", cache.type_v == "q8_0"
-        if self.att_split == "warp":
+        warp = self.att_split == "warp"
+        if warp:
             nwd, spl = self.att_ws_nw, att.part_cells(self.att_ws_nw, self.att_tpw)
-            split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, self.att_tpw)
         else:
             nwd, spl = min(self.att_nw, head_dim // 16), flash.BKV  # a warp's O slice covers whole 16-dim groups
-            split = att.split_kernel(head_dim, k_q8, v_q8, nwd)
         n_parts = _blocks(cache.n_ctx, spl)
         combine = att.combine_kernel(head_dim, spl, self.att_combine_nw)
         out = self.new(t, n_head * head_dim)
@@ -318,46 +375,81 @@ class CudaOps:
             tz = min(TQ, t - t0)
             part_o = self.pool.get(tz * n_head * n_parts * head_dim)
             part_ml = self.pool.get(tz * n_head * n_parts * 2)
-            grid_x = n_parts if self.capturing else _blocks(pos0 + t0 + tz, spl)  # graphs: sized for n_ctx
-            self.launch(split, (grid_x, n_head_kv, tz), 32 * nwd, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
-                        cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0)
-            self.launch(combine, (n_head, head_dim // 32, tz), 32 * self.att_combine_nw, part_o, part_ml, self.posv,
-                        out.f, xq, xa, n_head, n_parts, t0, True)
+            if self.capturing:  # a graph serves every position up to its parts (all of n_ctx unless shallow)
+                grid_x = min(n_parts, self.graph_parts or n_parts)
+            else:
+                grid_x = _blocks(pos0 + t0 + tz, spl)
+            # the same rule for a graph and an eager step: a position gets the same kernels, hence the same bits
+            fused = warp and grid_x <= self.att_fuse_parts and tz * n_head_kv <= self.att_counter.size
+            if warp:
+                split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, self.att_tpw, fused)
+                self.launch(split, (grid_x, n_head_kv, tz), 32 * nwd, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
+                            cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0, out.f,
+                            xq, xa, self.att_counter, True)
+            else:
+                split = att.split_kernel(head_dim, k_q8, v_q8, nwd)
+                self.launch(split, (grid_x, n_head_kv, tz), 32 * nwd, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
+                            cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0)
+            if not fused:
+                self.launch(combine, (n_head, head_dim // 32, tz), 32 * self.att_combine_nw, part_o, part_ml,
+                            self.posv, out.f, xq, xa, n_head, n_parts, t0, True)
             self.pool.put(part_o)
             self.pool.put(part_ml)
         return out
 
     # ---- MoE ---------------------------------------------------------------------------------------------
-    def _routed(self, logits: Act, k: int, launch_fn, sigmoid: bool, n_groups: int, args: tuple):
+    def _routed(self, logits, k: int, launch_fn, sigmoid: bool, n_groups: int, args: tuple):
         """(ids, weights) whose routing launch waits for its first reader: a decode step's fused up/gate
         routes by itself instead (one launch fewer per layer)."""
-        t = logits.rows
+        t = logits.shape[0]
         ids, w = Act(self.pool, self.pool.get(t * k, np.int32), t, k), self.new(t, k)
-        pending = PendingRoute(lambda: launch_fn(ids, w), logits, sigmoid, logits.cols, n_groups, args, w.f)
+        pending = PendingRoute(lambda: launch_fn(ids, w), logits, sigmoid, logits.shape[1], n_groups, args, w.f)
         return Routed(ids.f, t, k, ids, pending), Routed(w.f, t, k, w, pending)
 
+    def _route_tail(self, logits, ids: Act, w: Act, k: int, sigmoid: bool, n_groups: int, args: tuple) -> bool:
+        """One token's router logits not yet computed: their GEMV routes the token in its last block (no routing
+        launch). False where that does not apply."""
+        if not (self.route_tails and isinstance(logits, LazyMatmul) and logits.value is None and logits.x.rows == 1):
+            return False
+        x, wt = logits.x, logits.w
+        n = wt.n_rows
+        y = self.new(1, n)
+        xq, xa, xf = self._inputs(x, wt.kind)
+        nw, wpr = self._gemv_shape(wt)
+        bias, has_bias, norm, n_groups_used, eps, scale = args
+        self.launch(gemv.dense_routed(wt.kind, nw, wpr, n, n_groups, sigmoid), _blocks(n, nw // wpr), 32 * nw, wt.qs,
+                    wt.hdr, xq, xa, xf, y.f, n, wt.row_len, 1, bias, has_bias, ids.f, w.f, k, norm, n_groups_used,
+                    eps, scale, self.tail_counter)
+        logits.value = y
+        return True
+
     def route_softmax_topk(self, logits, k: int, norm: bool):
-        logits = self.act(logits)
-        t, x = logits.rows, logits.cols
+        if not isinstance(logits, LazyMatmul):
+            logits = self.act(logits)
+        t, x = logits.shape
+        args = (self.f32, False, bool(norm), 0, np.float32(0), np.float32(1))
 
         def launch(ids, w):
-            self.launch(routing.route_softmax(x), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS,
-                        logits.f, ids.f, w.f, t, k, bool(norm))
+            if not self._route_tail(logits, ids, w, k, False, 1, args):
+                self.launch(routing.route_softmax(x), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS,
+                            self.act(logits).f, ids.f, w.f, t, k, bool(norm))
 
-        return self._routed(logits, k, launch, False, 1, (self.f32, False, bool(norm), 0, np.float32(0),
-                                                          np.float32(1)))
+        return self._routed(logits, k, launch, False, 1, args)
 
     def route_sigmoid_topk(self, logits, bias, k, n_groups, n_groups_used, norm, norm_eps, scale):
-        logits = self.act(logits)
-        t, x = logits.rows, logits.cols
+        if not isinstance(logits, LazyMatmul):
+            logits = self.act(logits)
+        t, x = logits.shape
         groups = n_groups if n_groups > 1 else 1
         args = (bias if bias is not None else self.f32, bias is not None, bool(norm), n_groups_used,
                 np.float32(norm_eps), np.float32(scale))
 
         def launch(ids, w):
-            b, has_b, nrm, ngu, eps, sc = args
-            self.launch(routing.route_sigmoid(x, groups), _blocks(t, routing.ROUTE_WARPS), 32 * routing.ROUTE_WARPS,
-                        logits.f, b, has_b, ids.f, w.f, t, k, ngu, nrm, eps, sc)
+            if not self._route_tail(logits, ids, w, k, True, groups, args):
+                b, has_b, nrm, ngu, eps, sc = args
+                self.launch(routing.route_sigmoid(x, groups), _blocks(t, routing.ROUTE_WARPS),
+                            32 * routing.ROUTE_WARPS, self.act(logits).f, b, has_b, ids.f, w.f, t, k, ngu, nrm, eps,
+                            sc)
 
         return self._routed(logits, k, launch, True, groups, args)
 
@@ -386,7 +478,8 @@ class CudaOps:
                 p.done = True
                 bias, has_bias, norm, n_groups_used, eps, scale = p.args
                 kern = gemv.up_gate_routed(w_up.kind, self.gemv_nw, p.n_expert, p.n_groups, p.sigmoid)
-                self.launch(kern, grid, block, w_gate.qs, w_gate.hdr, w_up.qs, w_up.hdr, xq, xa, xf, p.logits.f, bias,
+                logits = self.act(p.logits)
+                self.launch(kern, grid, block, w_gate.qs, w_gate.hdr, w_up.qs, w_up.hdr, xq, xa, xf, logits.f, bias,
                             has_bias, ids._buf, p.weights_buf, h.f, f, x.cols, ids.k, norm, n_groups_used, eps, scale)
                 return h
             self.launch(gemv.up_gate(w_up.kind, self.gemv_nw), grid, block, w_gate.qs, w_gate.hdr, w_up.qs,
@@ -439,14 +532,16 @@ class CudaOps:
         self.launch(ew.combine_rows, _blocks(t * y.cols, 256), 256, y.f, weights.buf, out.f, t, y.cols, k)
         return out
 
-    def _down_combine(self, c: LazyCombine, addend: Act | None) -> Act:
-        """The down projection of every routed row, weighted and summed over the slots (+ addend)."""
+    def _down_combine(self, c: LazyCombine, addend: Act | None, tail: tuple | None = None) -> Act:
+        """The down projection of every routed row, weighted and summed over the slots (+ addend); with tail,
+        the residual add and the next RMSNorm (``gemv.dense``'s TAIL)."""
         t, k = c.weights.n_tokens, c.weights.k
         w, h, ids = c.y.w, c.y.h, c.y.groups.ids
         e = w.n_rows
         out = self.new(t, e)
         hq, ha, hf = self._inputs(h, w.kind)
         z = addend.f if addend is not None else self.f32
-        self.launch(gemv.down_combine(w.kind, self.gemv_nw), (_blocks(e, self.gemv_nw), t), 32 * self.gemv_nw, w.qs,
-                    w.hdr, hq, ha, hf, ids.buf, c.weights.buf, out.f, e, w.row_len, k, z, addend is not None)
+        self.launch(gemv.down_combine(w.kind, self.gemv_nw, tail is not None), (_blocks(e, self.gemv_nw), t),
+                    32 * self.gemv_nw, w.qs, w.hdr, hq, ha, hf, ids.buf, c.weights.buf, out.f, e, w.row_len, k, z,
+                    addend is not None, *(tail or self._no_tail))
         return out

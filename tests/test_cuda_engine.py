@@ -112,3 +112,28 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
     with pytest.raises(UsageError) as err:
         engine.load(str(tiny_model()), EngineOptions(n_ctx=att.MAX_CONTEXT + 64))
     assert "context" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not REAL_GPU, reason="CUDA graphs replay on the device only")
+def test_shallow_and_full_graphs_replay_the_eager_steps_bits(tmp_path, monkeypatch):
+    """Decode steps on both sides of the shallow graph's last position (its attention merges in the split kernel;
+    the full graph's launches a combine) give exactly the eager steps' logits, which follow the same rule."""
+    cuda_module()
+    path = _model(tmp_path, monkeypatch, "qwen3moe", "Q8_0")
+    tokens = np.random.default_rng(3).integers(0, 64, 264)
+
+    def run(graphs: bool):
+        engine = create_engine("numba-cuda")
+        engine.use_graphs = graphs
+        engine.load(str(path), EngineOptions(n_ctx=600, n_ubatch=64))
+        engine.ops.att_fuse_parts = 1  # the shallow graph serves one part (256 positions)
+        try:
+            engine.warmup()
+            return schedule_logits(engine, tokens, 250), engine.describe()
+        finally:
+            engine.close()
+
+    eager, _ = run(False)
+    replayed, info = run(True)
+    assert "graph_nodes_shallow" in info and info["graph_nodes_shallow"].endswith("(positions below 256)"), info
+    assert np.array_equal(eager, replayed)

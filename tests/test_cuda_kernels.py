@@ -62,9 +62,9 @@ def test_matmul_short_output_splits_rows_over_warps(ops, qtype, k, wpr):
     t, n = 2, 5
     w, wf = weight(qtype, n, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    gemv._CACHE.pop(("dense", w.kind, 4, wpr), None)
+    gemv._CACHE.pop(("dense", w.kind, 4, wpr, False), None)
     got = host(ops, ops.matmul(act(ops, x), w))
-    assert ("dense", w.kind, 4, wpr) in gemv._CACHE  # the split variant ran
+    assert ("dense", w.kind, 4, wpr, False) in gemv._CACHE  # the split variant ran
     exact = x if qtype == Q.F32 else q8_1(x)[2]
     assert rel(got, exact.astype(np.float64) @ wf.T.astype(np.float64)) < 1e-5
     again = host(ops, ops.matmul(act(ops, x), w))
@@ -104,6 +104,34 @@ def test_rms_norm_fused_with_residual_add(ops):
     assert rel(host(ops, out), ref_ops.rms_norm(x + y, w, 1e-6)) < 1e-6
     assert rel(host(ops, s), x + y) == 0  # the residual sum was written by the same kernel
     assert np.array_equal(out.q8[0].copy_to_host(), q8_1(host(ops, out))[0])
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.F16], ids=lambda q: q.name)
+def test_one_token_gemv_adds_the_residual_and_runs_the_next_norm(ops, qtype):
+    """matmul -> add -> rms_norm of one token: the GEMV's last block adds the residual and computes the norm and
+    its q8_1 copy (one launch); the values those of the separate kernels (``norm_tails`` off) within rounding."""
+    rng = np.random.default_rng(13)
+    n, k = 96, 64
+    w, wf = weight(qtype, n, k, rng)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    resid = rng.standard_normal((1, n)).astype(np.float32)
+    gamma = upload_vector((1 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+    xin = act(ops, x)
+    ops.q8(xin)  # quantized up front: the launches counted below are the GEMV's
+    outs = []
+    for tails in (True, False):
+        ops.norm_tails = tails
+        n0 = ops.n_launches
+        s = ops.add(act(ops, resid), ops.matmul(xin, w))
+        out = ops.rms_norm(s, gamma, 1e-6)
+        assert ops.n_launches - n0 == (1 if tails else 2)
+        exact = resid + (x if qtype == Q.F16 else q8_1(x)[2]).astype(np.float64) @ wf.T.astype(np.float64)
+        assert rel(host(ops, s), exact) < 1e-5
+        got = host(ops, out)
+        assert rel(got, ref_ops.rms_norm(exact.astype(np.float32), gamma.copy_to_host(), 1e-6)) < 1e-5
+        assert np.array_equal(out.q8[0].copy_to_host(), q8_1(got)[0])
+        outs.append(got)
+    assert rel(outs[0], outs[1]) < 1e-6
 
 
 @pytest.mark.parametrize("n_rot", [64, 32])
@@ -205,8 +233,45 @@ def test_moe_pipeline(ops, qtype, k):
         out = ops.combine(ops.expert_down(ops.expert_up_gate(act(ops, xin), wg, wu, groups), wd, groups), w)
         n0 = ops.n_launches
         total = ops.add(out, act(ops, shexp))
-        assert ops.n_launches - n0 == 1
         assert rel(host(ops, total), ref + shexp) < 1e-5
+        assert ops.n_launches - n0 == 1
+        # ... + the residual, then the next RMSNorm: the down/combine kernel's last block (one token)
+        resid = rng.standard_normal((t, e)).astype(np.float32)
+        gamma = (1 + 0.1 * rng.standard_normal(e)).astype(np.float32)
+        out = ops.combine(ops.expert_down(ops.expert_up_gate(act(ops, xin), wg, wu, groups), wd, groups), w)
+        n0 = ops.n_launches
+        s = ops.add(act(ops, resid), ops.add(out, act(ops, shexp)))
+        normed = ops.rms_norm(s, upload_vector(gamma), 1e-6)
+        assert ops.n_launches - n0 == 1
+        assert rel(host(ops, s), resid + ref + shexp) < 1e-5
+        assert rel(host(ops, normed), ref_ops.rms_norm(resid + ref + shexp, gamma, 1e-6)) < 1e-5
+        assert np.array_equal(normed.q8[0].copy_to_host(), q8_1(host(ops, normed))[0])
+
+
+@pytest.mark.parametrize("sigmoid", [False, True], ids=["softmax", "sigmoid-grouped"])
+def test_one_token_router_gemv_routes_in_its_last_block(ops, sigmoid):
+    """matmul -> route of one token: the router GEMV's last block routes (no routing launch); logits, ids and
+    weights bit-identical to the GEMV followed by the routing kernel."""
+    rng = np.random.default_rng(14)
+    e, x, k = 64, 8, 3
+    wr, _ = weight(Q.F32, x, e, rng)
+    xin = act(ops, rng.standard_normal((1, e)).astype(np.float32))
+    bias = upload_vector((0.1 * rng.standard_normal(x)).astype(np.float32))
+    got = []
+    for tails in (True, False):
+        ops.route_tails = tails
+        n0 = ops.n_launches
+        logits = ops.matmul(xin, wr)
+        if sigmoid:
+            ids, w = ops.route_sigmoid_topk(logits, bias, k, 4, 2, True, 1e-20, 2.5)
+        else:
+            ids, w = ops.route_softmax_topk(logits, k, True)
+        out = (ids.buf.copy_to_host(), w.buf.copy_to_host(), host(ops, logits))
+        got.append((ops.n_launches - n0, *out))
+    assert [g[0] for g in got] == [1, 2]
+    for a, b in zip(got[0][1:], got[1][1:]):
+        assert np.array_equal(a, b)
+    assert len(set(got[0][1].tolist())) == k
 
 
 @pytest.mark.parametrize("sigmoid", [False, True], ids=["softmax", "sigmoid-grouped"])
@@ -269,12 +334,15 @@ def test_attention_prefill_then_decode(ops, tk, tv, split):
 WS_CASES = [(32, "q8_0", "f16"), (96, "f16", "q8_0"), (128, "q8_0", "q8_0")] if REAL_GPU else [(96, "f16", "q8_0")]
 
 
+@pytest.mark.parametrize("fuse_parts", [0, 2] if REAL_GPU else [2])  # 2: both paths (the simulator's positions)
 @pytest.mark.parametrize("d,tk,tv", WS_CASES)
-def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv):
+def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv, fuse_parts):
     """The warp-split decode kernel with 2 warps of 1 tile (16-cell tiles, 32-cell parts): positions where the
     second warp, or a tile's tail, lies past the last cell; head dims whose lane slices do not fill 16-byte loads;
-    G = 3 query heads per KV head (rows 3..15 of the mma tile are zero)."""
-    ops.att_split, ops.att_ws_nw, ops.att_tpw = "warp", 2, 1
+    G = 3 query heads per KV head (rows 3..15 of the mma tile are zero). With fuse_parts 2, tokens spanning up to
+    two parts are merged by the split's last block (no combine launch) and longer ones by the combine; the q8_1
+    copy is the output's either way."""
+    ops.att_split, ops.att_ws_nw, ops.att_tpw, ops.att_fuse_parts = "warp", 2, 1, fuse_parts
     rng = np.random.default_rng(11)
     h, hkv, n_ctx = 6, 2, 96
     ours = DeviceKV(1, n_ctx, hkv * d, tk, tv)
@@ -284,11 +352,24 @@ def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv):
         ops.begin(np.zeros(8, np.int64), p0)
         ops.kv_store(ours, 0, act(ops, k[p0:p0 + 8]), act(ops, v[p0:p0 + 8]), p0)
     ref_ops.kv_store(ref, 0, k, v, 0)
-    for pos0, t in ((0, 1), (50, 1)) if not REAL_GPU else ((0, 1), (9, 1), (16, 2), (50, 1), (94, 2)):
+    for pos0, t in ((9, 1), (70, 1)) if not REAL_GPU else ((0, 1), (9, 1), (16, 2), (50, 1), (94, 2)):
         q = rng.standard_normal((t, h * d)).astype(np.float32)
         ops.begin(np.zeros(t, np.int64), pos0)
-        got = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        n0 = ops.n_launches
+        out = ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d)
+        got = host(ops, out)
+        merged = pos0 + t <= 32 * fuse_parts
+        assert ops.n_launches - n0 == (1 if merged else 2), (pos0, t)
         assert rel(got, ref_ops.attention(q, ref, 0, pos0, h, hkv, d)) < 2e-3, (pos0, t)
+        xq, xa, _ = q8_1(got)
+        assert np.array_equal(out.q8[0].copy_to_host(), xq) and np.allclose(out.q8[1].copy_to_host(), xa), (pos0, t)
+        # a graph captures the kernels of its deepest position (graph_parts: a shallow graph's): the same bits
+        ops.capturing, ops.graph_parts = True, (fuse_parts if merged else None)
+        try:
+            again = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        finally:
+            ops.capturing, ops.graph_parts = False, None
+        assert np.array_equal(got, again), (pos0, t)
 
 
 @pytest.mark.parametrize("tk,tv", KV_PAIRS)
@@ -309,7 +390,7 @@ def test_rope_store_fused_with_attention(ops, tk, tv):
         n0 = ops.n_launches
         ops.kv_store(fused, 0, kl, act(ops, v), pos0)
         got = host(ops, ops.attention(ql, fused, 0, pos0, h, hkv, d))
-        assert ops.n_launches - n0 == 3  # rope+store, split, combine
+        assert ops.n_launches - n0 == 2  # rope+store, split (one part: its block merges, no combine launch)
         ops.kv_store(plain, 0, ops.act(ops.rope_neox(ops.rms_norm_heads(act(ops, k), upload_vector(wk), 1e-6, d),
                                                      pos0, **rope)), act(ops, v), pos0)
         for a, b in ((fused.kq[0], plain.kq[0]), (fused.vq[0], plain.vq[0]), (fused.kd[0], plain.kd[0]),

@@ -84,6 +84,35 @@ def test_vs_alternates_the_first_engine_and_feeds_both_the_same_tokens():
     assert sleeps == [0.5] * 4  # one settle pause per row, between the two turns
 
 
+def test_vs_runs_each_repetition_on_every_engine_before_the_next():
+    """Repetitions interleave (A, B, A, B, then B first in the next row): a row's medians compare samples taken
+    seconds apart. A settle pause and a wake-up decode come with every change of engine."""
+    clock, sleeps = FakeClock(), []
+    a, b = loaded(FakeEngine(clock)), loaded(OtherFakeEngine(clock))
+    plan = SweepPlan(n_ctx=32, n_ubatch=16, n_predict=2, repetitions=2, settle=0.5)
+    log = []
+    for e in (a, b):
+        for name in ("decode", "prefill"):
+            real = getattr(e, name)
+            setattr(e, name, lambda *args, _real=real, _e=e, _n=name, **kw: (log.append((_e.name, _n, args[1])),
+                                                                            _real(*args, **kw))[1])
+    rows, _ = run(plan, [a, b], clock, sleeps)
+    assert [r.order for r in rows] == [("fake", "fake2"), ("fake2", "fake")]
+    for n_kv, names in ((0, ["fake", "fake2", "fake", "fake2"]), (16, ["fake2", "fake", "fake2", "fake"])):
+        turns = []
+        for name, op, pos in log:  # this row's calls, collapsed into turns: (engine, [ops])
+            if pos < n_kv or pos >= n_kv + 16:
+                continue
+            if not turns or turns[-1][0] != name:
+                turns.append((name, []))
+            turns[-1][1].append((op, pos))
+        assert [t[0] for t in turns] == names
+        wake_tg_pp = [("decode", n_kv), ("decode", n_kv), ("decode", n_kv + 1), ("prefill", n_kv)]
+        assert all(ops == wake_tg_pp for _, ops in turns)
+    assert sleeps == [0.5] * 6  # between every two turns of a row
+    assert all(len(m.t_tg) == 2 and len(m.t_pp) == 2 for r in rows for m in r.measurements)
+
+
 def test_after_a_pause_an_untimed_decode_wakes_the_engine():
     clock, sleeps = FakeClock(), []
     plan = SweepPlan(n_ctx=48, n_ubatch=16, n_predict=2, delay=1.5)

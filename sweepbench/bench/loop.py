@@ -6,8 +6,10 @@ cache roll-back (``truncate``) happen before the timer starts (ik times both, at
 makes the figure purely the engine's). Python's garbage collector is paused inside a timer so a collection of
 unrelated objects never lands in a sample. Every repetition is timed on its own: the row keeps all samples.
 
-With several engines (``--vs``) each window runs on every engine before the next window starts, and the engine
-that goes first alternates from row to row, so slow drifts of the machine (heat, other load) hit both alike.
+With several engines (``--vs``) each repetition of a window (its TG, then its PP) runs on every engine before the
+next repetition starts, and the engine that goes first alternates from row to row, so slow drifts of the machine
+(heat, other load, the host's memory placement: benchmarks/NOTES.md) hit both alike and a row's medians compare
+samples taken seconds apart, not one engine's repetitions against the other's a window later.
 Between two engines' turns the loop pauses ``plan.settle`` seconds: thread pools spin for a while after their
 last job (OpenBLAS under NumPy, ggml's), and on a small machine the spinning threads of the engine that just ran
 slowed the next one's TG by up to 100x (measured here: reference then ik on 2 cores). The other way round, an
@@ -113,29 +115,22 @@ def _decode_each(engine: Engine, tokens, n_kv: int) -> None:
         engine.decode(token, n_kv + i)
 
 
-def _run_window(engine: Engine, plan: SweepPlan, w: Window, n_vocab: int, clock: Clock,
-                phase: _Phase, woken: bool) -> Measurement | None:
-    reps = plan.repetitions if w.measured else 1
-    t_tg: list[float] = []
+def _run_repetition(engine: Engine, plan: SweepPlan, w: Window, rep: int, n_vocab: int, clock: Clock,
+                    phase: _Phase, woken: bool) -> tuple[float | None, float]:
+    """One repetition of window w on one engine: (TG seconds or None where the window is not measured, PP seconds)."""
+    t_tg = None
     if w.measured:
         phase("TG")
         if woken:  # wake the engine's threads outside the timer (see the module docstring)
             engine.truncate(w.n_kv)
             engine.decode(int(window_tokens(plan.seed, w.index, "warmup", 0, 1, n_vocab)[0]), w.n_kv)
-        for rep in range(reps):
-            tokens = window_tokens(plan.seed, w.index, "tg", rep, plan.tg, n_vocab)
-            engine.truncate(w.n_kv)
-            t_tg.append(_timed(engine, lambda: _decode_each(engine, tokens, w.n_kv), clock))
+        tokens = window_tokens(plan.seed, w.index, "tg", rep, plan.tg, n_vocab)
+        engine.truncate(w.n_kv)
+        t_tg = _timed(engine, lambda: _decode_each(engine, tokens, w.n_kv), clock)
     phase("PP")
-    t_pp: list[float] = []
-    for rep in range(reps):
-        tokens = window_tokens(plan.seed, w.index, "pp", rep, plan.pp, n_vocab)
-        engine.truncate(w.n_kv)  # drops the TG tokens, or the previous repetition's PP
-        t_pp.append(_timed(engine, lambda: engine.prefill(tokens, w.n_kv), clock))
-    if not w.measured:
-        return None
-    memory = engine.memory() if plan.memory else None
-    return Measurement(engine.name, w.index, w.n_kv, plan.pp, plan.tg, tuple(t_pp), tuple(t_tg), memory)
+    tokens = window_tokens(plan.seed, w.index, "pp", rep, plan.pp, n_vocab)
+    engine.truncate(w.n_kv)  # drops the TG tokens, or the previous repetition's PP
+    return t_tg, _timed(engine, lambda: engine.prefill(tokens, w.n_kv), clock)
 
 
 def sweep(engines: Sequence[Engine], plan: SweepPlan, n_vocab: int, clock: Clock = time.perf_counter,
@@ -147,20 +142,28 @@ def sweep(engines: Sequence[Engine], plan: SweepPlan, n_vocab: int, clock: Clock
     paused = len(engines) > 1 or plan.delay > 0  # engines sit idle between their turns
     for w in plan.windows():
         order = list(engines) if row % 2 == 0 else list(reversed(engines))
-        done: dict[str, Measurement] = {}
-        for turn, engine in enumerate(order):
-            if turn:
-                sleep(plan.settle)  # let the previous engine's threads go idle (outside every timer)
-            phase = _Phase(engine.name, w, on_phase)
-            try:
-                m = _run_window(engine, plan, w, n_vocab, clock, phase, woken=paused and w.measured)
-            except Exception as e:  # noqa: BLE001 - any engine failure ends the sweep with the rows so far
-                raise RowFailed(engine.name, w, phase.current, e) from e
-            if m is not None:
-                done[engine.name] = m
+        t_tg: dict[str, list[float]] = {e.name: [] for e in order}
+        t_pp: dict[str, list[float]] = {e.name: [] for e in order}
+        previous = None  # the engine of the previous turn in this row
+        for rep in range(plan.repetitions if w.measured else 1):
+            for engine in order:
+                if previous is not None and previous is not engine:
+                    sleep(plan.settle)  # let the previous engine's threads go idle (outside every timer)
+                phase = _Phase(engine.name, w, on_phase)
+                woken = paused and w.measured and previous is not engine
+                try:
+                    tg, pp = _run_repetition(engine, plan, w, rep, n_vocab, clock, phase, woken)
+                except Exception as e:  # noqa: BLE001 - any engine failure ends the sweep with the rows so far
+                    raise RowFailed(engine.name, w, phase.current, e) from e
+                previous = engine
+                if tg is not None:
+                    t_tg[engine.name].append(tg)
+                t_pp[engine.name].append(pp)
         if not w.measured:
             continue
-        yield RowResult(row, w, tuple(e.name for e in order), tuple(done[e.name] for e in engines))
+        done = [Measurement(e.name, w.index, w.n_kv, plan.pp, plan.tg, tuple(t_pp[e.name]), tuple(t_tg[e.name]),
+                            e.memory() if plan.memory else None) for e in engines]
+        yield RowResult(row, w, tuple(e.name for e in order), tuple(done))
         row += 1
         if plan.delay and row < n_rows:
             sleep(plan.delay)  # cool-down, outside every timer

@@ -3,9 +3,11 @@ weight resident in VRAM, token generation replayed from a CUDA graph.
 
 Weights are repacked into the device layout at load (``cuda_kernels.layout``); the KV cache, the activations'
 pool, the position and the token ids live on the device. The first decode runs eagerly (it compiles kernels and
-fills the pool), the second is captured as a CUDA graph (one graph for every position: the position is a device
-scalar and the flash-decoding grid is sized for n_ctx), and every decode after that is one graph replay, one
-copy of the logits back and one synchronisation.
+fills the pool), the second is captured as CUDA graphs (the position is a device scalar: a graph whose
+flash-decoding grid is sized for n_ctx serves every position, and where n_ctx is longer than that, a shallow
+graph serves the first ``ops.shallow_cells()`` positions: its attention merges the parts in the split kernel, one
+launch fewer per layer), and every decode after that is one graph replay, one copy of the logits back and one
+synchronisation.
 """
 from __future__ import annotations
 
@@ -46,8 +48,9 @@ class NumbaCudaEngine(ForwardEngine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.graph = None
+        self.graph = None  # the graph for every position
         self._graph_logits = None
+        self.shallow = None  # (cells, graph, logits): the graph for positions below cells, or None
         self._eager_decodes = 0
         self.use_graphs = os.environ.get("SWEEPBENCH_CUDA_GRAPHS", "1") != "0"
 
@@ -101,15 +104,18 @@ class NumbaCudaEngine(ForwardEngine):
 
     def warmup(self) -> None:
         """The all-experts token, then one full ubatch (compiles the prompt-processing kernels and fills the pool
-        with their buffers) and two decode steps (the eager one, then the CUDA graph capture), so that no
-        compilation or capture lands in a measured row. The cache is empty afterwards."""
+        with their buffers) and the decode steps (eager ones at the first and the last position, then the CUDA graph
+        captures), so that no compilation or capture lands in a measured row. The cache is empty afterwards."""
         super().warmup()
         bos = self.config.bos_token_id
         n = min(self.options.n_ubatch, self.options.n_ctx - 2)
         if n > 1:
             self.prefill(np.full(n, bos), 0)
-        for pos in range(2):
-            self.decode(bos, pos)
+        self.decode(bos, 0)
+        if self.options.n_ctx > 2:  # an eager step at the last position compiles the deep graph's attention
+            last = self.options.n_ctx - 1  # (its cache cell is written again before any step reads it)
+            self.ops.act(self._forward(self.ops, self.weights, self.config, self.cache, np.array([bos]), last, [0]))
+        self.decode(bos, 1)
         self.synchronize()
         self.n_filled = 0
 
@@ -127,8 +133,11 @@ class NumbaCudaEngine(ForwardEngine):
         ops = self.ops
         self._io_host[0], self._io_host[1] = pos, int(tokens[0])
         ops.io[:2].copy_to_device(self._io_host, stream=ops.stream)
-        self.graph.replay()
-        self._graph_logits.f.copy_to_host(self._logits_host, stream=ops.stream)
+        graph, logits = self.graph, self._graph_logits
+        if self.shallow is not None and pos < self.shallow[0]:
+            graph, logits = self.shallow[1], self.shallow[2]
+        graph.replay()
+        logits.f.copy_to_host(self._logits_host, stream=ops.stream)
         ops.stream.synchronize()
         self.n_filled = pos + 1
         return np.array(self._logits_host)
@@ -142,14 +151,21 @@ class NumbaCudaEngine(ForwardEngine):
         self._io_host = cuda.pinned_array(2, np.int32)
         self._logits_host = cuda.pinned_array(self.config.n_vocab, np.float32)
         ops.stream.synchronize()
-        graph = Graph(ops.stream)
-        ops.capturing = True
-        try:
-            self._graph_logits = graph.capture(lambda: ops.act(self._forward(
-                ops, self.weights, self.config, self.cache, np.zeros(1, np.int64), 0, [0])))
-        finally:
-            ops.capturing = False
-        self.graph = graph
+
+        def capture(parts):
+            graph = Graph(ops.stream)
+            ops.capturing, ops.graph_parts = True, parts
+            try:
+                logits = graph.capture(lambda: ops.act(self._forward(
+                    ops, self.weights, self.config, self.cache, np.zeros(1, np.int64), 0, [0])))
+            finally:
+                ops.capturing, ops.graph_parts = False, None
+            return graph, logits
+
+        self.graph, self._graph_logits = capture(None)
+        cells = ops.shallow_cells()
+        if 0 < cells < self.options.n_ctx:
+            self.shallow = (cells, *capture(ops.att_fuse_parts))
 
     def memory(self) -> MemoryUse:
         from numba import cuda
@@ -165,10 +181,13 @@ class NumbaCudaEngine(ForwardEngine):
         d["fused_qkv_layers"] = getattr(self, "_fused", 0)
         d["cuda_graph"] = bool(self.graph is not None)
         d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
+        if self.shallow is not None:
+            d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
         return d
 
     def close(self) -> None:
-        if self.graph is not None:
-            self.graph.close()
-            self.graph = None
+        for g in (self.graph, self.shallow[1] if self.shallow else None):
+            if g is not None:
+                g.close()
+        self.graph = self.shallow = None
         super().close()
