@@ -61,7 +61,8 @@ if [[ $mode == ab ]]; then
   # base: a combine launch per layer, the RMSNorm and routing launches (the step before these fusions)
   for mm in q l q l; do
     for cfg in base fused; do
-      fl=""; [[ $cfg == base ]] && fl="--att-fuse-parts 0 --no-norm-tails --no-route-tails"
+      fl="--att-fuse-parts 4 --norm-tails on --route-tails on"
+      [[ $cfg == base ]] && fl="--att-fuse-parts 0 --norm-tails off --route-tails off"
       timeout 90 python3 benchmarks/gpu_profile.py -m $m/$mm.gguf --ctx 16384 --ub 512 --n-kv 0 --decode-only \
         --replays 300 $fl > "$OUT/prof-$mm-$cfg.txt" 2>&1
       echo "$mm $cfg: $(grep 'graph decode\|rror' "$OUT/prof-$mm-$cfg.txt")"

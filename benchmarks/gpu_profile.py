@@ -142,10 +142,10 @@ def main() -> None:
     p.add_argument("--fuse-route", action="store_true", help="the up/gate kernel routes (no routing launch; A/B)")
     p.add_argument("--att-fuse-parts", type=int, help="parts up to which the decode split merges them (0: always "
                                                         "a combine launch; A/B)")
-    p.add_argument("--no-norm-tails", action="store_true", help="one token's add -> rms_norm as its own launch "
-                                                                     "(not the GEMV's tail; A/B)")
-    p.add_argument("--no-route-tails", action="store_true", help="one token's routing as its own launch (not the "
-                                                                      "router GEMV's tail; A/B)")
+    p.add_argument("--norm-tails", choices=["on", "off"], help="one token's add -> rms_norm as the tail of the GEMV "
+                                                                "that makes the addend, or its own launch (A/B)")
+    p.add_argument("--route-tails", choices=["on", "off"], help="one token's routing as the router GEMV's tail, or "
+                                                                 "its own launch (A/B)")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
@@ -154,7 +154,10 @@ def main() -> None:
     if args.att_split:
         eng.ops.att_split = args.att_split
     eng.ops.fuse_route = args.fuse_route
-    eng.ops.norm_tails, eng.ops.route_tails = not args.no_norm_tails, not args.no_route_tails
+    if args.norm_tails:
+        eng.ops.norm_tails = args.norm_tails == "on"
+    if args.route_tails:
+        eng.ops.route_tails = args.route_tails == "on"
     if args.att_fuse_parts is not None:
         eng.ops.att_fuse_parts = args.att_fuse_parts
     eng.warmup()

@@ -8,6 +8,7 @@ except ``to_host``. A few op pairs are fused through deferred values (``lazy``).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import cuda
@@ -37,6 +38,16 @@ def _blocks(n: int, per: int) -> int:
     return max(1, (int(n) + per - 1) // per)
 
 
+def tails_setting() -> bool:
+    """SWEEPBENCH_CUDA_TAILS: on (the default) or off; anything else is a one-line usage error."""
+    value = os.environ.get("SWEEPBENCH_CUDA_TAILS", "on").strip().lower() or "on"
+    if value not in ("on", "off"):
+        from sweepbench.errors import UsageError
+
+        raise UsageError(f"SWEEPBENCH_CUDA_TAILS={value}: choose on or off")
+    return value == "on"
+
+
 class CudaOps:
     def __init__(self, max_tokens: int, n_ctx: int):
         self.stream = cuda.stream()
@@ -54,14 +65,17 @@ class CudaOps:
         self.i32 = cuda.device_array(4, np.int32)
         self.att_nw, self.att_combine_nw = att.NWD, att.COMBINE_WARPS  # flash-decoding block shapes
         self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att.TPW  # which split kernel, its shape
+        # The decode step's launch-saving tails (below); SWEEPBENCH_CUDA_TAILS=off turns all three off (A/B runs
+        # through the CLI, e.g. a sweep).
+        tails = tails_setting()
         # Decode attention over at most att_fuse_parts parts: the split's last block merges them (no combine
         # launch). A graph captured with graph_parts set spans that many parts (the engine's shallow graph).
-        self.att_fuse_parts, self.graph_parts = att.FUSE_PARTS, None
+        self.att_fuse_parts, self.graph_parts = (att.FUSE_PARTS if tails else 0), None
         self.att_counter = cuda.to_device(np.zeros(TQ * 64, np.int32))  # [T, Hkv] blocks done, back to 0 after
         self.gemv_nw = gemv.GEMV_WARPS  # output rows per GEMV block
         # one token's add -> rms_norm runs as the tail of the GEMV that makes the addend (no RMSNorm launch)
-        self.norm_tails = True
-        self.route_tails = True  # ... and one token's router GEMV routes it in its last block (no routing launch)
+        self.norm_tails = tails
+        self.route_tails = tails  # ... and one token's router GEMV routes it in its last block (no routing launch)
         self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
