@@ -127,6 +127,7 @@ def test_shallow_and_full_graphs_replay_the_eager_steps_bits(tmp_path, monkeypat
         engine.use_graphs = graphs
         engine.load(str(path), EngineOptions(n_ctx=600, n_ubatch=64))
         engine.ops.att_fuse_parts = 1  # the shallow graph serves one part (256 positions)
+        engine.ops.norm_tails = engine.ops.route_tails = True
         try:
             engine.warmup()
             return schedule_logits(engine, tokens, 250), engine.describe()

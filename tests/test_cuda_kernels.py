@@ -236,6 +236,7 @@ def test_moe_pipeline(ops, qtype, k):
         assert rel(host(ops, total), ref + shexp) < 1e-5
         assert ops.n_launches - n0 == 1
         # ... + the residual, then the next RMSNorm: the down/combine kernel's last block (one token)
+        ops.norm_tails = True
         resid = rng.standard_normal((t, e)).astype(np.float32)
         gamma = (1 + 0.1 * rng.standard_normal(e)).astype(np.float32)
         out = ops.combine(ops.expert_down(ops.expert_up_gate(act(ops, xin), wg, wu, groups), wd, groups), w)
@@ -382,6 +383,7 @@ def test_rope_store_fused_with_attention(ops, tk, tv):
     fused, plain = DeviceKV(1, n_ctx, hkv * d, tk, tv), DeviceKV(1, n_ctx, hkv * d, tk, tv)
     ref = ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
     rope = dict(head_dim=d, n_rot=d // 2, base=1e6, freq_scale=1.0)
+    ops.att_fuse_parts = 4
     for pos0, t in ((0, 2), (2, 1)):
         q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
         ops.begin(np.zeros(t, np.int64), pos0)
