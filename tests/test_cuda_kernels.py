@@ -405,16 +405,17 @@ def test_rope_store_fused_with_attention(ops, tk, tv):
 
 
 def test_tails_switch_reads_the_environment(monkeypatch):
-    """SWEEPBENCH_CUDA_TAILS=off: the merged attention, the norm and the routing tails all off (A/B through the
-    CLI); a bad value is a one-line usage error, raised when the engine makes its ops (before any weight loads)."""
+    """SWEEPBENCH_CUDA_TAILS=on: the merged attention, the norm and the routing tails all on (off by default until
+    measured on the device; A/B through the CLI); a bad value is a one-line usage error, raised when the engine
+    makes its ops (before any weight loads)."""
     from sweepbench.errors import UsageError
 
-    monkeypatch.setenv("SWEEPBENCH_CUDA_TAILS", "off")
+    monkeypatch.setenv("SWEEPBENCH_CUDA_TAILS", "on")
     o = CudaOps(max_tokens=1, n_ctx=64)
-    assert (o.att_fuse_parts, o.norm_tails, o.route_tails, o.shallow_cells()) == (0, False, False, 0)
+    assert o.att_fuse_parts > 0 and o.norm_tails and o.route_tails and o.shallow_cells() > 0
     monkeypatch.setenv("SWEEPBENCH_CUDA_TAILS", "sometimes")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_TAILS=sometimes"):
         CudaOps(max_tokens=1, n_ctx=64)
     monkeypatch.delenv("SWEEPBENCH_CUDA_TAILS")
     o = CudaOps(max_tokens=1, n_ctx=64)
-    assert o.att_fuse_parts > 0 and o.norm_tails and o.route_tails
+    assert (o.att_fuse_parts, o.norm_tails, o.route_tails, o.shallow_cells()) == (0, False, False, 0)
