@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.elementwise import block_max, block_sum, quant4
+from cuda_kernels.elementwise import block_max, block_sum, last_block, quant4
 from cuda_kernels.env import device, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
 from cuda_kernels.flash import BKV
 from cuda_kernels.tiles import q8_pair
@@ -418,18 +418,8 @@ def _merge_last(D: int, CH: int, nw: int):
         tid = cuda.threadIdx.x
         lane, w = tid & 31, tid // 32
         used = min((posv[0] + t + CH) // CH, n_parts)
-        cuda.threadfence()  # this block's part is visible device-wide before it is counted
-        cuda.syncthreads()
-        if tid == 0:
-            slot = z * Hkv + hk
-            last = cuda.atomic.add(counter, slot, 1) == used - 1
-            if last:
-                counter[slot] = 0  # every other block of the group has counted: ready for the next launch
-            flag[0] = 1 if last else 0
-        cuda.syncthreads()
-        if flag[0] == 0:
+        if not last_block(counter, z * Hkv + hk, used, flag):
             return
-        cuda.threadfence()
         for idx in range(tid, G * D, NT32):
             row, d = idx // D, idx % D
             b = (z * H + hk * G + row) * n_parts

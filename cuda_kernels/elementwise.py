@@ -122,23 +122,34 @@ def rms_norm(x, y, res, w, out, xq, xa, E, eps, add, q8):
 
 
 @device
+def last_block(counter, slot, total, flag) -> bool:
+    """True in the block that finishes last of ``total`` (the whole block gets the answer; ``flag`` a shared int32
+    [1]): every block fences its outputs and thread 0 counts it in on ``counter[slot]`` (integer atomics: no float
+    sums reordered); the last one resets the counter for the next launch. The tails of ``gemv`` and the merge of
+    ``attention.warp_split_kernel`` run behind it, reading what the other blocks wrote."""
+    cuda.threadfence()  # this block's outputs are visible device-wide before it is counted
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        last = cuda.atomic.add(counter, slot, 1) == total - 1
+        if last:
+            counter[slot] = 0
+        flag[0] = 1 if last else 0
+    cuda.syncthreads()
+    if flag[0] == 0:
+        return False
+    cuda.threadfence()
+    return True
+
+
+@device
 def norm_tail(y, a, res, w, out, xq, xa, E, eps, counter, flag):
     """The tail of a one-row GEMV (``gemv.dense`` / ``down_combine`` with tail): once every block has written its
     part of y [E], the last block to count in (``counter[0]``, back to 0 after; ``flag`` a shared int32 [1])
     computes res = a + y, out = res / sqrt(mean(res^2) + eps) * w and out's q8_1 copy, as ``rms_norm`` with add
     does (its block's threads four values at a time; the sums in a fixed order). Saves the RMSNorm launch."""
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
-    cuda.threadfence()  # this block's outputs are visible device-wide before it is counted
-    cuda.syncthreads()
-    if tid == 0:
-        last = cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x * cuda.gridDim.y - 1
-        if last:
-            counter[0] = 0
-        flag[0] = 1 if last else 0
-    cuda.syncthreads()
-    if flag[0] == 0:
+    if not last_block(counter, 0, cuda.gridDim.x * cuda.gridDim.y, flag):
         return
-    cuda.threadfence()
     e4 = E // 4
     ss = np.float32(0)
     for j0 in range(0, e4, nt):

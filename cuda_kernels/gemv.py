@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels import routing
-from cuda_kernels.elementwise import norm_tail
+from cuda_kernels.elementwise import last_block, norm_tail
 from cuda_kernels.env import device, jit, warp_sum
 from cuda_kernels.qdot import DOTS
 
@@ -138,17 +138,7 @@ def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sig
             flag = cuda.shared.array(1, np.int32)
             sel_sh = cuda.shared.array((RW, X), np.float32)
             body(qs, hdr, xq, xa, xf, y, N, K, T, y, y, y, y, ids, y, np.float32(0), counter)
-            tid = cuda.threadIdx.x
-            cuda.threadfence()  # this block's logits are visible device-wide before it is counted
-            cuda.syncthreads()
-            if tid == 0:
-                last = cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x - 1
-                if last:
-                    counter[0] = 0
-                flag[0] = 1 if last else 0
-            cuda.syncthreads()
-            if flag[0] == 1 and tid < 32:
-                cuda.threadfence()
+            if last_block(counter, 0, cuda.gridDim.x, flag) and cuda.threadIdx.x < 32:
                 if sigmoid:
                     route_sg(y, bias, has_bias, 0, True, sel_sh, ids, w, k, n_groups_used, norm, eps, scale, True, 0)
                 else:
