@@ -55,22 +55,32 @@ fi
 if [[ $mode == ab ]]; then
   SWEEPBENCH_CUDA_TESTS=gpu timeout 200 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
     tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1; tail -6 "$OUT/tests.log"
-  m=/tmp/m; mkdir -p $m
+  m=/tmp/m; mkdir -p $m /tmp/ab
   sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null
   sb synth small --arch bailingmoe2 --expert-type Q4_K -o $m/l.gguf >/dev/null
   # base: a combine launch per layer, the RMSNorm and routing launches (the step before these fusions)
-  for mm in q l q l; do
-    for cfg in base fused; do
-      fl="--att-fuse-parts 4 --norm-tails on --route-tails on"
-      [[ $cfg == base ]] && fl="--att-fuse-parts 0 --norm-tails off --route-tails off"
-      timeout 90 python3 benchmarks/gpu_profile.py -m $m/$mm.gguf --ctx 16384 --ub 512 --n-kv 0 --decode-only \
-        --replays 300 $fl > "$OUT/prof-$mm-$cfg.txt" 2>&1
-      echo "$mm $cfg: $(grep 'graph decode\|rror' "$OUT/prof-$mm-$cfg.txt")"
+  for round in 1 2; do
+    for mm in q l; do
+      for cfg in base fused; do
+        fl="--att-fuse-parts 4 --norm-tails on --route-tails on"
+        [[ $cfg == base ]] && fl="--att-fuse-parts 0 --norm-tails off --route-tails off"
+        f=/tmp/ab/prof-$mm-$cfg-$round.txt
+        timeout 90 python3 benchmarks/gpu_profile.py -m $m/$mm.gguf --ctx 16384 --ub 512 --n-kv 0 --decode-only \
+          --replays 300 $fl > "$f" 2>&1
+        echo "$mm $cfg $round: $(grep 'graph decode\|rror' "$f")" | tee -a "$OUT/ab.txt"
+      done
     done
   done
+  tar -czf "$OUT/ab_profiles.tgz" -C /tmp ab
+  # the verdict a following `sweep` call on the same machine reads: tails on only where every CUDA test passed
+  # and the fused step is faster on both presets (median over the rounds of each profile's median)
+  python3 benchmarks/ab_verdict.py "$OUT/tests.log" /tmp/ab | tee -a "$OUT/ab.txt" | tail -1 > /tmp/tails-verdict
 fi
 
 if [[ $mode == sweep || $mode == all ]]; then
+  # after an `ab` call on this machine, its verdict unless the caller set the switch
+  [[ -z ${SWEEPBENCH_CUDA_TAILS:-} && -s /tmp/tails-verdict ]] && export SWEEPBENCH_CUDA_TAILS=$(cat /tmp/tails-verdict)
+  echo "SWEEPBENCH_CUDA_TAILS=${SWEEPBENCH_CUDA_TAILS:-default}" | tee "$OUT/tails.txt"
   # JSONL per sweep in one archive ($OUT returns at most 8 files)
   python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 | tee "$OUT/gpu_sweep.log" | grep -v "^\[" | tail -40
   tar -czf "$OUT/gpu_runs.tgz" -C /tmp gpu-runs

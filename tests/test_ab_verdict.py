@@ -1,0 +1,41 @@
+"""The device A/B's verdict (benchmarks/ab_verdict.py): tails on only with passing tests and a faster fused step
+on every preset."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SPEC = importlib.util.spec_from_file_location("ab_verdict", Path(__file__).parents[1] / "benchmarks/ab_verdict.py")
+ab_verdict = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(ab_verdict)
+
+
+def _write(d: Path, tests: str, decode: dict[str, list[float]]) -> Path:
+    (d / "tests.log").write_text(tests)
+    for key, values in decode.items():
+        for i, ms in enumerate(values, 1):
+            (d / f"prof-{key}-{i}.txt").write_text(f"nodes ...\n\ngraph decode: median {ms:.3f} ms per token (x t/s)\n")
+    return d / "tests.log"
+
+
+PASS = "....s.\n53 passed, 1 skipped in 101.2s\n"
+FAIL = "..F.\nFAILED tests/test_cuda_engine.py::test_x - AssertionError: error\n1 failed, 52 passed in 99.0s\n"
+FASTER = {"q-base": [1.10, 1.25], "q-fused": [1.00, 1.02], "l-base": [1.00, 1.01], "l-fused": [0.95, 0.97]}
+
+
+@pytest.mark.parametrize(
+    ("tests", "decode", "answer"),
+    [
+        (PASS, FASTER, "on"),
+        (FAIL, FASTER, "off"),
+        ("", FASTER, "off"),  # killed by its timeout: no summary
+        (PASS, {**FASTER, "l-fused": [1.02, 1.03]}, "off"),  # slower on one preset
+        (PASS, {k: v for k, v in FASTER.items() if k != "l-fused"}, "off"),  # one side missing
+        (PASS, {}, "off"),
+    ],
+)
+def test_verdict_needs_passing_tests_and_a_faster_step_on_every_preset(tmp_path, tests, decode, answer):
+    log = _write(tmp_path, tests, decode)
+    evidence, got = ab_verdict.verdict(log, tmp_path)
+    assert got == answer, evidence
