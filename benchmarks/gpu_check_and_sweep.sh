@@ -8,6 +8,8 @@
 #   benchmarks/gpu_check_and_sweep.sh all            # both
 #   benchmarks/gpu_check_and_sweep.sh ab             # the CUDA tests, then the decode step's launch-saving
 #                                                    # fusions on/off (gpu_profile.py, small presets, N_KV 0)
+#   benchmarks/gpu_check_and_sweep.sh quick [ARGS]   # one 600 s call: the tails' tests, one on/off round, then
+#                                                    # sweep ARGS until the call's end
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
@@ -52,14 +54,19 @@ if [[ $mode == check || $mode == all ]]; then
   done
 fi
 
-if [[ $mode == ab ]]; then
-  SWEEPBENCH_CUDA_TESTS=gpu timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
-    tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1; tail -6 "$OUT/tests.log"
+# quick: everything in one 600 s call, for a session with device time for one call only: the CUDA tests that touch
+# the decode tails and the engine's graphs, one on/off round, then `sweep ARGS` (tails by the verdict) until 585 s
+rounds=2; tests_k=(); tests_s=240
+[[ $mode == quick ]] && rounds=1 && tests_s=150 \
+  && tests_k=(-k "tail or merge or shallow or routes or next_norm or logits_match or moe_pipeline")
+if [[ $mode == ab || $mode == quick ]]; then
+  SWEEPBENCH_CUDA_TESTS=gpu timeout $tests_s python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
+    "${tests_k[@]}" tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1; tail -6 "$OUT/tests.log"
   m=/tmp/m; mkdir -p $m /tmp/ab
   sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null
   sb synth small --arch bailingmoe2 --expert-type Q4_K -o $m/l.gguf >/dev/null
   # base: a combine launch per layer, the RMSNorm and routing launches (the step before these fusions)
-  for round in 1 2; do
+  for round in $(seq $rounds); do
     (( round > 1 && SECONDS > 420 )) && break  # a second round only where it fits one 600 s device call
     for mm in q l; do
       for cfg in base fused; do
@@ -78,11 +85,14 @@ if [[ $mode == ab ]]; then
   python3 benchmarks/ab_verdict.py "$OUT/tests.log" /tmp/ab | tee -a "$OUT/ab.txt" | tail -1 > /tmp/tails-verdict
 fi
 
-if [[ $mode == sweep || $mode == all ]]; then
+if [[ $mode == sweep || $mode == all || $mode == quick ]]; then
   # after an `ab` call on this machine, its verdict unless the caller set the switch
   [[ -z ${SWEEPBENCH_CUDA_TAILS:-} && -s /tmp/tails-verdict ]] && export SWEEPBENCH_CUDA_TAILS=$(cat /tmp/tails-verdict)
   echo "SWEEPBENCH_CUDA_TAILS=${SWEEPBENCH_CUDA_TAILS:-default}" | tee "$OUT/tails.txt"
   # JSONL per sweep in one archive ($OUT returns at most 8 files)
-  python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 | tee "$OUT/gpu_sweep.log" | grep -v "^\[" | tail -40
+  # (rows are written as they are measured: a sweep cut by the quick mode's deadline keeps them)
+  limit=100000; [[ $mode == quick ]] && limit=$((585 - SECONDS))
+  timeout $limit python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 | tee "$OUT/gpu_sweep.log" \
+    | grep -v "^\[" | tail -40
   tar -czf "$OUT/gpu_runs.tgz" -C /tmp gpu-runs
 fi
