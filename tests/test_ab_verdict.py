@@ -1,5 +1,5 @@
 """The device A/B's verdict (benchmarks/ab_verdict.py): tails on only with passing tests and a faster fused step
-on every preset."""
+on every preset, in every round."""
 
 import importlib.util
 from pathlib import Path
@@ -31,6 +31,8 @@ FASTER = {"q-base": [1.10, 1.25], "q-fused": [1.00, 1.02], "l-base": [1.00, 1.01
         (FAIL, FASTER, "off"),
         ("", FASTER, "off"),  # killed by its timeout: no summary
         (PASS, {**FASTER, "l-fused": [1.02, 1.03]}, "off"),  # slower on one preset
+        # the 15:14 UTC H100 run: faster in the median of two rounds only through a slow first profile
+        (PASS, {"q-base": [1.290, 1.190], "q-fused": [1.209, 1.226]}, "off"),
         (PASS, {k: v for k, v in FASTER.items() if k != "l-fused"}, "off"),  # one side missing
         (PASS, {}, "off"),
     ],
