@@ -5,7 +5,7 @@ as its last line.
 
 `on` only where the CUDA tests log shows no failure and, for every preset profiled and in every round, the fused
 step's graph decode (each `gpu_profile.py` run's median ms per token) is below the base step's. Per round, not
-the median over rounds: on the 15:14 UTC H100 run the first profile of a fresh machine ran 8% slow, and a median
+the median over rounds: on the 15:05 UTC H100 run the first profile of a fresh machine ran 8% slow, and a median
 of two rounds called a step faster that round 2 measured 3% slower.
 """
 

@@ -31,7 +31,7 @@ FASTER = {"q-base": [1.10, 1.25], "q-fused": [1.00, 1.02], "l-base": [1.00, 1.01
         (FAIL, FASTER, "off"),
         ("", FASTER, "off"),  # killed by its timeout: no summary
         (PASS, {**FASTER, "l-fused": [1.02, 1.03]}, "off"),  # slower on one preset
-        # the 15:14 UTC H100 run: faster in the median of two rounds only through a slow first profile
+        # the 15:05 UTC H100 run: faster in the median of two rounds only through a slow first profile
         (PASS, {"q-base": [1.290, 1.190], "q-fused": [1.209, 1.226]}, "off"),
         (PASS, {k: v for k, v in FASTER.items() if k != "l-fused"}, "off"),  # one side missing
         (PASS, {}, "off"),
