@@ -10,6 +10,7 @@
 #                                                    # fusions on/off (gpu_profile.py, small presets, N_KV 0)
 #   benchmarks/gpu_check_and_sweep.sh quick [ARGS]   # one 600 s call: the tails' tests, one on/off round, then
 #                                                    # sweep ARGS until the call's end
+#   SWEEP_DEADLINE_S=S (sweep ends S s after the script starts), SWEEP_H200_ONLY=1 (sweep on an H200 or not at all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
@@ -28,6 +29,9 @@ sb() { python3 -m sweepbench.cli "$@"; }
 # the table compares with anchors.md (an H200): on another card the quick mode spends its call on the A/B instead
 if [[ $mode == quick ]] && ! grep -q H200 "$OUT/gpu.txt"; then
   echo "not an H200: quick runs as ab (no sweep)" | tee "$OUT/mode.txt"; mode=ab
+fi
+if [[ $mode == sweep && -n ${SWEEP_H200_ONLY:-} ]] && ! grep -q H200 "$OUT/gpu.txt"; then
+  echo "not an H200: no sweep" | tee "$OUT/mode.txt"; exit 0
 fi
 
 if [[ $mode == check || $mode == all ]]; then
@@ -96,7 +100,7 @@ if [[ $mode == sweep || $mode == all || $mode == quick ]]; then
   echo "SWEEPBENCH_CUDA_TAILS=${SWEEPBENCH_CUDA_TAILS:-default}" | tee "$OUT/tails.txt"
   # JSONL per sweep in one archive ($OUT returns at most 8 files)
   # (rows are written as they are measured: a sweep cut by the quick mode's deadline keeps them)
-  limit=100000; [[ $mode == quick ]] && limit=$((585 - SECONDS))
+  limit=$((${SWEEP_DEADLINE_S:-100000} - SECONDS)); [[ $mode == quick ]] && limit=$((585 - SECONDS))
   timeout $limit python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 | tee "$OUT/gpu_sweep.log" \
     | grep -v "^\[" | tail -40
   tar -czf "$OUT/gpu_runs.tgz" -C /tmp gpu-runs
