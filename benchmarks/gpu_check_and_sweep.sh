@@ -69,7 +69,8 @@ rounds=2; tests_k=(); tests_s=240
   && tests_k=(-k "tail or merge or shallow or routes or next_norm or logits_match or moe_pipeline")
 if [[ $mode == ab || $mode == quick ]]; then
   SWEEPBENCH_CUDA_TESTS=gpu timeout $tests_s python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
-    "${tests_k[@]}" tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1; tail -6 "$OUT/tests.log"
+    "${tests_k[@]}" tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1
+  tail -6 "$OUT/tests.log"
   m=/tmp/m; mkdir -p $m /tmp/ab
   sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null
   sb synth small --arch bailingmoe2 --expert-type Q4_K -o $m/l.gguf >/dev/null
