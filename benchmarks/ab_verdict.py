@@ -23,8 +23,9 @@ DECODE = re.compile(r"graph decode: median ([0-9.]+) ms")
 def verdict(tests_log: Path, profile_dir: Path) -> tuple[list[str], str]:
     lines = []
     log = tests_log.read_text(errors="replace") if tests_log.exists() else ""
-    summary = re.findall(r"^=*\s*(.*\b(?:passed|failed|error)\b.*?)\s*=*$", log, re.M)
-    tests_ok = bool(summary) and not re.search(r"\b\d+ (failed|errors?)\b", summary[-1])
+    # pytest's closing line ("53 passed, 1 skipped, 231 warnings in 170.00s"); a run killed by its timeout has none
+    summary = re.findall(r"^=*\s*(\d+ \w+(?:, \d+ \w+)* in [0-9.]+s\b.*?)\s*=*$", log, re.M)
+    tests_ok = bool(summary) and " passed" in summary[-1] and not re.search(r"\d+ (failed|errors?)\b", summary[-1])
     lines.append(f"tests: {summary[-1] if summary else 'no pytest summary'}")
     times: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for f in sorted(profile_dir.glob("prof-*.txt")):

@@ -30,6 +30,9 @@ FASTER = {"q-base": [1.10, 1.25], "q-fused": [1.00, 1.02], "l-base": [1.00, 1.01
         (PASS, FASTER, "on"),
         (FAIL, FASTER, "off"),
         ("", FASTER, "off"),  # killed by its timeout: no summary
+        ("..F\nwarning: RuntimeError raised in a passed callback\n", FASTER, "off"),  # killed after a failure
+        ("==== 52 passed, 1 error in 90.1s ====\n", FASTER, "off"),
+        ("== 53 passed, 1 skipped in 101.2s ==\n", FASTER, "on"),  # the framed form (without -q)
         (PASS, {**FASTER, "l-fused": [1.02, 1.03]}, "off"),  # slower on one preset
         # the 15:05 UTC H100 run: faster in the median of two rounds only through a slow first profile
         (PASS, {"q-base": [1.290, 1.190], "q-fused": [1.209, 1.226]}, "off"),
