@@ -405,8 +405,8 @@ def test_rope_store_fused_with_attention(ops, tk, tv):
 
 
 def test_tails_switch_reads_the_environment(monkeypatch):
-    """SWEEPBENCH_CUDA_TAILS=on: the merged attention, the norm and the routing tails all on (off by default until
-    measured on the device; A/B through the CLI); a bad value is a one-line usage error, raised when the engine
+    """SWEEPBENCH_CUDA_TAILS=on: the merged attention, the norm and the routing tails all on (off by default: no
+    faster on the device; A/B through the CLI); a bad value is a one-line usage error, raised when the engine
     makes its ops (before any weight loads)."""
     from sweepbench.errors import UsageError
 
