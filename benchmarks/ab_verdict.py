@@ -1,12 +1,13 @@
-"""Verdict of `gpu_check_and_sweep.sh ab`: should the decode tails be on? Prints the evidence, then `on` or `off`
-as its last line.
+"""Verdict of `gpu_check_and_sweep.sh ab`: which setting of the switch under test should a following sweep use?
+Prints the evidence, then the setting as its last line: a variant's name, or `off`.
 
     python benchmarks/ab_verdict.py TESTS_LOG PROFILE_DIR
 
-`on` only where the CUDA tests log shows no failure and, for every preset profiled and in every round, the fused
-step's graph decode (each `gpu_profile.py` run's median ms per token) is below the base step's. Per round, not
-the median over rounds: on the 15:05 UTC H100 run the first profile of a fresh machine ran 8% slow, and a median
-of two rounds called a step faster that round 2 measured 3% slower.
+Profiles are `prof-<preset>-<setting>-<round>.txt` (each a `gpu_profile.py` run; its median graph decode in ms
+per token), `base` the switch off. A variant wins only where the CUDA tests log shows no failure and, for every
+preset profiled and in every round, its graph decode is below base's; among winners the lowest total time. Per
+round, not the median over rounds: on the 15:05 UTC H100 run the first profile of a fresh machine ran 8% slow, and
+a median of two rounds called a step faster that round 2 measured 3% slower.
 """
 
 from __future__ import annotations
@@ -16,34 +17,48 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-PROFILE = re.compile(r"prof-(?P<model>\w+)-(?P<cfg>base|fused)-(?P<round>\d+)\.txt$")
+PROFILE = re.compile(r"prof-(?P<model>\w+)-(?P<cfg>[a-z0-9]+)-(?P<round>\d+)\.txt$")
 DECODE = re.compile(r"graph decode: median ([0-9.]+) ms")
 
 
-def verdict(tests_log: Path, profile_dir: Path) -> tuple[list[str], str]:
-    lines = []
+def tests_passed(tests_log: Path) -> tuple[bool, str]:
+    """pytest's closing line ("53 passed, 1 skipped, 231 warnings in 170.00s") without a failure or an error; a
+    run killed by its timeout has none."""
     log = tests_log.read_text(errors="replace") if tests_log.exists() else ""
-    # pytest's closing line ("53 passed, 1 skipped, 231 warnings in 170.00s"); a run killed by its timeout has none
     summary = re.findall(r"^=*\s*(\d+ \w+(?:, \d+ \w+)* in [0-9.]+s\b.*?)\s*=*$", log, re.M)
-    tests_ok = bool(summary) and " passed" in summary[-1] and not re.search(r"\d+ (failed|errors?)\b", summary[-1])
-    lines.append(f"tests: {summary[-1] if summary else 'no pytest summary'}")
+    ok = bool(summary) and " passed" in summary[-1] and not re.search(r"\d+ (failed|errors?)\b", summary[-1])
+    return ok, f"tests: {summary[-1] if summary else 'no pytest summary'}"
+
+
+def verdict(tests_log: Path, profile_dir: Path) -> tuple[list[str], str]:
+    tests_ok, line = tests_passed(tests_log)
+    lines = [line]
     times: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for f in sorted(profile_dir.glob("prof-*.txt")):
         m, d = PROFILE.search(f.name), DECODE.search(f.read_text(errors="replace"))
         if m and d:
             times[m["model"]][m["round"]][m["cfg"]] = float(d.group(1))
-    faster = bool(times)
-    for model, rounds in sorted(times.items()):
-        for rnd, cfg in sorted(rounds.items()):
-            if not ("base" in cfg and "fused" in cfg):
-                lines.append(f"{model} round {rnd}: a side has no graph decode figure")
-                faster = False
-                continue
-            base, fused = cfg["base"], cfg["fused"]
-            lines.append(f"{model} round {rnd}: base {base:.3f} ms, fused {fused:.3f} ms per token "
-                         f"({base / fused:.3f}x)")
-            faster &= fused < base
-    return lines, "on" if tests_ok and faster else "off"
+    variants = sorted({c for rounds in times.values() for cfg in rounds.values() for c in cfg} - {"base"})
+    winners = {}
+    for v in variants:
+        wins, total = bool(times), 0.0
+        for model, rounds in sorted(times.items()):
+            for rnd, cfg in sorted(rounds.items()):
+                if not ("base" in cfg and v in cfg):
+                    lines.append(f"{model} round {rnd}: base or {v} has no graph decode figure")
+                    wins = False
+                    continue
+                base, var = cfg["base"], cfg[v]
+                lines.append(f"{model} round {rnd}: base {base:.3f} ms, {v} {var:.3f} ms per token "
+                             f"({base / var:.3f}x)")
+                wins &= var < base
+                total += var
+        if wins:
+            winners[v] = total
+    if not variants:
+        lines.append("no variant profiled")
+    best = min(winners, key=winners.get) if winners and tests_ok else "off"
+    return lines, best
 
 
 if __name__ == "__main__":

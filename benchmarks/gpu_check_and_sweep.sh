@@ -6,9 +6,9 @@
 #   benchmarks/gpu_check_and_sweep.sh check          # tests + verify vs ik + gpu_profile.py + gpu_attention_micro.py
 #   benchmarks/gpu_check_and_sweep.sh sweep [ARGS]   # benchmarks/gpu_sweep.py ARGS (the full-size presets)
 #   benchmarks/gpu_check_and_sweep.sh all            # both
-#   benchmarks/gpu_check_and_sweep.sh ab             # the CUDA tests, then the decode step's launch-saving
-#                                                    # fusions on/off (gpu_profile.py, small presets, N_KV 0)
-#   benchmarks/gpu_check_and_sweep.sh quick [ARGS]   # one 600 s call: the tails' tests, one on/off round, then
+#   benchmarks/gpu_check_and_sweep.sh ab             # the CUDA tests, then a decode-step switch (AB_SWITCH: pdl
+#                                                    # or tails) off / on (gpu_profile.py, small presets, N_KV 0)
+#   benchmarks/gpu_check_and_sweep.sh quick [ARGS]   # one 600 s call: the graph tests, one A/B round, then
 #                                                    # sweep ARGS until the call's end
 #   SWEEP_DEADLINE_S=S (sweep ends S s after the script starts), SWEEP_H200_ONLY=1 (sweep on an H200 or not at all)
 set -uo pipefail
@@ -62,43 +62,62 @@ if [[ $mode == check || $mode == all ]]; then
   done
 fi
 
+# ab: the CUDA tests, then the switch under test (AB_SWITCH) profiled off ("base") and in each variant, on both small
+# presets at N_KV 0 (graph decode ms per token), in rounds of alternating order; the verdict (ab_verdict.py) is
+# what a following `sweep` call on the same machine uses.
+#   AB_SWITCH=pdl (default)  SWEEPBENCH_CUDA_PDL: programmatic graph edges, variants order and exit
+#   AB_SWITCH=tails          SWEEPBENCH_CUDA_TAILS: the decode tails (measured off on 2026-12-05), variant on
 # quick: everything in one 600 s call, for a session with device time for one call only: the CUDA tests that touch
-# the decode tails and the engine's graphs, one on/off round, then `sweep ARGS` (tails by the verdict) until 585 s
+# the decode graphs, one round, then `sweep ARGS` (with the verdict) until 585 s
+ab_switch=${AB_SWITCH:-pdl}
+case $ab_switch in
+  pdl) ab_env=SWEEPBENCH_CUDA_PDL; variants="order exit" ;;
+  tails) ab_env=SWEEPBENCH_CUDA_TAILS; variants="on" ;;
+  *) echo "AB_SWITCH=$ab_switch: choose pdl or tails" >&2; exit 2 ;;
+esac
+ab_flags() {  # the gpu_profile.py flags of one setting of the switch
+  case $ab_switch:$1 in
+    pdl:base) echo "--pdl off" ;;
+    pdl:*) echo "--pdl $1" ;;
+    tails:base) echo "--att-fuse-parts 0 --norm-tails off --route-tails off" ;;
+    tails:on) echo "--att-fuse-parts 4 --norm-tails on --route-tails on" ;;
+  esac
+}
 rounds=2; tests_k=(); tests_s=240
 [[ $mode == quick ]] && rounds=1 && tests_s=150 \
-  && tests_k=(-k "tail or merge or shallow or routes or next_norm or logits_match or moe_pipeline")
+  && tests_k=(-k "tail or merge or shallow or routes or next_norm or logits_match or moe_pipeline or programmatic")
 if [[ $mode == ab || $mode == quick ]]; then
   SWEEPBENCH_CUDA_TESTS=gpu timeout $tests_s python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
-    "${tests_k[@]}" tests/test_cuda_kernels.py tests/test_cuda_engine.py > "$OUT/tests.log" 2>&1
+    "${tests_k[@]}" tests/test_cuda_kernels.py tests/test_cuda_engine.py tests/test_grid_dep_wait.py \
+    > "$OUT/tests.log" 2>&1
   tail -6 "$OUT/tests.log"
   m=/tmp/m; mkdir -p $m /tmp/ab
   sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null
   sb synth small --arch bailingmoe2 --expert-type Q4_K -o $m/l.gguf >/dev/null
-  # base: a combine launch per layer, the RMSNorm and routing launches (the step before these fusions)
   for round in $(seq $rounds); do
     (( round > 1 && SECONDS > 420 )) && break  # a second round only where it fits one 600 s device call
     for mm in q l; do
-      order="base fused"; (( round % 2 == 0 )) && order="fused base"  # neither side always runs first
+      order="base $variants"; (( round % 2 == 0 )) && order="$variants base"  # base neither always first nor last
       for cfg in $order; do
-        fl="--att-fuse-parts 4 --norm-tails on --route-tails on"
-        [[ $cfg == base ]] && fl="--att-fuse-parts 0 --norm-tails off --route-tails off"
         f=/tmp/ab/prof-$mm-$cfg-$round.txt
         timeout 90 python3 benchmarks/gpu_profile.py -m $m/$mm.gguf --ctx 16384 --ub 512 --n-kv 0 --decode-only \
-          --replays 300 $fl > "$f" 2>&1
+          --replays 300 $(ab_flags $cfg) > "$f" 2>&1
         echo "$mm $cfg $round: $(grep 'graph decode\|rror' "$f")" | tee -a "$OUT/ab.txt"
       done
     done
   done
   tar -czf "$OUT/ab_profiles.tgz" -C /tmp ab
-  # the verdict a following `sweep` call on the same machine reads: tails on only where every CUDA test passed
-  # and the fused step is faster on both presets in every round
-  python3 benchmarks/ab_verdict.py "$OUT/tests.log" /tmp/ab | tee -a "$OUT/ab.txt" | tail -1 > /tmp/tails-verdict
+  python3 benchmarks/ab_verdict.py "$OUT/tests.log" /tmp/ab | tee -a "$OUT/ab.txt" | tail -1 \
+    | sed "s/^/$ab_env=/" > /tmp/ab-verdict
 fi
 
 if [[ $mode == sweep || $mode == all || $mode == quick ]]; then
-  # after an `ab` call on this machine, its verdict unless the caller set the switch
-  [[ -z ${SWEEPBENCH_CUDA_TAILS:-} && -s /tmp/tails-verdict ]] && export SWEEPBENCH_CUDA_TAILS=$(cat /tmp/tails-verdict)
-  echo "SWEEPBENCH_CUDA_TAILS=${SWEEPBENCH_CUDA_TAILS:-default}" | tee "$OUT/tails.txt"
+  # after an `ab` call on this machine, its verdict (NAME=value) unless the caller set that switch
+  if [[ -s /tmp/ab-verdict ]]; then
+    v=$(cat /tmp/ab-verdict); name=${v%%=*}; [[ -z ${!name:-} ]] && export "$v"
+  fi
+  echo "SWEEPBENCH_CUDA_PDL=${SWEEPBENCH_CUDA_PDL:-default} SWEEPBENCH_CUDA_TAILS=${SWEEPBENCH_CUDA_TAILS:-default}" \
+    | tee "$OUT/switches.txt"
   # JSONL per sweep in one archive ($OUT returns at most 8 files)
   # (rows are written as they are measured: a sweep cut by the quick mode's deadline keeps them)
   limit=$((${SWEEP_DEADLINE_S:-100000} - SECONDS)); [[ $mode == quick ]] && limit=$((585 - SECONDS))

@@ -3,9 +3,10 @@
 The engine runs "dry" on tiny synthetic models: device arrays are NumPy arrays, launches record the kernel and its
 argument types instead of running. Each distinct (kernel, types) is then compiled with ``cuda.compile_ptx`` (real
 numba-cuda typing and lowering, which the simulator never does) and, with --ptxas, assembled for sm_90 to read
-registers, stack frame and spills. Exit 1 if anything fails to compile.
+registers, stack frame and spills. Exit 1 if anything fails to compile, or a kernel lacks the grid-dependency wait
+that programmatic graph edges (``graph.programmatic_edges``) rely on.
 
-    python benchmarks/gpu_compile_check.py [--ptxas] [--quick]
+    python benchmarks/gpu_compile_check.py [--ptxas] [--quick] [--waits-only]
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 import sweepbench  # noqa: F401  (numpy shim)
 
 os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+os.environ.setdefault("SWEEPBENCH_CUDA_GRIDDEP", "1")  # compile as for sm_90: every kernel waits on its grid deps
 from numba import cuda, typeof  # noqa: E402
 
 RECORDED: dict = {}
@@ -136,6 +138,13 @@ def full_size_attention() -> None:
             RECORDED[(k.py_func, sig + extra)] = name
 
 
+def missing_waits() -> list[str]:
+    """The recorded kernels whose first statement is not the grid-dependency wait."""
+    from cuda_kernels.lint import waits_first
+
+    return sorted({name for (fn, _), name in RECORDED.items() if not waits_first(fn)})
+
+
 def compile_all(ptxas: bool) -> int:
     failures = 0
     rows = []
@@ -147,6 +156,10 @@ def compile_all(ptxas: bool) -> int:
             print(f"FAIL {name}{types}:\n  {type(e).__name__}: {str(e).splitlines()[0][:400]}")
             continue
         info = ""
+        if os.environ["SWEEPBENCH_CUDA_GRIDDEP"] == "1" and "griddepcontrol.wait" not in ptx:
+            # a kernel without the wait would race its predecessor in a graph with programmatic edges
+            failures += 1
+            print(f"FAIL {name}{types}: no griddepcontrol.wait (call env.grid_dep_wait() first in the kernel)")
         if ptxas:
             with tempfile.TemporaryDirectory() as d:
                 src = Path(d) / "k.ptx"
@@ -169,12 +182,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ptxas", action="store_true", help="also assemble for sm_90 and report registers / spills")
     ap.add_argument("--quick", action="store_true", help="two model mixes instead of seven")
+    ap.add_argument("--waits-only", action="store_true", help="only check that every kernel starts with the "
+                                                              "grid-dependency wait (no compilation; seconds)")
     args = ap.parse_args()
     _dry_patches()
     _patch_arrays()
     dry_run(args.quick)
     full_size_attention()
-    return 1 if compile_all(args.ptxas) else 0
+    missing = missing_waits()
+    for name in missing:
+        print(f"FAIL {name}: its first statement is not grid_dep_wait()")
+    if args.waits_only:
+        print(f"{len(RECORDED)} kernel variants, {len(missing)} without the wait first")
+        return 1 if missing else 0
+    return 1 if compile_all(args.ptxas) or missing else 0
 
 
 if __name__ == "__main__":

@@ -146,6 +146,8 @@ def main() -> None:
                                                                 "that makes the addend, or its own launch (A/B)")
     p.add_argument("--route-tails", choices=["on", "off"], help="one token's routing as the router GEMV's tail, or "
                                                                  "its own launch (A/B)")
+    p.add_argument("--pdl", choices=["off", "order", "exit"], help="programmatic edges in the decode graphs (A/B; "
+                                                                     "cuda_kernels.graph.programmatic_edges)")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
@@ -160,6 +162,10 @@ def main() -> None:
         eng.ops.route_tails = args.route_tails == "on"
     if args.att_fuse_parts is not None:
         eng.ops.att_fuse_parts = args.att_fuse_parts
+    if args.pdl:
+        from cuda_kernels.env import GRID_DEP
+
+        eng.ops.pdl = args.pdl if GRID_DEP else "off"
     eng.warmup()
     print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)
@@ -189,7 +195,7 @@ def main() -> None:
           f"min {min(ts) * 1e3:.3f} ms, graph nodes {eng.describe().get('graph_nodes')}, decode attention split "
           f"{eng.ops.att_split}, routing fused: {eng.ops.fuse_route}, parts merged in the split up to "
           f"{eng.ops.att_fuse_parts} (shallow graph: {eng.describe().get('graph_nodes_shallow')}), norm tails "
-          f"{eng.ops.norm_tails}, route tails {eng.ops.route_tails}")
+          f"{eng.ops.norm_tails}, route tails {eng.ops.route_tails}, pdl {eng.describe().get('cuda_pdl')}")
     if args.decode_only:
         eng.close()
         return

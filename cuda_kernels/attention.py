@@ -27,7 +27,7 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels.elementwise import block_max, block_sum, last_block, quant4
-from cuda_kernels.env import device, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
+from cuda_kernels.env import device, grid_dep_wait, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor, unpack_h2
 from cuda_kernels.flash import BKV
 from cuda_kernels.tiles import q8_pair
 
@@ -69,6 +69,7 @@ store4 = device(_store4)
 @jit
 def kv_store(k, v, kq, kd, vq, vd, posv, T, W, k_q8, v_q8):
     """K, V float32 [T, W] (W = Hkv*D) -> cache cells posv[0] + t; one thread per 4 values, 8 per q8_0 block."""
+    grid_dep_wait()
     i = cuda.grid(1)
     n4 = T * (W // 4)
     ok = i < n4
@@ -152,6 +153,7 @@ def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
         return vq[cell * (W // 2) + col // 2]
 
     def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0):
+        grid_dep_wait()
         s, hk, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
         t = t0 + z
         n_kv = posv[0] + t + 1
@@ -299,6 +301,7 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
     merge_last = _merge_last(D, CH, nw)
 
     def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0, out, xq, xa, counter, q8):
+        grid_dep_wait()
         s, hk, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
         t = t0 + z
         n_kv = posv[0] + t + 1
@@ -463,6 +466,7 @@ def combine_kernel(D: int, split: int = BKV, nw: int = COMBINE_WARPS):
     NT = 32 * nw
 
     def kernel(part_o, part_ml, posv, out, xq, xa, H, n_parts, t0, q8):
+        grid_dep_wait()
         h, cb, z = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
         tid = cuda.threadIdx.x
         lane, r = tid & 31, tid // 32

@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels.dequant import DEQUANT
-from cuda_kernels.env import device, jit, shfl_xor, warp_max, warp_sum
+from cuda_kernels.env import device, grid_dep_wait, jit, shfl_xor, warp_max, warp_sum
 
 U32 = np.uint32
 
@@ -46,6 +46,7 @@ def quant4(v0, v1, v2, v3):
 @jit
 def quantize_q8_1(x, xq, xa, n4):
     """x float32 [T*K] -> xq uint32 [T*K/4], xa float32 [T*K/32*2]; one thread per 4 values (n4 = T*K/4)."""
+    grid_dep_wait()
     i = cuda.grid(1)
     ok = i < n4
     v0 = x[4 * i] if ok else np.float32(0)
@@ -91,6 +92,7 @@ def rms_norm(x, y, res, w, out, xq, xa, E, eps, add, q8):
     """Per row t (block t, E/4 threads rounded up to whole warps): s = x (+ y, written to res if add);
     out = s / sqrt(mean(s^2) + eps) * w; with q8, also the q8_1 quantization of out.
     x, y, res, out float32 [T, E]; w float32 [E]."""
+    grid_dep_wait()
     t, i = cuda.blockIdx.x, cuda.threadIdx.x
     ok = i < E // 4
     b = t * E + 4 * i if ok else t * E
@@ -177,6 +179,7 @@ def norm_tail(y, a, res, w, out, xq, xa, E, eps, counter, flag):
 
 @jit
 def add(x, y, out, n):
+    grid_dep_wait()
     i = cuda.grid(1)
     if i < n:
         out[i] = x[i] + y[i]
@@ -185,6 +188,7 @@ def add(x, y, out, n):
 @jit
 def copy_cols(x, out, T, width, offset, n_out):
     """out [T, n_out] = x [T, width][:, offset:offset+n_out]."""
+    grid_dep_wait()
     i = cuda.grid(1)
     if i < T * n_out:
         t, j = i // n_out, i % n_out
@@ -194,6 +198,7 @@ def copy_cols(x, out, T, width, offset, n_out):
 @jit
 def gather_rows(x, idx, out, n_rows, width):
     """out [n, width] = x[idx[i]] rows."""
+    grid_dep_wait()
     i = cuda.grid(1)
     if i < n_rows * width:
         r, j = i // width, i % width
@@ -209,6 +214,7 @@ def embed_kernel(kind: str):
         deq = DEQUANT[kind]
 
         def embed(qs, hdr, tokens, out, T, E):
+            grid_dep_wait()
             i = cuda.grid(1)
             nb = E // 32
             if i < T * nb:
@@ -222,6 +228,7 @@ def embed_kernel(kind: str):
 @jit
 def silu_mul(g, u, out, n):
     """out = silu(g) * u, elementwise (the unfused SwiGLU when gate and up have different types)."""
+    grid_dep_wait()
     i = cuda.grid(1)
     if i < n:
         x = g[i]
@@ -231,6 +238,7 @@ def silu_mul(g, u, out, n):
 @jit
 def combine_rows(y, w, out, T, E, k):
     """out [T, E] = sum_j w[t, j] * y[t*k + j], j in slot order; y [R, E], w [T, k]."""
+    grid_dep_wait()
     i = cuda.grid(1)
     if i < T * E:
         t, n = i // E, i % E

@@ -10,6 +10,7 @@ every thread of the block, the same number of times (mask the work, never skip t
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -33,6 +34,20 @@ def jit(*args, **kw):
 
 def device(fn):
     return cuda.jit(device=True, inline=True)(fn) if not SIM else cuda.jit(device=True)(fn)
+
+
+
+
+def _grid_dep_supported() -> bool:
+    """Whether kernels carry ``griddepcontrol.wait`` (sm_90 and later: Hopper's programmatic dependent launch).
+    SWEEPBENCH_CUDA_GRIDDEP=1 / 0 decides without asking the GPU (the compile check targets sm_90 with none)."""
+    forced = os.environ.get("SWEEPBENCH_CUDA_GRIDDEP")
+    if forced is not None:
+        return forced == "1"
+    try:
+        return cuda.is_available() and tuple(cuda.get_current_device().compute_capability) >= (9, 0)
+    except Exception:  # noqa: BLE001 - no driver, no device: plain kernels
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ GPU versions
@@ -153,6 +168,31 @@ if not SIM:
     ldg4 = _ldg4_of(lambda dt: isinstance(dt, types.Integer) and dt.bitwidth == 32, _I32, "u32", "=r")  # words
     ldg4f = _ldg4_of(lambda dt: dt == types.float32, _F32, "f32", "=f")  # float32
 
+    GRID_DEP = _grid_dep_supported()
+
+    @intrinsic
+    def _griddep_wait(typingctx):
+        def codegen(context, builder, sig, args):
+            asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), "griddepcontrol.wait;", "~{memory}",
+                               side_effect=True)
+            builder.call(asm, [])
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    if GRID_DEP:
+        @device
+        def grid_dep_wait():
+            """Every kernel's first statement: wait until the grids this one depends on have finished and their
+            writes are visible. A no-op for a normal launch; in a CUDA graph whose edges are programmatic
+            (``graph.Graph(pdl=...)``) the kernel's blocks start while its predecessor still runs and park here,
+            so the launch latency overlaps the predecessor's tail instead of following it."""
+            _griddep_wait()
+    else:
+        @device
+        def grid_dep_wait():
+            pass
+
     @device
     def lane_id():
         return cuda.threadIdx.x & 31
@@ -261,6 +301,12 @@ else:
         return cuda.threadIdx.x & 31
 
     lane_id = device(_lane_id)
+    GRID_DEP = False  # the simulator runs launches one after the other
+
+    def _grid_dep_wait():
+        pass
+
+    grid_dep_wait = device(_grid_dep_wait)
 
     import threading
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, jit, mma_f16, pack_h2, prmt, shfl_xor
+from cuda_kernels.env import device, grid_dep_wait, jit, mma_f16, pack_h2, prmt, shfl_xor
 from cuda_kernels.tiles import q8_pair
 
 BQ, BKV = 128, 64
@@ -97,6 +97,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
     SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
+        grid_dep_wait()
         tid = cuda.threadIdx.x
         lane, w = tid & 31, tid // 32
         g, tq = lane >> 2, lane & 3

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import jit, ldg4f, mma_f16, pack_h2
+from cuda_kernels.env import grid_dep_wait, jit, ldg4f, mma_f16, pack_h2
 from cuda_kernels.tiles import H16
 
 BM, BN, BK, PAD = 64, 64, 32, 20
@@ -44,6 +44,7 @@ def kernel(kind: str, gathered: bool, fused: bool):
     SA, SB2 = BM * PAD, BN * PAD if fused else 1  # shared sizes must be compile-time constants
 
     def gemm(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert):
+        grid_dep_wait()
         tid = cuda.threadIdx.x
         lane, warp = tid & 31, tid // 32
         g, tq = lane >> 2, lane & 3
@@ -145,6 +146,7 @@ SG_SH = (32, SG_B + 1)  # [k, m] tiles, padded against bank conflicts
 @jit
 def sgemm_f32(w, x, y, M, N, K):
     """y [M, N] = x [M, K] @ w[N, K]^T in float32 (K a multiple of 32); grid (ceil(M/64), ceil(N/64)), 256 threads."""
+    grid_dep_wait()
     sx = cuda.shared.array(SG_SH, np.float32)  # [k, m]
     sw = cuda.shared.array(SG_SH, np.float32)  # [k, n]
     tid = cuda.threadIdx.x

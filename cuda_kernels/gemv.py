@@ -24,7 +24,7 @@ from numba import cuda
 
 from cuda_kernels import routing
 from cuda_kernels.elementwise import last_block, norm_tail
-from cuda_kernels.env import device, jit, warp_sum
+from cuda_kernels.env import device, grid_dep_wait, jit, warp_sum
 from cuda_kernels.qdot import DOTS
 
 GEMV_WARPS = 4  # warps per block by default
@@ -91,6 +91,7 @@ def _dense_fn(kind: str, nw: int, wpr: int, tail: bool):
     row_dot, _ = _row_dots(DOTS[kind])
 
     def kernel(qs, hdr, xq, xa, xf, y, N, K, T, ta, tres, tw, tout, toq, toa, teps, counter):
+        grid_dep_wait()
         flag = cuda.shared.array(1, np.int32)
         part = cuda.shared.array(GEMV_MAX_WARPS, np.float32)
         w, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x & 31
@@ -135,6 +136,7 @@ def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sig
 
         def kernel(qs, hdr, xq, xa, xf, y, N, K, T, bias, has_bias, ids, w, k, norm, n_groups_used, eps, scale,
                    counter):
+            grid_dep_wait()
             flag = cuda.shared.array(1, np.int32)
             sel_sh = cuda.shared.array((RW, X), np.float32)
             body(qs, hdr, xq, xa, xf, y, N, K, T, y, y, y, y, ids, y, np.float32(0), counter)
@@ -155,6 +157,7 @@ def expert(kind: str, nw: int = GEMV_WARPS):
         row_dot, _ = _row_dots(DOTS[kind])
 
         def kernel(qs, hdr, xq, xa, xf, ids, y, N, K, div):
+            grid_dep_wait()
             r = cuda.blockIdx.y
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             lane = cuda.threadIdx.x & 31
@@ -200,6 +203,7 @@ def up_gate(kind: str, nw: int = GEMV_WARPS):
         body = _up_gate_body(kind, nw)
 
         def kernel(gq, gh, uq, uh, xq, xa, xf, ids, h, F, K, k):
+            grid_dep_wait()
             body(gq, gh, uq, uh, xq, xa, xf, h, F, K, k, ids[cuda.blockIdx.y])
 
         return kernel
@@ -225,6 +229,7 @@ def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bo
 
         def kernel_softmax(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
                            n_groups_used, eps, scale):
+            grid_dep_wait()
             r = cuda.blockIdx.y
             sh = cuda.shared.array(1, np.int32)
             if cuda.threadIdx.x < 32:  # warp 0 routes; the block reads its slot's expert from shared memory
@@ -237,6 +242,7 @@ def up_gate_routed(kind: str, nw: int, n_expert: int, n_groups: int, sigmoid: bo
 
         def kernel_sigmoid(gq, gh, uq, uh, xq, xa, xf, logits, bias, has_bias, ids, w, h, F, K, k, norm,
                            n_groups_used, eps, scale):
+            grid_dep_wait()
             r = cuda.blockIdx.y
             sh = cuda.shared.array(1, np.int32)
             sel_sh = cuda.shared.array((RW, X), np.float32)
@@ -264,6 +270,7 @@ def down_combine(kind: str, nw: int = GEMV_WARPS, tail: bool = False):
         dot = DOTS[kind]
 
         def kernel(qs, hdr, hq, ha, hf, ids, w, y, E, F, k, z, add, ta, tres, tw, tout, toq, toa, teps, counter):
+            grid_dep_wait()
             flag = cuda.shared.array(1, np.int32)
             n = cuda.blockIdx.x * nw + cuda.threadIdx.x // 32
             t, lane = cuda.blockIdx.y, cuda.threadIdx.x & 31

@@ -7,6 +7,8 @@ not allocate, free, copy from pageable memory or compile: the caller runs the sa
 """
 from __future__ import annotations
 
+import sys
+
 from numba import cuda
 
 
@@ -37,15 +39,57 @@ def _check(result, what: str):
     return result[1] if isinstance(result, tuple) and len(result) > 1 else None
 
 
-class Graph:
-    """One captured sequence of launches on ``stream``; ``replay()`` enqueues it again on the same stream."""
+PDL_PORTS = ("order", "exit")  # SWEEPBENCH_CUDA_PDL values besides off (see ``programmatic_edges``)
 
-    def __init__(self, stream):
+
+def programmatic_edges(graph, port: str) -> int:
+    """Turn every kernel -> kernel edge of a captured graph into a programmatic one (Hopper's programmatic
+    dependent launch); returns how many were turned. The dependent kernel is then launched early and its blocks
+    park in ``env.grid_dep_wait`` (every kernel's first statement) until the predecessor has finished and its
+    writes are visible, so the launch latency of a node hides behind its predecessor instead of following it.
+    Nothing runs before the wait, hence the order and the bits are those of the plain graph.
+      order: launched once every block of the predecessor has started (the most overlap)
+      exit:  launched once every block of the predecessor has exited (before its memory flush)
+    """
+    drv = _driver()
+    res = drv.cuGraphGetEdges(graph, 0)
+    n = int(res[-1])
+    if n == 0:
+        return 0
+    res = drv.cuGraphGetEdges(graph, n)
+    _check(res, "cuGraphGetEdges")
+    src, dst = res[1], res[2]
+    kernel = drv.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL
+    pairs = [(a, b) for a, b in zip(src[:n], dst[:n])
+             if _check(drv.cuGraphNodeGetType(a), "cuGraphNodeGetType") == kernel
+             and _check(drv.cuGraphNodeGetType(b), "cuGraphNodeGetType") == kernel]
+    if not pairs:
+        return 0
+    data = drv.CUgraphEdgeData()
+    data.type = drv.CUgraphDependencyType.CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC
+    data.from_port = (drv.CU_GRAPH_KERNEL_NODE_PORT_LAUNCH_ORDER if port == "order"
+                      else drv.CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC)
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    # cuda-bindings 12.3-12.x name the edge-data versions *_v2; 13.x gives the plain names that signature
+    remove = getattr(drv, "cuGraphRemoveDependencies_v2", drv.cuGraphRemoveDependencies)
+    add = getattr(drv, "cuGraphAddDependencies_v2", drv.cuGraphAddDependencies)
+    _check(remove(graph, a, b, None, len(pairs)), "cuGraphRemoveDependencies")
+    _check(add(graph, a, b, [data] * len(pairs), len(pairs)), "cuGraphAddDependencies")
+    return len(pairs)
+
+
+class Graph:
+    """One captured sequence of launches on ``stream``; ``replay()`` enqueues it again on the same stream.
+    ``pdl`` (off, or one of PDL_PORTS) makes its kernel -> kernel edges programmatic (``programmatic_edges``)."""
+
+    def __init__(self, stream, pdl: str = "off"):
         self.stream = stream
         self._hs = raw_stream(stream)
         self._exec = None
         self._graph = None
         self.n_nodes = 0
+        self.pdl = pdl
+        self.n_programmatic = 0
 
     def capture(self, fn):
         """Run fn() with every launch on the stream captured (not executed); returns fn's result."""
@@ -57,7 +101,18 @@ class Graph:
                 out = fn()
             finally:
                 self._graph = _check(drv.cuStreamEndCapture(self._hs), "cuStreamEndCapture")
-        self._exec = _check(drv.cuGraphInstantiate(self._graph, 0), "cuGraphInstantiate")
+        try:
+            if self.pdl != "off":
+                self.n_programmatic = programmatic_edges(self._graph, self.pdl)
+            self._exec = _check(drv.cuGraphInstantiate(self._graph, 0), "cuGraphInstantiate")
+        except Exception as e:  # noqa: BLE001 - whatever the bindings raise, the plain graph still works
+            if self.pdl == "off":
+                raise
+            # a driver or cuda-bindings without programmatic edges: the plain graph, said once on stderr
+            print(f"warning: CUDA graph without programmatic edges ({e})", file=sys.stderr)
+            self.close()
+            self.pdl, self.n_programmatic = "off", 0
+            return self.capture(fn)
         res = drv.cuGraphGetNodes(self._graph, 0)
         self.n_nodes = int(res[2]) if len(res) > 2 else 0
         return out

@@ -49,6 +49,21 @@ def tails_setting() -> bool:
     return value == "on"
 
 
+def pdl_setting() -> str:
+    """SWEEPBENCH_CUDA_PDL: off (the default until a device A/B says otherwise), order or exit (``graph.PDL_PORTS``:
+    when a decode graph's kernel is launched relative to its predecessor); anything else is a usage error. Only
+    where the kernels carry the grid-dependency wait (sm_90 on); elsewhere always off."""
+    from cuda_kernels.env import GRID_DEP
+    from cuda_kernels.graph import PDL_PORTS
+
+    value = os.environ.get("SWEEPBENCH_CUDA_PDL", "off").strip().lower() or "off"
+    if value != "off" and value not in PDL_PORTS:
+        from sweepbench.errors import UsageError
+
+        raise UsageError(f"SWEEPBENCH_CUDA_PDL={value}: choose off, {' or '.join(PDL_PORTS)}")
+    return value if GRID_DEP else "off"
+
+
 class CudaOps:
     def __init__(self, max_tokens: int, n_ctx: int):
         self.stream = cuda.stream()
@@ -78,6 +93,7 @@ class CudaOps:
         self.norm_tails = tails
         self.route_tails = tails  # ... and one token's router GEMV routes it in its last block (no routing launch)
         self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
+        self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges)
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         # A decode step's up/gate kernel may route its token itself (no routing launch). Off until the warp-0

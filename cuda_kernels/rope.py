@@ -16,7 +16,7 @@ from numba import cuda
 
 from cuda_kernels.attention import store4
 from cuda_kernels.elementwise import block_sum
-from cuda_kernels.env import device, jit
+from cuda_kernels.env import device, grid_dep_wait, jit
 
 
 @device
@@ -42,6 +42,7 @@ def _norm_rotate(v, w, i, pos, D, n_rot, base, freq_scale, eps, do_norm, sh):
 @jit
 def norm_rope(x, w, out, posv, H, D, n_rot, base, freq_scale, eps, do_norm):
     """x, out float32 [T, H*D]; w float32 [D]; grid T*H, block D (<= 1024)."""
+    grid_dep_wait()
     bh, i = cuda.blockIdx.x, cuda.threadIdx.x
     sh = cuda.shared.array(1024, np.float32)
     out[bh * D + i] = _norm_rotate(x[bh * D + i], w, i, posv[0] + bh // H, D, n_rot, base, freq_scale, eps, do_norm,
@@ -54,6 +55,7 @@ def qk_rope_store(q, k, v, wq, wk, qout, kq, kd, vq, vd, posv, H, Hkv, D, n_rot,
     """q float32 [T, H*D] -> qout (normalised, rotated); k [T, Hkv*D] (normalised, rotated) and v [T, Hkv*D]
     -> cache cells posv[0] + t (f16 pairs or q8_0, as ``attention.kv_store``). Grid T*(H + Hkv), block D:
     block t*(H + Hkv) + h is q head h for h < H, else KV head h - H (its first D/4 threads store 4 values each)."""
+    grid_dep_wait()
     b, i = cuda.blockIdx.x, cuda.threadIdx.x
     t, hh = b // (H + Hkv), b % (H + Hkv)
     pos = posv[0] + t

@@ -17,7 +17,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, jit, warp_argmax, warp_barrier, warp_max, warp_prefix_count, warp_sum
+from cuda_kernels.env import (device, grid_dep_wait, jit, warp_argmax, warp_barrier, warp_max, warp_prefix_count,
+                              warp_sum)
 
 NEG = np.float32(-np.inf)
 ROUTE_WARPS = 4  # tokens per block
@@ -85,6 +86,7 @@ def route_softmax(n_expert: int):
     route = softmax_router(n_expert)
 
     def kernel(logits, ids, w, T, k, norm):
+        grid_dep_wait()
         t = cuda.blockIdx.x * ROUTE_WARPS + cuda.threadIdx.x // 32
         ok = t < T
         route(logits, t, ok, ids, w, k, norm, ok, 0)
@@ -190,6 +192,7 @@ def route_sigmoid(n_expert: int, n_groups: int):
     X = n_expert
 
     def kernel(logits, bias, has_bias, ids, w, T, k, n_groups_used, norm, eps, scale):
+        grid_dep_wait()
         t = cuda.blockIdx.x * ROUTE_WARPS + cuda.threadIdx.x // 32
         ok = t < T
         sel_sh = cuda.shared.array((ROUTE_WARPS, X), np.float32)
@@ -205,6 +208,7 @@ GROUP_THREADS, GROUP_WARPS = 256, 8  # threads per expert block of the grouping 
 @jit
 def expert_counts(ids, R, counts):
     """Block e (grid X): counts[e] = number of routed rows sent to expert e (integer sums: order-free)."""
+    grid_dep_wait()
     part = cuda.shared.array(GROUP_THREADS, np.int32)
     e, tid = cuda.blockIdx.x, cuda.threadIdx.x
     c = 0
@@ -224,6 +228,7 @@ def expert_counts(ids, R, counts):
 def expert_offsets(counts, X, bm, offsets, tiles):
     """One thread: offsets [X+2] (expert e owns rows[offsets[e]:offsets[e+1]], offsets[X+1] = number of tiles)
     and tiles [max_tiles, 2] = (expert, first index into rows) per GEMM tile of at most bm rows."""
+    grid_dep_wait()
     if cuda.threadIdx.x == 0 and cuda.blockIdx.x == 0:
         run, nt = 0, 0
         for e in range(X):
@@ -241,6 +246,7 @@ def expert_offsets(counts, X, bm, offsets, tiles):
 def expert_rows(ids, R, offsets, rows):
     """Block e (grid X): the rows of expert e in increasing row (= (token, slot)) order, so the grouping is a
     stable counting sort and every GEMM sums its rows in the same order on every run (no atomics)."""
+    grid_dep_wait()
     warp_tot = cuda.shared.array(GROUP_WARPS, np.int32)
     e, tid = cuda.blockIdx.x, cuda.threadIdx.x
     w = tid // 32

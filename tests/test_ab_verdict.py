@@ -1,5 +1,5 @@
-"""The device A/B's verdict (benchmarks/ab_verdict.py): tails on only with passing tests and a faster fused step
-on every preset, in every round."""
+"""The device A/B's verdict (benchmarks/ab_verdict.py): a variant only with passing tests and a faster step than
+base on every preset, in every round; among several such, the fastest."""
 
 import importlib.util
 from pathlib import Path
@@ -21,7 +21,7 @@ def _write(d: Path, tests: str, decode: dict[str, list[float]]) -> Path:
 
 PASS = "....s.\n53 passed, 1 skipped in 101.2s\n"
 FAIL = "..F.\nFAILED tests/test_cuda_engine.py::test_x - AssertionError: error\n1 failed, 52 passed in 99.0s\n"
-FASTER = {"q-base": [1.10, 1.25], "q-fused": [1.00, 1.02], "l-base": [1.00, 1.01], "l-fused": [0.95, 0.97]}
+FASTER = {"q-base": [1.10, 1.25], "q-on": [1.00, 1.02], "l-base": [1.00, 1.01], "l-on": [0.95, 0.97]}
 
 
 @pytest.mark.parametrize(
@@ -33,10 +33,10 @@ FASTER = {"q-base": [1.10, 1.25], "q-fused": [1.00, 1.02], "l-base": [1.00, 1.01
         ("..F\nwarning: RuntimeError raised in a passed callback\n", FASTER, "off"),  # killed after a failure
         ("==== 52 passed, 1 error in 90.1s ====\n", FASTER, "off"),
         ("== 53 passed, 1 skipped in 101.2s ==\n", FASTER, "on"),  # the framed form (without -q)
-        (PASS, {**FASTER, "l-fused": [1.02, 1.03]}, "off"),  # slower on one preset
+        (PASS, {**FASTER, "l-on": [1.02, 1.03]}, "off"),  # slower on one preset
         # the 15:05 UTC H100 run: faster in the median of two rounds only through a slow first profile
-        (PASS, {"q-base": [1.290, 1.190], "q-fused": [1.209, 1.226]}, "off"),
-        (PASS, {k: v for k, v in FASTER.items() if k != "l-fused"}, "off"),  # one side missing
+        (PASS, {"q-base": [1.290, 1.190], "q-on": [1.209, 1.226]}, "off"),
+        (PASS, {k: v for k, v in FASTER.items() if k != "l-on"}, "off"),  # one side missing
         (PASS, {}, "off"),
     ],
 )
@@ -44,3 +44,24 @@ def test_verdict_needs_passing_tests_and_a_faster_step_on_every_preset(tmp_path,
     log = _write(tmp_path, tests, decode)
     evidence, got = ab_verdict.verdict(log, tmp_path)
     assert got == answer, evidence
+
+
+THREE = {"q-base": [1.20, 1.19], "q-order": [1.05, 1.06], "q-exit": [1.10, 1.12],
+         "l-base": [1.10, 1.08], "l-order": [0.98, 0.99], "l-exit": [1.00, 1.01]}
+
+
+@pytest.mark.parametrize(
+    ("decode", "answer"),
+    [
+        (THREE, "order"),  # both win everywhere: the lower total
+        ({**THREE, "l-order": [0.98, 1.09]}, "exit"),  # order loses a round on one preset
+        ({**THREE, "l-order": [0.98, 1.09], "q-exit": [1.10, 1.20]}, "off"),
+        ({**THREE, "l-exit": [1.00]}, "order"),  # exit lacks a round's figure: it cannot win
+    ],
+)
+def test_verdict_picks_the_fastest_variant_that_wins_everywhere(tmp_path, decode, answer):
+    log = _write(tmp_path, PASS, decode)
+    evidence, got = ab_verdict.verdict(log, tmp_path)
+    assert got == answer, evidence
+    if answer != "off":
+        assert any(f"{answer} " in line and "x)" in line for line in evidence)

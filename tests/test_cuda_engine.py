@@ -138,3 +138,24 @@ def test_shallow_and_full_graphs_replay_the_eager_steps_bits(tmp_path, monkeypat
     replayed, info = run(True)
     assert "graph_nodes_shallow" in info and info["graph_nodes_shallow"].endswith("(positions below 256)"), info
     assert np.array_equal(eager, replayed)
+
+
+@pytest.mark.skipif(not REAL_GPU, reason="CUDA graphs replay on the device only")
+@pytest.mark.parametrize("pdl", ["order", "exit"])
+def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl):
+    """Decode graphs whose kernel edges are programmatic (each kernel launched while its predecessor runs, parked
+    at its grid-dependency wait) replay 40 steps with exactly the eager steps' logits, on both architectures: a
+    kernel that read its predecessor's output early would change them."""
+    cuda_module()
+    from cuda_kernels import env
+
+    if not env.GRID_DEP:
+        pytest.skip("programmatic dependent launch needs sm_90 or later")
+    for arch, dtype, grouped in (("qwen3moe", "Q8_0", False), ("bailingmoe2", "Q4_K", True)):
+        path = _model(tmp_path, monkeypatch, arch, dtype)
+        tokens = np.random.default_rng(5).integers(0, 64, 48)
+        monkeypatch.setenv("SWEEPBENCH_CUDA_PDL", pdl)
+        eager, _ = _logits("numba-cuda", path, tokens, 8, grouped, graphs=False)
+        replayed, info = _logits("numba-cuda", path, tokens, 8, grouped)
+        assert info["cuda_pdl"].startswith(pdl) and not info["cuda_pdl"].startswith(f"{pdl} (0 "), info
+        assert np.array_equal(eager, replayed), f"{arch}: PDL {pdl} changed the logits"

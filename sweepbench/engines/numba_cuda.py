@@ -153,7 +153,7 @@ class NumbaCudaEngine(ForwardEngine):
         ops.stream.synchronize()
 
         def capture(parts):
-            graph = Graph(ops.stream)
+            graph = Graph(ops.stream, pdl=ops.pdl)
             ops.capturing, ops.graph_parts = True, parts
             try:
                 logits = graph.capture(lambda: ops.act(self._forward(
@@ -181,6 +181,8 @@ class NumbaCudaEngine(ForwardEngine):
         d["fused_qkv_layers"] = getattr(self, "_fused", 0)
         d["cuda_graph"] = bool(self.graph is not None)
         d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
+        g = self.graph
+        d["cuda_pdl"] = f"{getattr(g, 'pdl', self.ops.pdl)} ({getattr(g, 'n_programmatic', 0)} programmatic edges)"
         if self.shallow is not None:
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
         return d

@@ -1,0 +1,75 @@
+"""Every kernel starts with the grid-dependency wait (cuda_kernels/lint.py), which programmatic edges in the
+decode graphs rely on; the PDL switch's values."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cuda_kernels import lint
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_every_kernel_definition_waits_first():
+    assert lint.kernels_without_wait(ROOT / "cuda_kernels") == []
+    # the scan does see the kernels: at least the module-level ones and the factories' jit(name) targets
+    n = sum(len(lint._jit_targets(ast.parse(p.read_text()))) for p in (ROOT / "cuda_kernels").glob("*.py"))
+    assert n >= 15
+
+
+def test_every_kernel_the_engine_launches_waits_first():
+    """The compile check's dry run records every kernel the engine launches (factory-built ones included) on
+    seven model mixes; --waits-only checks their sources without compiling."""
+    out = subprocess.run([sys.executable, "benchmarks/gpu_compile_check.py", "--waits-only"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert ", 0 without the wait first" in out.stdout
+
+
+def _with_wait(x):
+    """doc"""
+    grid_dep_wait()  # noqa: F821
+    x[0] = 1
+
+
+def _wait_second(x):
+    x[0] = 1
+    grid_dep_wait()  # noqa: F821
+
+
+def _other_call_first(x):
+    sync()  # noqa: F821
+    grid_dep_wait()  # noqa: F821
+
+
+def test_the_rule_wants_the_wait_as_first_statement(tmp_path):
+    assert lint.waits_first(_with_wait)
+    assert not lint.waits_first(_wait_second)
+    assert not lint.waits_first(_other_call_first)
+    (tmp_path / "k.py").write_text(
+        "@jit\ndef a(x):\n    grid_dep_wait()\n\n\n@jit\ndef b(x):\n    x[0] = 1\n\n\n"
+        "def f():\n    def c(x):\n        '''doc'''\n        x[0] = 2\n    return jit(c)\n")
+    assert lint.kernels_without_wait(tmp_path) == ["k:b", "k:c"]
+
+
+@pytest.mark.parametrize(("value", "want"), [("", "off"), ("off", "off"), (" ORDER ", "order"), ("exit", "exit")])
+def test_pdl_setting(monkeypatch, value, want):
+    from cuda_kernels import env, ops_table
+
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL", value)
+    monkeypatch.setattr(env, "GRID_DEP", True)
+    assert ops_table.pdl_setting() == want
+    monkeypatch.setattr(env, "GRID_DEP", False)  # a GPU before sm_90: the kernels carry no wait
+    assert ops_table.pdl_setting() == "off"
+
+
+def test_pdl_setting_rejects_other_values(monkeypatch):
+    from cuda_kernels import ops_table
+    from sweepbench.errors import UsageError
+
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL", "on")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PDL=on: choose off, order or exit"):
+        ops_table.pdl_setting()
