@@ -2,6 +2,7 @@
 Prints the evidence, then the setting as its last line: a variant's name, or `off`.
 
     python benchmarks/ab_verdict.py TESTS_LOG PROFILE_DIR
+    python benchmarks/ab_verdict.py --pdl-ab PROFILE_OUTPUT    # the lines of gpu_profile.py --pdl-ab
 
 Profiles are `prof-<preset>-<setting>-<round>.txt` (each a `gpu_profile.py` run; its median graph decode in ms
 per token), `base` the switch off. A variant wins only where the CUDA tests log shows no failure and, for every
@@ -30,14 +31,30 @@ def tests_passed(tests_log: Path) -> tuple[bool, str]:
     return ok, f"tests: {summary[-1] if summary else 'no pytest summary'}"
 
 
+PDL_LINE = re.compile(r"^pdl (?P<cfg>\w+) round (?P<round>\d+): (?P<ms>[0-9.]+) ms per step back to back", re.M)
+
+
 def verdict(tests_log: Path, profile_dir: Path) -> tuple[list[str], str]:
     tests_ok, line = tests_passed(tests_log)
-    lines = [line]
     times: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for f in sorted(profile_dir.glob("prof-*.txt")):
         m, d = PROFILE.search(f.name), DECODE.search(f.read_text(errors="replace"))
         if m and d:
             times[m["model"]][m["round"]][m["cfg"]] = float(d.group(1))
+    return judge(times, tests_ok, [line])
+
+
+def pdl_verdict(text: str, model: str = "q") -> tuple[list[str], str]:
+    """The same rule over ``gpu_profile.py --pdl-ab`` lines (GPU time per step, replays back to back; off is
+    the base); the device tests of the programmatic edges ran in an earlier call."""
+    times: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for m in PDL_LINE.finditer(text):
+        times[model][m["round"]]["base" if m["cfg"] == "off" else m["cfg"]] = float(m["ms"])
+    return judge(times, True, [])
+
+
+def judge(times, tests_ok: bool, lines: list[str]) -> tuple[list[str], str]:
+    """times[preset][round][setting] (ms, base = the switch off) -> (evidence lines, the winner or off)."""
     variants = sorted({c for rounds in times.values() for cfg in rounds.values() for c in cfg} - {"base"})
     winners = {}
     for v in variants:
@@ -62,5 +79,8 @@ def verdict(tests_log: Path, profile_dir: Path) -> tuple[list[str], str]:
 
 
 if __name__ == "__main__":
-    evidence, answer = verdict(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--pdl-ab":  # ab_verdict.py --pdl-ab PROFILE_OUTPUT
+        evidence, answer = pdl_verdict(Path(sys.argv[2]).read_text(errors="replace"))
+    else:
+        evidence, answer = verdict(Path(sys.argv[1]), Path(sys.argv[2]))
     print("\n".join(evidence + [answer]))

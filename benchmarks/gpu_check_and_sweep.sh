@@ -10,7 +10,9 @@
 #                                                    # or tails) off / on (gpu_profile.py, small presets, N_KV 0)
 #   benchmarks/gpu_check_and_sweep.sh quick [ARGS]   # one 600 s call: the graph tests, one A/B round, then
 #                                                    # sweep ARGS until the call's end
-#   SWEEP_DEADLINE_S=S (sweep ends S s after the script starts), SWEEP_H200_ONLY=1 (sweep on an H200 or not at all)
+#   benchmarks/gpu_check_and_sweep.sh pdl            # PDL off / order / exit, GPU time per step (one process)
+#   SWEEP_DEADLINE_S=S (sweep ends S s after the script starts), SWEEP_H200_ONLY=1 (sweep on an H200 or not at all),
+#   SWEEP_RUNS_DIR=NAME (JSONL under /tmp/NAME, returned as $OUT/NAME.tgz; default gpu-runs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
@@ -30,7 +32,7 @@ sb() { python3 -m sweepbench.cli "$@"; }
 if [[ $mode == quick ]] && ! grep -q H200 "$OUT/gpu.txt"; then
   echo "not an H200: quick runs as ab (no sweep)" | tee "$OUT/mode.txt"; mode=ab
 fi
-if [[ $mode == sweep && -n ${SWEEP_H200_ONLY:-} ]] && ! grep -q H200 "$OUT/gpu.txt"; then
+if [[ ($mode == sweep || $mode == pdl) && -n ${SWEEP_H200_ONLY:-} ]] && ! grep -q H200 "$OUT/gpu.txt"; then
   echo "not an H200: no sweep" | tee "$OUT/mode.txt"; exit 0
 fi
 
@@ -111,6 +113,19 @@ if [[ $mode == ab || $mode == quick ]]; then
     | sed "s/^/$ab_env=/" > /tmp/ab-verdict
 fi
 
+# pdl: SWEEPBENCH_CUDA_PDL off / order / exit in one process (gpu_profile.py --pdl-ab: GPU time per decode step,
+# replays back to back; small qwen3 preset, N_KV 0, 3 rounds), the verdict for a following `sweep` call (~60 s)
+if [[ $mode == pdl ]]; then
+  m=/tmp/m; mkdir -p $m
+  sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null
+  timeout 200 python3 benchmarks/gpu_profile.py -m $m/q.gguf --ctx 16384 --ub 512 --n-kv 0 --pdl-ab 3 \
+    > "$OUT/pdl_ab.txt" 2>&1
+  grep "^pdl\|rror" "$OUT/pdl_ab.txt"
+  python3 benchmarks/ab_verdict.py --pdl-ab "$OUT/pdl_ab.txt" | tee -a "$OUT/pdl_ab.txt" | tail -1 \
+    | sed "s/^/SWEEPBENCH_CUDA_PDL=/" > /tmp/ab-verdict
+  cat /tmp/ab-verdict
+fi
+
 if [[ $mode == sweep || $mode == all || $mode == quick ]]; then
   # after an `ab` call on this machine, its verdict (NAME=value) unless the caller set that switch
   if [[ -s /tmp/ab-verdict ]]; then
@@ -121,7 +136,8 @@ if [[ $mode == sweep || $mode == all || $mode == quick ]]; then
   # JSONL per sweep in one archive ($OUT returns at most 8 files)
   # (rows are written as they are measured: a sweep cut by the quick mode's deadline keeps them)
   limit=$((${SWEEP_DEADLINE_S:-100000} - SECONDS)); [[ $mode == quick ]] && limit=$((585 - SECONDS))
-  timeout $limit python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 | tee "$OUT/gpu_sweep.log" \
+  runs=${SWEEP_RUNS_DIR:-gpu-runs}  # under /tmp; another name keeps a second sweep's JSONL apart (an A/B)
+  timeout $limit python3 benchmarks/gpu_sweep.py --runs-dir /tmp/$runs "$@" 2>&1 | tee "$OUT/$runs.log" \
     | grep -v "^\[" | tail -40
-  tar -czf "$OUT/gpu_runs.tgz" -C /tmp gpu-runs
+  tar -czf "$OUT/$runs.tgz" -C /tmp $runs
 fi

@@ -128,6 +128,44 @@ def report(title: str, recs, wall_us: float | None = None) -> None:
         print(f"| {label:58s} | {c} | {us / 1e3:.3f} | {us / c:.1f} | {us / total:.0%} | {n} |")
 
 
+def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
+    """SWEEPBENCH_CUDA_PDL off / order / exit in one process (no reload between them): per round and setting the
+    decode graphs are captured again, then timed two ways: ``reps`` replays back to back between two events (the
+    GPU's time per step, no host in the loop) and 64 host-synced decode steps (median, as ``graph decode``)."""
+    from numba import cuda
+
+    from cuda_kernels.env import GRID_DEP
+
+    if not GRID_DEP:
+        print("pdl A/B: this GPU has no grid-dependency wait (before sm_90)")
+        return
+    ops = eng.ops
+    settings = ["off", "order", "exit"]
+    for r in range(rounds):
+        for setting in settings[r % 3:] + settings[:r % 3]:  # each setting first once every three rounds
+            for g in (eng.graph, eng.shallow[1] if eng.shallow else None):
+                if g is not None:
+                    g.close()
+            eng.graph = eng.shallow = None
+            ops.pdl = setting
+            eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once
+            graph = eng.graph
+            e0, e1 = cuda.event(), cuda.event()
+            e0.record(ops.stream)
+            for _ in range(reps):
+                graph.replay()
+            e1.record(ops.stream)
+            e1.synchronize()
+            gpu_ms = cuda.event_elapsed_time(e0, e1) / reps
+            ts = []
+            for i in range(64):
+                t = time.perf_counter()
+                eng.decode(i % eng.config.n_vocab, n_kv)
+                ts.append(time.perf_counter() - t)
+            print(f"pdl {setting} round {r + 1}: {gpu_ms:.3f} ms per step back to back on the GPU, decode median "
+                  f"{np.median(ts) * 1e3:.3f} ms per token ({eng.describe().get('cuda_pdl')})", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", required=True)
@@ -148,6 +186,7 @@ def main() -> None:
                                                                  "its own launch (A/B)")
     p.add_argument("--pdl", choices=["off", "order", "exit"], help="programmatic edges in the decode graphs (A/B; "
                                                                      "cuda_kernels.graph.programmatic_edges)")
+    p.add_argument("--pdl-ab", type=int, metavar="ROUNDS", help="only the PDL A/B (``pdl_ab``), ROUNDS rounds")
     args = p.parse_args()
     eng = create_engine("numba-cuda")
     t0 = time.time()
@@ -176,6 +215,10 @@ def main() -> None:
         eng.prefill(rng.integers(0, v, n), pos)
         pos += n
     n_kv = pos
+    if args.pdl_ab:
+        pdl_ab(eng, n_kv, args.pdl_ab)
+        eng.close()
+        return
     # decode: eager steps (the graph is already captured by warmup; prefill() runs the eager path)
     for i in range(2):
         LAUNCHES.clear()

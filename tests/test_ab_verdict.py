@@ -65,3 +65,14 @@ def test_verdict_picks_the_fastest_variant_that_wins_everywhere(tmp_path, decode
     assert got == answer, evidence
     if answer != "off":
         assert any(f"{answer} " in line and "x)" in line for line in evidence)
+
+
+def test_pdl_verdict_reads_the_back_to_back_lines():
+    lines = ("pdl off round 1: 1.000 ms per step back to back on the GPU, decode median 1.2 ms per token (off)\n"
+             "pdl order round 1: 0.900 ms per step back to back on the GPU, decode median 1.1 ms per token (order)\n"
+             "pdl exit round 1: 0.950 ms per step back to back on the GPU, decode median 1.1 ms per token (exit)\n")
+    second = lines.replace("round 1", "round 2")
+    assert ab_verdict.pdl_verdict(lines + second)[1] == "order"
+    assert ab_verdict.pdl_verdict(lines + second.replace("0.900 ms", "1.010 ms"))[1] == "exit"
+    assert ab_verdict.pdl_verdict(lines.replace("0.900", "1.100").replace("0.950", "1.000"))[1] == "off"  # a tie
+    assert ab_verdict.pdl_verdict("")[1] == "off"
