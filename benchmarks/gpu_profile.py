@@ -129,9 +129,10 @@ def report(title: str, recs, wall_us: float | None = None) -> None:
 
 
 def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
-    """SWEEPBENCH_CUDA_PDL off / order / exit in one process (no reload between them): per round and setting the
-    decode graphs are captured again, then timed two ways: ``reps`` replays back to back between two events (the
-    GPU's time per step, no host in the loop) and 64 host-synced decode steps (median, as ``graph decode``)."""
+    """SWEEPBENCH_CUDA_PDL off / order / exit, and order with the host copies outside the graph, in one process
+    (no reload between them): per round and setting the decode graphs are captured again, then timed two ways:
+    ``reps`` replays back to back between two events (the GPU's time per step, no host in the loop) and 200
+    host-synced decode steps (median, as ``graph decode``: what a sweep's TG row pays)."""
     from numba import cuda
 
     from cuda_kernels.env import GRID_DEP
@@ -140,14 +141,16 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
         print("pdl A/B: this GPU has no grid-dependency wait (before sm_90)")
         return
     ops = eng.ops
-    settings = ["off", "order", "exit"]
+    # "order-out": order with the token upload and the logits' read-back as separate calls, not graph nodes
+    settings = ["off", "order", "exit", "order-out"]
     for r in range(rounds):
-        for setting in settings[r % 3:] + settings[:r % 3]:  # each setting first once every three rounds
+        for setting in settings[r % 4:] + settings[:r % 4]:  # each setting first once every four rounds
             for g in (eng.graph, eng.shallow[1] if eng.shallow else None):
                 if g is not None:
                     g.close()
             eng.graph = eng.shallow = None
-            ops.pdl = setting
+            ops.pdl = setting.split("-")[0]
+            eng.copies_in_graph = not setting.endswith("-out")
             eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once
             graph = eng.graph
             e0, e1 = cuda.event(), cuda.event()
@@ -158,12 +161,13 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
             e1.synchronize()
             gpu_ms = cuda.event_elapsed_time(e0, e1) / reps
             ts = []
-            for i in range(64):
+            for i in range(200):
                 t = time.perf_counter()
                 eng.decode(i % eng.config.n_vocab, n_kv)
                 ts.append(time.perf_counter() - t)
             print(f"pdl {setting} round {r + 1}: {gpu_ms:.3f} ms per step back to back on the GPU, decode median "
-                  f"{np.median(ts) * 1e3:.3f} ms per token ({eng.describe().get('cuda_pdl')})", flush=True)
+                  f"{np.median(ts) * 1e3:.3f} ms per token ({eng.describe().get('cuda_pdl')}, host copies "
+                  f"{eng.describe().get('graph_host_copies')})", flush=True)
 
 
 def main() -> None:

@@ -53,6 +53,7 @@ class NumbaCudaEngine(ForwardEngine):
         self.shallow = None  # (cells, graph, logits): the graph for positions below cells, or None
         self._eager_decodes = 0
         self.use_graphs = os.environ.get("SWEEPBENCH_CUDA_GRAPHS", "1") != "0"
+        self.copies_in_graph = True  # the decode graphs upload the token and read the logits back (``_capture``)
 
     def load(self, model_path: str, options: EngineOptions) -> None:
         if not gpu_present():
@@ -130,39 +131,61 @@ class NumbaCudaEngine(ForwardEngine):
             return self.prefill(tokens, pos)
         if self.graph is None:
             self._capture()
+        from cuda_kernels.graph import copy_async
+
         ops = self.ops
         self._io_host[0], self._io_host[1] = pos, int(tokens[0])
-        ops.io[:2].copy_to_device(self._io_host, stream=ops.stream)
         graph, logits = self.graph, self._graph_logits
         if self.shallow is not None and pos < self.shallow[0]:
             graph, logits = self.shallow[1], self.shallow[2]
-        graph.replay()
-        logits.f.copy_to_host(self._logits_host, stream=ops.stream)
+        if not self.copies_in_graph:
+            copy_async(ops.io[:2], self._io_host, ops.stream)
+        graph.replay()  # with copies_in_graph: upload of (position, token), the step, the logits' read-back
+        if not self.copies_in_graph:
+            copy_async(self._logits_host, logits.f, ops.stream)
         ops.stream.synchronize()
         self.n_filled = pos + 1
         return np.array(self._logits_host)
 
     def _capture(self) -> None:
+        """The decode graphs. With ``copies_in_graph`` (the default) each graph begins with the upload of
+        (position, token) from pinned host memory and ends with the logits' read-back into pinned memory, so a
+        decode step costs the host one graph launch and one synchronisation; a driver that refuses memcpy nodes
+        in a capture gets the copies as separate calls."""
         from numba import cuda
 
-        from cuda_kernels.graph import Graph
+        from cuda_kernels.graph import Graph, copy_async
 
         ops = self.ops
         self._io_host = cuda.pinned_array(2, np.int32)
         self._logits_host = cuda.pinned_array(self.config.n_vocab, np.float32)
         ops.stream.synchronize()
 
+        def step():
+            if self.copies_in_graph:
+                copy_async(ops.io[:2], self._io_host, ops.stream)
+            logits = ops.act(self._forward(ops, self.weights, self.config, self.cache, np.zeros(1, np.int64), 0, [0]))
+            if self.copies_in_graph:
+                copy_async(self._logits_host, logits.f, ops.stream)
+            return logits
+
         def capture(parts):
             graph = Graph(ops.stream, pdl=ops.pdl)
             ops.capturing, ops.graph_parts = True, parts
             try:
-                logits = graph.capture(lambda: ops.act(self._forward(
-                    ops, self.weights, self.config, self.cache, np.zeros(1, np.int64), 0, [0])))
+                logits = graph.capture(step)
             finally:
                 ops.capturing, ops.graph_parts = False, None
             return graph, logits
 
-        self.graph, self._graph_logits = capture(None)
+        try:
+            self.graph, self._graph_logits = capture(None)
+        except Exception as e:  # noqa: BLE001 - the copies then run outside the graph
+            if not self.copies_in_graph:
+                raise
+            print(f"warning: CUDA graph without its host copies ({type(e).__name__}: {e})", file=sys.stderr)
+            self.copies_in_graph = False
+            self.graph, self._graph_logits = capture(None)
         cells = ops.shallow_cells()
         if 0 < cells < self.options.n_ctx:
             self.shallow = (cells, *capture(ops.att_fuse_parts))
@@ -182,6 +205,7 @@ class NumbaCudaEngine(ForwardEngine):
         d["cuda_graph"] = bool(self.graph is not None)
         d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
         g = self.graph
+        d["graph_host_copies"] = "in the graph" if self.copies_in_graph else "separate calls"
         d["cuda_pdl"] = f"{getattr(g, 'pdl', self.ops.pdl)} ({getattr(g, 'n_programmatic', 0)} programmatic edges)"
         if self.shallow is not None:
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
