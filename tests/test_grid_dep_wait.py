@@ -55,7 +55,7 @@ def test_the_rule_wants_the_wait_as_first_statement(tmp_path):
     assert lint.kernels_without_wait(tmp_path) == ["k:b", "k:c"]
 
 
-@pytest.mark.parametrize(("value", "want"), [("", "off"), ("off", "off"), (" ORDER ", "order"), ("exit", "exit")])
+@pytest.mark.parametrize(("value", "want"), [("", "order"), ("off", "off"), (" ORDER ", "order"), ("exit", "exit")])
 def test_pdl_setting(monkeypatch, value, want):
     from cuda_kernels import env, ops_table
 
