@@ -145,10 +145,10 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
     settings = ["off", "order", "exit", "order-out"]
     for r in range(rounds):
         for setting in settings[r % 4:] + settings[:r % 4]:  # each setting first once every four rounds
-            for g in (eng.graph, eng.shallow[1] if eng.shallow else None):
+            for g in (eng.graph, eng.shallow[1] if eng.shallow else None, eng.deep[1] if eng.deep else None):
                 if g is not None:
                     g.close()
-            eng.graph = eng.shallow = None
+            eng.graph = eng.shallow = eng.deep = None
             ops.pdl = setting.split("-")[0]
             eng.copies_in_graph = not setting.endswith("-out")
             eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once

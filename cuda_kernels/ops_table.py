@@ -65,6 +65,18 @@ def pdl_setting() -> str:
     return value if GRID_DEP else "off"
 
 
+def pdl_deep_cells() -> int:
+    """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph with plain edges (0: the
+    programmatic edges at every depth). Default 6144: on an H100 the edges (with the host copies in the graph)
+    gave 6-12% more TG up to N_KV 3k but 3-5% less than the plain graph from ~11k on (benchmarks/NOTES.md)."""
+    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "6144").strip() or "6144"
+    if not value.isdigit():
+        from sweepbench.errors import UsageError
+
+        raise UsageError(f"SWEEPBENCH_CUDA_PDL_DEEP={value}: a number of cells (0: programmatic edges at every depth)")
+    return int(value)
+
+
 class CudaOps:
     def __init__(self, max_tokens: int, n_ctx: int):
         self.stream = cuda.stream()
@@ -94,7 +106,8 @@ class CudaOps:
         self.norm_tails = tails
         self.route_tails = tails  # ... and one token's router GEMV routes it in its last block (no routing launch)
         self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
-        self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges)
+        self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges) ...
+        self.pdl_deep = pdl_deep_cells()  # ... below this position (0: everywhere)
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         # A decode step's up/gate kernel may route its token itself (no routing launch). Off until the warp-0

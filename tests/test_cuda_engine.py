@@ -141,11 +141,12 @@ def test_shallow_and_full_graphs_replay_the_eager_steps_bits(tmp_path, monkeypat
 
 
 @pytest.mark.skipif(not REAL_GPU, reason="CUDA graphs replay on the device only")
-@pytest.mark.parametrize("pdl", ["order", "exit"])
-def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl):
+@pytest.mark.parametrize(("pdl", "deep"), [("order", "0"), ("exit", "0"), ("order", "30")])
+def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl, deep):
     """Decode graphs whose kernel edges are programmatic (each kernel launched while its predecessor runs, parked
     at its grid-dependency wait) replay 40 steps with exactly the eager steps' logits, on both architectures: a
-    kernel that read its predecessor's output early would change them."""
+    kernel that read its predecessor's output early would change them. With deep = 30 the steps from position 30
+    on replay the plain-edge graph instead."""
     cuda_module()
     from cuda_kernels import env
 
@@ -155,7 +156,9 @@ def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl
         path = _model(tmp_path, monkeypatch, arch, dtype)
         tokens = np.random.default_rng(5).integers(0, 64, 48)
         monkeypatch.setenv("SWEEPBENCH_CUDA_PDL", pdl)
+        monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", deep)
         eager, _ = _logits("numba-cuda", path, tokens, 8, grouped, graphs=False)
         replayed, info = _logits("numba-cuda", path, tokens, 8, grouped)
         assert info["cuda_pdl"].startswith(pdl) and not info["cuda_pdl"].startswith(f"{pdl} (0 "), info
+        assert info.get("graph_plain_edges_from") == (30 if deep == "30" else None), info
         assert np.array_equal(eager, replayed), f"{arch}: PDL {pdl} changed the logits"

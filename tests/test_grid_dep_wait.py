@@ -73,3 +73,16 @@ def test_pdl_setting_rejects_other_values(monkeypatch):
     monkeypatch.setenv("SWEEPBENCH_CUDA_PDL", "on")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PDL=on: choose off, order or exit"):
         ops_table.pdl_setting()
+
+
+def test_pdl_deep_cells(monkeypatch):
+    from cuda_kernels import ops_table
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_PDL_DEEP", raising=False)
+    assert ops_table.pdl_deep_cells() == 6144
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "0")
+    assert ops_table.pdl_deep_cells() == 0
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "-5")
+    with pytest.raises(UsageError, match="a number of cells"):
+        ops_table.pdl_deep_cells()

@@ -51,6 +51,7 @@ class NumbaCudaEngine(ForwardEngine):
         self.graph = None  # the graph for every position
         self._graph_logits = None
         self.shallow = None  # (cells, graph, logits): the graph for positions below cells, or None
+        self.deep = None  # (cells, graph, logits): a graph with plain edges for positions from cells on, or None
         self._eager_decodes = 0
         self.use_graphs = os.environ.get("SWEEPBENCH_CUDA_GRAPHS", "1") != "0"
         self.copies_in_graph = True  # the decode graphs upload the token and read the logits back (``_capture``)
@@ -138,6 +139,8 @@ class NumbaCudaEngine(ForwardEngine):
         graph, logits = self.graph, self._graph_logits
         if self.shallow is not None and pos < self.shallow[0]:
             graph, logits = self.shallow[1], self.shallow[2]
+        elif self.deep is not None and pos >= self.deep[0]:
+            graph, logits = self.deep[1], self.deep[2]
         if not self.copies_in_graph:
             copy_async(ops.io[:2], self._io_host, ops.stream)
         graph.replay()  # with copies_in_graph: upload of (position, token), the step, the logits' read-back
@@ -189,6 +192,12 @@ class NumbaCudaEngine(ForwardEngine):
         cells = ops.shallow_cells()
         if 0 < cells < self.options.n_ctx:
             self.shallow = (cells, *capture(ops.att_fuse_parts))
+        if self.graph.pdl != "off" and 0 < ops.pdl_deep < self.options.n_ctx:
+            pdl, ops.pdl = ops.pdl, "off"  # deep steps: the plain graph (programmatic edges cost TG there)
+            try:
+                self.deep = (ops.pdl_deep, *capture(None))
+            finally:
+                ops.pdl = pdl
 
     def memory(self) -> MemoryUse:
         from numba import cuda
@@ -209,11 +218,13 @@ class NumbaCudaEngine(ForwardEngine):
         d["cuda_pdl"] = f"{getattr(g, 'pdl', self.ops.pdl)} ({getattr(g, 'n_programmatic', 0)} programmatic edges)"
         if self.shallow is not None:
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
+        if self.deep is not None:
+            d["graph_plain_edges_from"] = self.deep[0]
         return d
 
     def close(self) -> None:
-        for g in (self.graph, self.shallow[1] if self.shallow else None):
+        for g in (self.graph, self.shallow[1] if self.shallow else None, self.deep[1] if self.deep else None):
             if g is not None:
                 g.close()
-        self.graph = self.shallow = None
+        self.graph = self.shallow = self.deep = None
         super().close()
