@@ -67,9 +67,9 @@ def pdl_setting() -> str:
 
 def pdl_deep_cells() -> int:
     """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph with plain edges (0: the
-    programmatic edges at every depth). Default 6144: on an H100 the edges (with the host copies in the graph)
-    gave 6-12% more TG up to N_KV 3k but 3-5% less than the plain graph from ~11k on (benchmarks/NOTES.md)."""
-    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "6144").strip() or "6144"
+    programmatic edges at every depth). Default 3584: in an H100 sweep of qwen3-30b-a3b (-ub 512) the edges gave
+    1.8-6.4% more TG than plain ones at N_KV 0-3072 and 1.7-3.8% less at 3584-5632 (benchmarks/NOTES.md)."""
+    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "3584").strip() or "3584"
     if not value.isdigit():
         from sweepbench.errors import UsageError
 
