@@ -117,6 +117,8 @@ def dry_run(quick: bool) -> None:
         eng.prefill(np.arange(20) % 300, 0)
         eng.decode(5, 20)
         eng.decode(6, 21)
+        eng.ops.gemv_prefetch = eng.ops.route_tails = True  # the L2-prefetching GEMVs (SWEEPBENCH_CUDA_PREFETCH=on)
+        eng.decode(7, 22)
         print(f"dry run {arch} {et}/{dt} kv {kv}{' -ger' if ger else ''}: {len(RECORDED)} kernel variants so far")
 
 

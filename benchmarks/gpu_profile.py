@@ -129,7 +129,8 @@ def report(title: str, recs, wall_us: float | None = None) -> None:
 
 
 def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
-    """SWEEPBENCH_CUDA_PDL off / order / exit, and order with the host copies outside the graph, in one process
+    """SWEEPBENCH_CUDA_PDL off / order / exit, order with the host copies outside the graph and order with the
+    GEMVs' L2 prefetch, in one process
     (no reload between them): per round and setting the decode graphs are captured again, then timed two ways:
     ``reps`` replays back to back between two events (the GPU's time per step, no host in the loop) and 200
     host-synced decode steps (median, as ``graph decode``: what a sweep's TG row pays)."""
@@ -141,16 +142,18 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
         print("pdl A/B: this GPU has no grid-dependency wait (before sm_90)")
         return
     ops = eng.ops
-    # "order-out": order with the token upload and the logits' read-back as separate calls, not graph nodes
-    settings = ["off", "order", "exit", "order-out"]
+    # "order-out": order with the token upload and the logits' read-back as separate calls, not graph nodes;
+    # "order-pf": order with the dense GEMVs' L2 prefetch before their wait (SWEEPBENCH_CUDA_PREFETCH=on)
+    settings = ["off", "order", "exit", "order-out", "order-pf"]
     for r in range(rounds):
-        for setting in settings[r % 4:] + settings[:r % 4]:  # each setting first once every four rounds
+        for setting in settings[r % 5:] + settings[:r % 5]:  # each setting first once every five rounds
             for g in (eng.graph, eng.shallow[1] if eng.shallow else None, eng.deep[1] if eng.deep else None):
                 if g is not None:
                     g.close()
             eng.graph = eng.shallow = eng.deep = None
             ops.pdl = setting.split("-")[0]
             eng.copies_in_graph = not setting.endswith("-out")
+            ops.gemv_prefetch = setting.endswith("-pf")
             eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once
             graph = eng.graph
             e0, e1 = cuda.event(), cuda.event()

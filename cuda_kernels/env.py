@@ -180,6 +180,23 @@ if not SIM:
 
         return types.void(), codegen
 
+    @intrinsic
+    def prefetch_l2(typingctx, arr, i):
+        """Ask L2 to fetch the 128-byte line holding arr[i] (1-D global array); no register, no wait."""
+        if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            aryty, idxty = sig.args
+            ary = context.make_array(aryty)(context, builder, value=args[0])
+            ptr = builder.gep(ary.data, [context.cast(builder, args[1], idxty, types.intp)])
+            asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ptr.type]), "prefetch.global.L2 [$0];", "l",
+                               side_effect=True)
+            builder.call(asm, [ptr])
+            return context.get_dummy_value()
+
+        return types.void(arr, i), codegen
+
     if GRID_DEP:
         @device
         def grid_dep_wait():
@@ -307,6 +324,11 @@ else:
         pass
 
     grid_dep_wait = device(_grid_dep_wait)
+
+    def _prefetch_l2(arr, i):
+        pass
+
+    prefetch_l2 = device(_prefetch_l2)
 
     import threading
 

@@ -24,7 +24,7 @@ from numba import cuda
 
 from cuda_kernels import routing
 from cuda_kernels.elementwise import last_block, norm_tail
-from cuda_kernels.env import device, grid_dep_wait, jit, warp_sum
+from cuda_kernels.env import device, grid_dep_wait, jit, prefetch_l2, warp_sum
 from cuda_kernels.qdot import DOTS
 
 GEMV_WARPS = 4  # warps per block by default
@@ -77,20 +77,39 @@ def _row_dots(dot):
     return row_dot, row_dot2
 
 
-def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1, tail: bool = False):
+def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1, tail: bool = False, prefetch: bool = False):
     """(qs, hdr, xq, xa, xf, y, N, K, T, *TAIL): grid (ceil(N / (nw // wpr))), block 32 * nw. Warp w computes row
     blockIdx.x * (nw // wpr) + w // wpr over K-slice w % wpr; the wpr slices are summed in order.
     TAIL = (a, res, w, out, oq, oa, eps, counter): with ``tail`` (T == 1), the last block also runs
-    ``elementwise.norm_tail`` on y (the residual add and the next RMSNorm); without it they are not read."""
-    return _cached(("dense", kind, nw, wpr, tail), lambda: _dense_fn(kind, nw, wpr, tail))
+    ``elementwise.norm_tail`` on y (the residual add and the next RMSNorm); without it they are not read.
+    ``prefetch``: before its grid-dependency wait the block asks L2 for its rows (``prefetch_rows``)."""
+    return _cached(("dense", kind, nw, wpr, tail, prefetch), lambda: _dense_fn(kind, nw, wpr, tail, prefetch))
 
 
-def _dense_fn(kind: str, nw: int, wpr: int, tail: bool):
+@device
+def prefetch_rows(a, r0, n_rows, N):
+    """L2 prefetch of rows r0 .. r0+n_rows-1 (clipped to N) of a flat row-major weight array a (qs or hdr, 4-byte
+    elements), a 128-byte line per thread and step. Weights are never written by a kernel, so this may run before
+    the grid-dependency wait: in a graph with programmatic edges the block is resident while its predecessor
+    still runs, and its weight bytes then stream in under that kernel instead of after it."""
+    per_row = a.shape[0] // N
+    if per_row > 0:
+        end = min(r0 + n_rows, N) * per_row
+        i = r0 * per_row + cuda.threadIdx.x * 32
+        while i < end:
+            prefetch_l2(a, i)
+            i += cuda.blockDim.x * 32
+
+
+def _dense_fn(kind: str, nw: int, wpr: int, tail: bool, prefetch: bool = False):
     """``dense``'s kernel as a Python function (``dense_routed`` calls it as a device function)."""
     rpb = nw // wpr
     row_dot, _ = _row_dots(DOTS[kind])
 
     def kernel(qs, hdr, xq, xa, xf, y, N, K, T, ta, tres, tw, tout, toq, toa, teps, counter):
+        if prefetch:
+            prefetch_rows(qs, cuda.blockIdx.x * rpb, rpb, N)
+            prefetch_rows(hdr, cuda.blockIdx.x * rpb, rpb, N)
         grid_dep_wait()
         flag = cuda.shared.array(1, np.int32)
         part = cuda.shared.array(GEMV_MAX_WARPS, np.float32)
@@ -121,7 +140,7 @@ def _dense_fn(kind: str, nw: int, wpr: int, tail: bool):
     return kernel
 
 
-def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sigmoid: bool):
+def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sigmoid: bool, prefetch: bool = False):
     """``dense`` for one token's router logits whose last block routes the token: (qs, hdr, xq, xa, xf, y, N, K, T,
     bias, has_bias, ids, w, k, norm, n_groups_used, eps, scale, counter). Once every block has written its logits
     (``counter[0]`` counts them, back to 0 after), warp 0 of the last block runs the routing kernels' own device
@@ -133,9 +152,13 @@ def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sig
         route_sm = routing.softmax_router(n_expert)
         route_sg = routing.sigmoid_router(n_expert, n_groups)
         body = device(_dense_fn(kind, nw, wpr, False))
+        rpb = nw // wpr
 
         def kernel(qs, hdr, xq, xa, xf, y, N, K, T, bias, has_bias, ids, w, k, norm, n_groups_used, eps, scale,
                    counter):
+            if prefetch:
+                prefetch_rows(qs, cuda.blockIdx.x * rpb, rpb, N)
+                prefetch_rows(hdr, cuda.blockIdx.x * rpb, rpb, N)
             grid_dep_wait()
             flag = cuda.shared.array(1, np.int32)
             sel_sh = cuda.shared.array((RW, X), np.float32)
@@ -148,7 +171,7 @@ def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sig
 
         return kernel
 
-    return _cached(("dense_routed", kind, nw, wpr, n_expert, n_groups, sigmoid), make)
+    return _cached(("dense_routed", kind, nw, wpr, n_expert, n_groups, sigmoid, prefetch), make)
 
 
 def expert(kind: str, nw: int = GEMV_WARPS):

@@ -1,7 +1,8 @@
 """Source rules every kernel must follow, checked without a GPU (tests/test_grid_dep_wait.py and
 benchmarks/gpu_compile_check.py).
 
-Rule 1, the grid-dependency wait: a kernel's first statement (after its docstring) is ``grid_dep_wait()``.
+Rule 1, the grid-dependency wait: a kernel's first statement (after its docstring) is ``grid_dep_wait()``, or
+comes after L2 prefetches of weights only (calls of ``prefetch_*`` functions, possibly under an ``if``).
 A decode graph with programmatic edges (``graph.programmatic_edges``) launches a kernel while its predecessor
 still runs; anything before the wait could read the predecessor's output early or overwrite what it still reads.
 """
@@ -13,10 +14,21 @@ import textwrap
 from pathlib import Path
 
 
+def _is_prefetch(stmt: ast.stmt) -> bool:
+    """A call of a ``prefetch_*`` function, or an ``if`` whose body is only such calls: weights are never written
+    by a kernel, so asking L2 for them may come before the wait."""
+    if isinstance(stmt, ast.If):
+        return not stmt.orelse and all(_is_prefetch(s) for s in stmt.body)
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Name)
+            and stmt.value.func.id.startswith("prefetch_"))
+
+
 def _waits(fn_def: ast.FunctionDef) -> bool:
     body = fn_def.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]  # the docstring
+    while body and _is_prefetch(body[0]):
+        body = body[1:]
     first = body[0] if body else None
     return (isinstance(first, ast.Expr) and isinstance(first.value, ast.Call)
             and isinstance(first.value.func, ast.Name) and first.value.func.id == "grid_dep_wait")

@@ -65,6 +65,17 @@ def pdl_setting() -> str:
     return value if GRID_DEP else "off"
 
 
+def prefetch_setting() -> bool:
+    """SWEEPBENCH_CUDA_PREFETCH: on or off (the default until a device A/B measures it): one-token dense GEMVs ask
+    L2 for their weight rows before their grid-dependency wait (``gemv.prefetch_rows``)."""
+    value = os.environ.get("SWEEPBENCH_CUDA_PREFETCH", "off").strip().lower() or "off"
+    if value not in ("on", "off"):
+        from sweepbench.errors import UsageError
+
+        raise UsageError(f"SWEEPBENCH_CUDA_PREFETCH={value}: choose on or off")
+    return value == "on"
+
+
 def pdl_deep_cells() -> int:
     """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph with plain edges (0: the
     programmatic edges at every depth). Default 3584: in an H100 sweep of qwen3-30b-a3b (-ub 512) the edges gave
@@ -108,6 +119,7 @@ class CudaOps:
         self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
         self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges) ...
         self.pdl_deep = pdl_deep_cells()  # ... below this position (0: everywhere)
+        self.gemv_prefetch = prefetch_setting()  # one-token dense GEMVs prefetch their rows before the wait
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         # A decode step's up/gate kernel may route its token itself (no routing launch). Off until the warp-0
@@ -271,7 +283,8 @@ class CudaOps:
         y = self.new(t, n)
         xq, xa, xf = self._inputs(x, w.kind)
         nw, wpr = self._gemv_shape(w)
-        self.launch(gemv.dense(w.kind, nw, wpr, tail is not None), _blocks(n, nw // wpr), 32 * nw, w.qs, w.hdr, xq,
+        pf = self.gemv_prefetch and t == 1
+        self.launch(gemv.dense(w.kind, nw, wpr, tail is not None, pf), _blocks(n, nw // wpr), 32 * nw, w.qs, w.hdr, xq,
                     xa, xf, y.f, n, w.row_len, t, *(tail or self._no_tail))
         return y
 
@@ -462,7 +475,8 @@ class CudaOps:
         xq, xa, xf = self._inputs(x, wt.kind)
         nw, wpr = self._gemv_shape(wt)
         bias, has_bias, norm, n_groups_used, eps, scale = args
-        self.launch(gemv.dense_routed(wt.kind, nw, wpr, n, n_groups, sigmoid), _blocks(n, nw // wpr), 32 * nw, wt.qs,
+        self.launch(gemv.dense_routed(wt.kind, nw, wpr, n, n_groups, sigmoid, self.gemv_prefetch),
+                    _blocks(n, nw // wpr), 32 * nw, wt.qs,
                     wt.hdr, xq, xa, xf, y.f, n, wt.row_len, 1, bias, has_bias, ids.f, w.f, k, norm, n_groups_used,
                     eps, scale, self.tail_counter)
         logits.value = y

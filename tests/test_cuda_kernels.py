@@ -62,13 +62,31 @@ def test_matmul_short_output_splits_rows_over_warps(ops, qtype, k, wpr):
     t, n = 2, 5
     w, wf = weight(qtype, n, k, rng)
     x = rng.standard_normal((t, k)).astype(np.float32)
-    gemv._CACHE.pop(("dense", w.kind, 4, wpr, False), None)
+    gemv._CACHE.pop(("dense", w.kind, 4, wpr, False, False), None)
     got = host(ops, ops.matmul(act(ops, x), w))
-    assert ("dense", w.kind, 4, wpr, False) in gemv._CACHE  # the split variant ran
+    assert ("dense", w.kind, 4, wpr, False, False) in gemv._CACHE  # the split variant ran
     exact = x if qtype == Q.F32 else q8_1(x)[2]
     assert rel(got, exact.astype(np.float64) @ wf.T.astype(np.float64)) < 1e-5
     again = host(ops, ops.matmul(act(ops, x), w))
     assert np.array_equal(got, again)
+
+
+@pytest.mark.parametrize("qtype,n,k", [(Q.Q8_0, 9, 128), (Q.F16, 5, 96), (Q.F32, 3, 4096)],
+                         ids=["q8_0", "f16", "f32-split"])
+def test_one_token_gemv_with_the_l2_prefetch_gives_the_same_bits(ops, qtype, n, k):
+    """SWEEPBENCH_CUDA_PREFETCH: the blocks ask L2 for their rows before the grid-dependency wait; the product
+    (one token, irregular N, a row split over warps for the short f32 output) is bit for bit the plain one."""
+    from cuda_kernels import gemv
+
+    rng = np.random.default_rng(70 + n)
+    w, _ = weight(qtype, n, k, rng)
+    x = act(ops, rng.standard_normal((1, k)).astype(np.float32))
+    got = []
+    for pf in (False, True):
+        ops.gemv_prefetch = pf
+        got.append(host(ops, ops.matmul(x, w)))
+    assert any(key[0] == "dense" and key[-1] for key in gemv._CACHE)  # the prefetching variant ran
+    assert np.array_equal(got[0], got[1])
 
 
 @pytest.mark.parametrize("t", [1, 3])

@@ -45,7 +45,22 @@ def _other_call_first(x):
     grid_dep_wait()  # noqa: F821
 
 
+def _prefetch_then_wait(x):
+    if flag:  # noqa: F821
+        prefetch_rows(x, 0, 1, 1)  # noqa: F821
+    grid_dep_wait()  # noqa: F821
+
+
+def _load_under_prefetch_guard(x):
+    if flag:  # noqa: F821
+        prefetch_rows(x, 0, 1, 1)  # noqa: F821
+        y = x[0]  # noqa: F841
+    grid_dep_wait()  # noqa: F821
+
+
 def test_the_rule_wants_the_wait_as_first_statement(tmp_path):
+    assert lint.waits_first(_prefetch_then_wait)
+    assert not lint.waits_first(_load_under_prefetch_guard)
     assert lint.waits_first(_with_wait)
     assert not lint.waits_first(_wait_second)
     assert not lint.waits_first(_other_call_first)
@@ -86,3 +101,16 @@ def test_pdl_deep_cells(monkeypatch):
     monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "-5")
     with pytest.raises(UsageError, match="a number of cells"):
         ops_table.pdl_deep_cells()
+
+
+def test_prefetch_setting(monkeypatch):
+    from cuda_kernels import ops_table
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_PREFETCH", raising=False)
+    assert ops_table.prefetch_setting() is False
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PREFETCH", " ON ")
+    assert ops_table.prefetch_setting() is True
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PREFETCH", "yes")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PREFETCH=yes: choose on or off"):
+        ops_table.prefetch_setting()

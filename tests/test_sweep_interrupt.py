@@ -21,8 +21,11 @@ def start(model: Path, out: Path, *extra: str) -> subprocess.Popen:
     # (0.15 s: a clean-clone CI run once finished all 64 rows before the signal arrived)
     cmd = [sys.executable, "-m", "sweepbench.cli", "sweep-bench", "-m", str(model), "-c", "1024", "-ub", "16",
            "--engine", "ik", "-t", "1", "--delay", "0.5", "-o", str(out), *extra]
+    # SIGINT back to its default in the child: a test run started as a shell's background job inherits it ignored,
+    # and Python then installs no Ctrl-C handler (as a background job should not react to Ctrl-C)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def rows_in(path: Path) -> int:
