@@ -214,8 +214,9 @@ class NumbaCudaEngine(ForwardEngine):
         d["cuda_graph"] = bool(self.graph is not None)
         d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
         g = self.graph
-        d["graph_host_copies"] = "in the graph" if self.copies_in_graph else "separate calls"
-        d["cuda_pdl"] = f"{getattr(g, 'pdl', self.ops.pdl)} ({getattr(g, 'n_programmatic', 0)} programmatic edges)"
+        if g is not None:
+            d["graph_host_copies"] = "in the graph" if self.copies_in_graph else "separate calls"
+            d["cuda_pdl"] = f"{g.pdl} ({g.n_programmatic} programmatic edges)"
         if self.shallow is not None:
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
         if self.deep is not None:
