@@ -24,24 +24,9 @@ import sweepbench  # noqa: F401  (numpy shim before numba)
 
 def graph_us(ops, launches, reps: int = 8) -> float:
     """GPU microseconds per launch of a captured sequence of (kernel, grid, block, args), replayed reps times."""
-    from numba import cuda
+    from cuda_kernels.graph import launches_us
 
-    from cuda_kernels.graph import Graph
-
-    for kernel, grid, block, args in launches[:1]:
-        kernel[grid, block, ops.stream](*args)  # compiled and loaded before the capture
-    ops.stream.synchronize()
-    g = Graph(ops.stream)
-    g.capture(lambda: [k[gr, b, ops.stream](*a) for k, gr, b, a in launches])
-    g.replay()
-    e0, e1 = cuda.event(), cuda.event()
-    e0.record(ops.stream)
-    for _ in range(reps):
-        g.replay()
-    e1.record(ops.stream)
-    e1.synchronize()
-    g.close()
-    return cuda.event_elapsed_time(e0, e1) * 1e3 / (reps * len(launches))
+    return launches_us(ops.stream, launches, reps)
 
 
 def main() -> None:

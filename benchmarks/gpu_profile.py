@@ -10,6 +10,7 @@ prefill include the host's launch time, which matters only for kernels shorter t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import defaultdict
@@ -60,24 +61,10 @@ LAUNCHES: list = []  # (label, kernel, grid, block, args) of the last profiled s
 
 
 def in_graph_us(ops, kernel, grid, block, args, reps: int = 32) -> float:
-    """GPU microseconds of one launch as a CUDA-graph node: a graph of reps copies, replayed, timed by events."""
-    from numba import cuda
+    """GPU microseconds of one launch as a CUDA-graph node: a graph of reps copies, replayed 4 times."""
+    from cuda_kernels.graph import launches_us
 
-    from cuda_kernels.graph import Graph
-
-    kernel[grid, block, ops.stream](*args)  # compiled and loaded before the capture
-    ops.stream.synchronize()
-    g = Graph(ops.stream)
-    g.capture(lambda: [kernel[grid, block, ops.stream](*args) for _ in range(reps)])
-    g.replay()
-    e0, e1 = cuda.event(), cuda.event()
-    e0.record(ops.stream)
-    for _ in range(4):
-        g.replay()
-    e1.record(ops.stream)
-    e1.synchronize()
-    g.close()
-    return cuda.event_elapsed_time(e0, e1) * 1e3 / (4 * reps)
+    return launches_us(ops.stream, [(kernel, grid, block, args)] * reps, 4)
 
 
 def graph_report(ops, title: str) -> None:
@@ -130,12 +117,10 @@ def report(title: str, recs, wall_us: float | None = None) -> None:
 
 def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
     """SWEEPBENCH_CUDA_PDL off / order / exit, order with the host copies outside the graph and order with the
-    GEMVs' L2 prefetch, in one process
-    (no reload between them): per round and setting the decode graphs are captured again, then timed two ways:
-    ``reps`` replays back to back between two events (the GPU's time per step, no host in the loop) and 200
-    host-synced decode steps (median, as ``graph decode``: what a sweep's TG row pays)."""
-    from numba import cuda
-
+    GEMVs' L2 prefetch, in one process (no reload between them): per round and setting the decode graphs are
+    captured again, then timed two ways: ``reps`` replays back to back between two events (the GPU's time per
+    step, no host in the loop) and 200 host-synced decode steps (median, as ``graph decode``: what a sweep's TG
+    row pays)."""
     from cuda_kernels.env import GRID_DEP
 
     if not GRID_DEP:
@@ -147,22 +132,12 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
     settings = ["off", "order", "exit", "order-out", "order-pf"]
     for r in range(rounds):
         for setting in settings[r % 5:] + settings[:r % 5]:  # each setting first once every five rounds
-            for g in (eng.graph, eng.shallow[1] if eng.shallow else None, eng.deep[1] if eng.deep else None):
-                if g is not None:
-                    g.close()
-            eng.graph = eng.shallow = eng.deep = None
+            eng.drop_graphs()
             ops.pdl = setting.split("-")[0]
             eng.copies_in_graph = not setting.endswith("-out")
             ops.gemv_prefetch = setting.endswith("-pf")
             eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once
-            graph = eng.graph
-            e0, e1 = cuda.event(), cuda.event()
-            e0.record(ops.stream)
-            for _ in range(reps):
-                graph.replay()
-            e1.record(ops.stream)
-            e1.synchronize()
-            gpu_ms = cuda.event_elapsed_time(e0, e1) / reps
+            gpu_ms = eng.graph.replay_ms(reps)
             ts = []
             for i in range(200):
                 t = time.perf_counter()
@@ -195,6 +170,8 @@ def main() -> None:
                                                                      "cuda_kernels.graph.programmatic_edges)")
     p.add_argument("--pdl-ab", type=int, metavar="ROUNDS", help="only the PDL A/B (``pdl_ab``), ROUNDS rounds")
     args = p.parse_args()
+    if args.pdl:
+        os.environ["SWEEPBENCH_CUDA_PDL"] = args.pdl  # read (and checked against the GPU) by the ops table
     eng = create_engine("numba-cuda")
     t0 = time.time()
     eng.load(args.model, EngineOptions(n_ctx=args.ctx, n_ubatch=args.ub, n_batch=args.ub, type_k=args.ctk,
@@ -208,10 +185,6 @@ def main() -> None:
         eng.ops.route_tails = args.route_tails == "on"
     if args.att_fuse_parts is not None:
         eng.ops.att_fuse_parts = args.att_fuse_parts
-    if args.pdl:
-        from cuda_kernels.env import GRID_DEP
-
-        eng.ops.pdl = args.pdl if GRID_DEP else "off"
     eng.warmup()
     print(f"load + warmup {time.time() - t0:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)

@@ -138,6 +138,16 @@ class Graph:
     def replay(self):
         _check(_driver().cuGraphLaunch(self._exec, self._hs), "cuGraphLaunch")
 
+    def replay_ms(self, reps: int) -> float:
+        """GPU milliseconds per replay: reps replays back to back between two events (no host in the loop)."""
+        e0, e1 = cuda.event(), cuda.event()
+        e0.record(self.stream)
+        for _ in range(reps):
+            self.replay()
+        e1.record(self.stream)
+        e1.synchronize()
+        return cuda.event_elapsed_time(e0, e1) / reps
+
     def close(self):
         drv = _driver()
         if self._exec is not None:
@@ -145,3 +155,17 @@ class Graph:
         if self._graph is not None:
             drv.cuGraphDestroy(self._graph)
         self._exec = self._graph = None
+
+
+def launches_us(stream, launches, reps: int = 8) -> float:
+    """GPU microseconds per launch of a sequence of (kernel, grid, block, args) captured as one graph and replayed
+    reps times (L2-warm, no launch overhead: what a node costs inside a decode graph). For benchmarks."""
+    for kernel, grid, block, args in launches[:1]:
+        kernel[grid, block, stream](*args)  # compiled and loaded before the capture
+    stream.synchronize()
+    g = Graph(stream)
+    g.capture(lambda: [k[gr, b, stream](*a) for k, gr, b, a in launches])
+    g.replay()
+    ms = g.replay_ms(reps)
+    g.close()
+    return ms * 1e3 / len(launches)

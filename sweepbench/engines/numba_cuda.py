@@ -223,9 +223,13 @@ class NumbaCudaEngine(ForwardEngine):
             d["graph_plain_edges_from"] = self.deep[0]
         return d
 
-    def close(self) -> None:
+    def drop_graphs(self) -> None:
+        """Free the decode graphs; the next decode() captures them again (with the ops' settings of then)."""
         for g in (self.graph, self.shallow[1] if self.shallow else None, self.deep[1] if self.deep else None):
             if g is not None:
                 g.close()
         self.graph = self.shallow = self.deep = None
+
+    def close(self) -> None:
+        self.drop_graphs()
         super().close()
