@@ -36,8 +36,6 @@ def device(fn):
     return cuda.jit(device=True, inline=True)(fn) if not SIM else cuda.jit(device=True)(fn)
 
 
-
-
 def _grid_dep_supported() -> bool:
     """Whether kernels carry ``griddepcontrol.wait`` (sm_90 and later: Hopper's programmatic dependent launch).
     SWEEPBENCH_CUDA_GRIDDEP=1 / 0 decides without asking the GPU (the compile check targets sm_90 with none)."""

@@ -87,18 +87,24 @@ def dense(kind: str, nw: int = GEMV_WARPS, wpr: int = 1, tail: bool = False, pre
 
 
 @device
-def prefetch_rows(a, r0, n_rows, N):
-    """L2 prefetch of rows r0 .. r0+n_rows-1 (clipped to N) of a flat row-major weight array a (qs or hdr, 4-byte
-    elements), a 128-byte line per thread and step. Weights are never written by a kernel, so this may run before
-    the grid-dependency wait: in a graph with programmatic edges the block is resident while its predecessor
-    still runs, and its weight bytes then stream in under that kernel instead of after it."""
-    per_row = a.shape[0] // N
+def _prefetch_span(a, r0, n_rows, N):
+    per_row = a.shape[0] // N  # 0 for the unused 1-element hdr of f16 / f32 weights
     if per_row > 0:
         end = min(r0 + n_rows, N) * per_row
         i = r0 * per_row + cuda.threadIdx.x * 32
         while i < end:
             prefetch_l2(a, i)
             i += cuda.blockDim.x * 32
+
+
+@device
+def prefetch_rows(qs, hdr, r0, n_rows, N):
+    """L2 prefetch of rows r0 .. r0+n_rows-1 (clipped to N) of a weight in the flat row-major device layout (qs and
+    hdr, 4-byte elements), a 128-byte line per thread and step. Weights are never written by a kernel, so this may
+    run before the grid-dependency wait: in a graph with programmatic edges the block is resident while its
+    predecessor still runs, and its weight bytes then stream in under that kernel instead of after it."""
+    _prefetch_span(qs, r0, n_rows, N)
+    _prefetch_span(hdr, r0, n_rows, N)
 
 
 def _dense_fn(kind: str, nw: int, wpr: int, tail: bool, prefetch: bool = False):
@@ -108,8 +114,7 @@ def _dense_fn(kind: str, nw: int, wpr: int, tail: bool, prefetch: bool = False):
 
     def kernel(qs, hdr, xq, xa, xf, y, N, K, T, ta, tres, tw, tout, toq, toa, teps, counter):
         if prefetch:
-            prefetch_rows(qs, cuda.blockIdx.x * rpb, rpb, N)
-            prefetch_rows(hdr, cuda.blockIdx.x * rpb, rpb, N)
+            prefetch_rows(qs, hdr, cuda.blockIdx.x * rpb, rpb, N)
         grid_dep_wait()
         flag = cuda.shared.array(1, np.int32)
         part = cuda.shared.array(GEMV_MAX_WARPS, np.float32)
@@ -157,8 +162,7 @@ def dense_routed(kind: str, nw: int, wpr: int, n_expert: int, n_groups: int, sig
         def kernel(qs, hdr, xq, xa, xf, y, N, K, T, bias, has_bias, ids, w, k, norm, n_groups_used, eps, scale,
                    counter):
             if prefetch:
-                prefetch_rows(qs, cuda.blockIdx.x * rpb, rpb, N)
-                prefetch_rows(hdr, cuda.blockIdx.x * rpb, rpb, N)
+                prefetch_rows(qs, hdr, cuda.blockIdx.x * rpb, rpb, N)
             grid_dep_wait()
             flag = cuda.shared.array(1, np.int32)
             sel_sh = cuda.shared.array((RW, X), np.float32)

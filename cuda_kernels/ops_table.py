@@ -38,42 +38,38 @@ def _blocks(n: int, per: int) -> int:
     return max(1, (int(n) + per - 1) // per)
 
 
-def tails_setting() -> bool:
-    """SWEEPBENCH_CUDA_TAILS: on or off (the default: measured on an H100, the tails cost about what the launches
-    they replace cost, benchmarks/NOTES.md); anything else is a one-line usage error."""
-    value = os.environ.get("SWEEPBENCH_CUDA_TAILS", "off").strip().lower() or "off"
-    if value not in ("on", "off"):
+def _env_switch(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """A decode-step switch from the environment (stripped, lower case; empty = default); any other value is a
+    one-line usage error naming the choices."""
+    value = os.environ.get(name, default).strip().lower() or default
+    if value not in choices:
         from sweepbench.errors import UsageError
 
-        raise UsageError(f"SWEEPBENCH_CUDA_TAILS={value}: choose on or off")
-    return value == "on"
+        raise UsageError(f"{name}={value}: choose {', '.join(choices[:-1])} or {choices[-1]}")
+    return value
+
+
+def tails_setting() -> bool:
+    """SWEEPBENCH_CUDA_TAILS: on or off (the default: measured on an H100, the tails cost about what the launches
+    they replace cost, benchmarks/NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_TAILS", "off", ("on", "off")) == "on"
 
 
 def pdl_setting() -> str:
     """SWEEPBENCH_CUDA_PDL: order (the default: 2.6% less GPU time per decode step than off in two H100 A/Bs,
     benchmarks/NOTES.md), exit or off (``graph.PDL_PORTS``: when a decode graph's kernel is launched relative to
-    its predecessor); anything else is a usage error. Only where the kernels carry the grid-dependency wait (sm_90
-    on); elsewhere always off."""
+    its predecessor). Only where the kernels carry the grid-dependency wait (sm_90 on); elsewhere always off."""
     from cuda_kernels.env import GRID_DEP
     from cuda_kernels.graph import PDL_PORTS
 
-    value = os.environ.get("SWEEPBENCH_CUDA_PDL", "order").strip().lower() or "order"
-    if value != "off" and value not in PDL_PORTS:
-        from sweepbench.errors import UsageError
-
-        raise UsageError(f"SWEEPBENCH_CUDA_PDL={value}: choose off, {' or '.join(PDL_PORTS)}")
+    value = _env_switch("SWEEPBENCH_CUDA_PDL", "order", ("off", *PDL_PORTS))
     return value if GRID_DEP else "off"
 
 
 def prefetch_setting() -> bool:
     """SWEEPBENCH_CUDA_PREFETCH: on or off (the default until a device A/B measures it): one-token dense GEMVs ask
     L2 for their weight rows before their grid-dependency wait (``gemv.prefetch_rows``)."""
-    value = os.environ.get("SWEEPBENCH_CUDA_PREFETCH", "off").strip().lower() or "off"
-    if value not in ("on", "off"):
-        from sweepbench.errors import UsageError
-
-        raise UsageError(f"SWEEPBENCH_CUDA_PREFETCH={value}: choose on or off")
-    return value == "on"
+    return _env_switch("SWEEPBENCH_CUDA_PREFETCH", "off", ("on", "off")) == "on"
 
 
 def pdl_deep_cells() -> int:
