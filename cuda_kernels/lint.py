@@ -14,13 +14,19 @@ import textwrap
 from pathlib import Path
 
 
+def _called(stmt: ast.stmt) -> str | None:
+    """The name a statement of the form ``name(...)`` calls, else None."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Name):
+        return stmt.value.func.id
+    return None
+
+
 def _is_prefetch(stmt: ast.stmt) -> bool:
-    """A call of a ``prefetch_*`` function, or an ``if`` whose body is only such calls: weights are never written
-    by a kernel, so asking L2 for them may come before the wait."""
+    """A call of a ``prefetch_*`` function, or an ``if`` whose body is only such calls: a prefetch changes no value
+    any thread sees (it only warms L2), so it cannot race the predecessor and may come before the wait."""
     if isinstance(stmt, ast.If):
         return not stmt.orelse and all(_is_prefetch(s) for s in stmt.body)
-    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) and isinstance(stmt.value.func, ast.Name)
-            and stmt.value.func.id.startswith("prefetch_"))
+    return (_called(stmt) or "").startswith("prefetch_")
 
 
 def _waits(fn_def: ast.FunctionDef) -> bool:
@@ -29,9 +35,7 @@ def _waits(fn_def: ast.FunctionDef) -> bool:
         body = body[1:]  # the docstring
     while body and _is_prefetch(body[0]):
         body = body[1:]
-    first = body[0] if body else None
-    return (isinstance(first, ast.Expr) and isinstance(first.value, ast.Call)
-            and isinstance(first.value.func, ast.Name) and first.value.func.id == "grid_dep_wait")
+    return bool(body) and _called(body[0]) == "grid_dep_wait"
 
 
 def waits_first(fn) -> bool:
