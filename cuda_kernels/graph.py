@@ -60,7 +60,20 @@ def copy_async(dst, src, stream) -> None:
 PDL_PORTS = ("order", "exit")  # SWEEPBENCH_CUDA_PDL values besides off (see ``programmatic_edges``)
 
 
-def programmatic_edges(graph, port: str) -> int:
+def _chain(src, dst) -> list:
+    """The nodes of a captured single-stream graph (a chain of edges src[i] -> dst[i]) in their order."""
+    succ = {int(a): b for a, b in zip(src, dst)}
+    if len(succ) != len(src):
+        raise ValueError("the graph is not a chain (a node has two successors)")
+    node = next(a for a in src if int(a) not in {int(b) for b in dst})
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = succ.get(int(node))
+    return chain
+
+
+def programmatic_edges(graph, port: str, plain_after=()) -> int:
     """Turn every kernel -> kernel edge of a captured graph into a programmatic one (Hopper's programmatic
     dependent launch); returns how many were turned. The dependent kernel is then launched early and its blocks
     park in ``env.grid_dep_wait`` (every kernel's first statement) until the predecessor has finished and its
@@ -68,6 +81,7 @@ def programmatic_edges(graph, port: str) -> int:
     Nothing runs before the wait, hence the order and the bits are those of the plain graph.
       order: launched once every block of the predecessor has started (the most overlap)
       exit:  launched once every block of the predecessor has exited (before its memory flush)
+    plain_after: kernel launches (0 = the capture's first kernel) whose outgoing edge stays plain.
     """
     drv = _driver()
     res = drv.cuGraphGetEdges(graph, 0)
@@ -78,9 +92,15 @@ def programmatic_edges(graph, port: str) -> int:
     _check(res, "cuGraphGetEdges")
     src, dst = res[1], res[2]
     kernel = drv.CUgraphNodeType.CU_GRAPH_NODE_TYPE_KERNEL
-    pairs = [(a, b) for a, b in zip(src[:n], dst[:n])
-             if _check(drv.cuGraphNodeGetType(a), "cuGraphNodeGetType") == kernel
-             and _check(drv.cuGraphNodeGetType(b), "cuGraphNodeGetType") == kernel]
+
+    def is_kernel(node) -> bool:
+        return _check(drv.cuGraphNodeGetType(node), "cuGraphNodeGetType") == kernel
+
+    pairs = [(a, b) for a, b in zip(src[:n], dst[:n]) if is_kernel(a) and is_kernel(b)]
+    if plain_after:  # the k-th kernel node of the chain is the capture's k-th kernel launch
+        kernels = [int(x) for x in _chain(src[:n], dst[:n]) if is_kernel(x)]
+        skip = {kernels[i] for i in plain_after if i < len(kernels)}
+        pairs = [(a, b) for a, b in pairs if int(a) not in skip]
     if not pairs:
         return 0
     data = drv.CUgraphEdgeData()
@@ -100,8 +120,9 @@ class Graph:
     """One captured sequence of launches on ``stream``; ``replay()`` enqueues it again on the same stream.
     ``pdl`` (off, or one of PDL_PORTS) makes its kernel -> kernel edges programmatic (``programmatic_edges``)."""
 
-    def __init__(self, stream, pdl: str = "off"):
+    def __init__(self, stream, pdl: str = "off", plain_after=()):
         self.stream = stream
+        self.plain_after = plain_after  # read after the capture (the engine's list, filled while it captures)
         self._hs = raw_stream(stream)
         self._exec = None
         self._graph = None
@@ -121,7 +142,7 @@ class Graph:
                 self._graph = _check(drv.cuStreamEndCapture(self._hs), "cuStreamEndCapture")
         try:
             if self.pdl != "off":
-                self.n_programmatic = programmatic_edges(self._graph, self.pdl)
+                self.n_programmatic = programmatic_edges(self._graph, self.pdl, self.plain_after)
             self._exec = _check(drv.cuGraphInstantiate(self._graph, 0), "cuGraphInstantiate")
         except Exception as e:  # noqa: BLE001 - whatever the bindings raise, the plain graph still works
             if self.pdl == "off":

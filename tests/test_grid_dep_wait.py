@@ -114,3 +114,27 @@ def test_prefetch_setting(monkeypatch):
     monkeypatch.setenv("SWEEPBENCH_CUDA_PREFETCH", "yes")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PREFETCH=yes: choose on or off"):
         ops_table.prefetch_setting()
+
+
+def test_pdl_att_setting(monkeypatch):
+    from cuda_kernels import ops_table
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_PDL_ATT", raising=False)
+    assert ops_table.pdl_att_setting() is False
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_ATT", "Plain")
+    assert ops_table.pdl_att_setting() is True
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_ATT", "off")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PDL_ATT=off: choose pdl or plain"):
+        ops_table.pdl_att_setting()
+
+
+def test_chain_orders_a_captured_graphs_nodes():
+    """The edges of a single-stream capture, listed in any order, give back the launch order; a node with two
+    successors is refused (its kernels could not be numbered by launch)."""
+    from cuda_kernels.graph import _chain
+
+    assert _chain([7, 3, 9, 1], [2, 7, 1, 3]) == [9, 1, 3, 7, 2]
+    assert _chain([5], [6]) == [5, 6]
+    with pytest.raises(ValueError, match="not a chain"):
+        _chain([1, 1], [2, 3])
