@@ -80,9 +80,11 @@ def prefetch_setting() -> bool:
 
 
 def pdl_deep_cells() -> int:
-    """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph with plain edges (0: the
-    programmatic edges at every depth). Default 3584: in an H100 sweep of qwen3-30b-a3b (-ub 512) the edges gave
-    1.8-6.4% more TG than plain ones at N_KV 0-3072 and 1.7-3.8% less at 3584-5632 (benchmarks/NOTES.md)."""
+    """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph whose edges use the exit port
+    instead of the order one (0: the order port at every depth). Default 3584: in an H100 sweep of qwen3-30b-a3b
+    (-ub 512) order edges gave 1.8-6.4% more TG than plain ones at N_KV 0-3072 and 1.7-3.8% less at 3584-5632;
+    at N_KV 12288 exit edges took 1.5% off plain ones' GPU time per step, order ones added 3.7% (small preset,
+    benchmarks/NOTES.md)."""
     value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "3584").strip() or "3584"
     if not value.isdigit():
         from sweepbench.errors import UsageError

@@ -59,6 +59,8 @@ def softmax_router(n_expert: int):
                 if p[i] >= bv and p[i] != NEG:  # later (larger) index wins a tie
                     bv, bi = p[i], np.int32(lane + 32 * i)
             bv, bi = warp_argmax(bv, bi)
+            if bi < 0:  # no finite candidate (NaN logits): a valid id all the same, never an index out of the weights
+                bv, bi = np.float32(0), np.int32(r)
             for i in range(XPL):  # the owner retires the winner (a loop, so p stays in registers)
                 if lane + 32 * i == bi:
                     p[i] = NEG
@@ -159,6 +161,7 @@ def sigmoid_router(n_expert: int, n_groups: int):
                     if sel[i] >= bv and sel[i] != NEG:
                         bv, bi, bp = sel[i], np.int32(lane + 32 * i), prob[i]
                 bv, bi = warp_argmax(bv, bi)
+                bi = bi if bi >= 0 else np.int32(r)  # NaN scores: a valid id all the same (as the softmax router)
                 bp = np.float32(-1)
                 for i in range(XPL):
                     if lane + 32 * i == bi:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda
 
+from cuda_kernels.env import SIM
 from cuda_kernels.layout import BYTES_PER_32, repack
 
 
@@ -80,6 +81,19 @@ def upload_vector(x: np.ndarray):
     return cuda.to_device(np.ascontiguousarray(x, np.float32).reshape(-1))
 
 
+def _zero(a) -> None:
+    """Fill a device array with zero bytes (a driver memset; the simulator's arrays and the compile check's dry
+    run ones are NumPy-backed)."""
+    if isinstance(a, np.ndarray):
+        a.fill(0)
+    elif SIM:
+        a.copy_to_device(np.zeros(a.shape, a.dtype))
+    else:
+        from numba.cuda.cudadrv.driver import device_memset
+
+        device_memset(a, 0, a.nbytes)
+
+
 class DeviceKV:
     """K/V of every layer for n_ctx cells. kq/vq: uint32 words; kd/vd: float32 block scales (q8_0) or a stub."""
 
@@ -96,3 +110,5 @@ class DeviceKV:
                     q.append(cuda.device_array(n_ctx * n_embd_kv // 4, np.uint32))
                     d.append(cuda.device_array(n_ctx * n_embd_kv // 32, np.float32))
         self.n_bytes = sum(a.nbytes for a in self.kq + self.vq) + sum(a.nbytes for a in self.kd + self.vd if a is not stub)
+        for a in self.kq + self.vq + [d for d in self.kd + self.vd if d is not stub]:
+            _zero(a)  # a warm-up step reads cells no token wrote yet: zeros, not stale NaNs from a freed buffer

@@ -147,8 +147,8 @@ def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl
     """Decode graphs whose kernel edges are programmatic (each kernel launched while its predecessor runs, parked
     at its grid-dependency wait) replay 40 steps with exactly the eager steps' logits, on both architectures: a
     kernel that read its predecessor's output early would change them. With deep = 30 the steps from position 30
-    on replay the plain-edge graph instead; with att = plain the edge out of each attention stays plain (one
-    fewer programmatic edge per layer)."""
+    on replay the graph with exit-port edges instead; with att = plain the edge out of each attention stays plain
+    (one fewer programmatic edge per layer)."""
     cuda_module()
     from cuda_kernels import env
 
@@ -169,5 +169,5 @@ def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl
             replayed, info = _logits("numba-cuda", path, tokens, 8, grouped)
             n_layer = presets.PRESETS["tiny" if REAL_GPU else "micro"][arch].n_layer
             assert info["cuda_pdl"] == f"{pdl} ({all_edges - n_layer} programmatic edges, plain out of the attention)"
-        assert info.get("graph_plain_edges_from") == (30 if deep == "30" else None), info
+        assert info.get("graph_deep") == ("exit edges from position 30" if deep == "30" else None), info
         assert np.array_equal(eager, replayed), f"{arch}: PDL {pdl} changed the logits"

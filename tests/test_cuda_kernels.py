@@ -202,6 +202,23 @@ def test_route_sigmoid_grouped(ops, groups, used, k):
     assert rel(w.buf.copy_to_host().reshape(2, k), rw) < 1e-5
 
 
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_routing_of_nan_logits_names_valid_experts(ops, sigmoid):
+    """A token whose router logits are NaN (a poisoned hidden state) still gets k distinct ids in [0, X): the
+    expert kernels index weights with them, and an id of -1 was an illegal address on the device."""
+    x, k = 40, 8
+    z = _logits(np.random.default_rng(9), 2, x)
+    z[0] = np.nan
+    z[1, ::3] = np.nan  # a partly poisoned token: its finite logits still compete
+    if sigmoid:
+        ids, _ = ops.route_sigmoid_topk(act(ops, z), upload_vector(np.zeros(x, np.float32)), k, 4, 2, True, 1e-20, 1.0)
+    else:
+        ids, _ = ops.route_softmax_topk(act(ops, z), k, True)
+    got = ids.buf.copy_to_host().reshape(2, k)
+    assert got.min() >= 0 and got.max() < x, got
+    assert len(set(got[0])) == k, got
+
+
 def test_group_rows_is_a_stable_counting_sort(ops):
     """Irregular: R not a multiple of the block (300 rows = 1 block + 44), experts with no rows."""
     from cuda_kernels.routing import group_rows

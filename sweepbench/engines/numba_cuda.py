@@ -51,7 +51,7 @@ class NumbaCudaEngine(ForwardEngine):
         self.graph = None  # the graph for every position
         self._graph_logits = None
         self.shallow = None  # (cells, graph, logits): the graph for positions below cells, or None
-        self.deep = None  # (cells, graph, logits): a graph with plain edges for positions from cells on, or None
+        self.deep = None  # (cells, graph, logits): the graph with exit-port edges for positions from cells on, or None
         self._eager_decodes = 0
         self.use_graphs = os.environ.get("SWEEPBENCH_CUDA_GRAPHS", "1") != "0"
         self.copies_in_graph = True  # the decode graphs upload the token and read the logits back (``_capture``)
@@ -193,8 +193,8 @@ class NumbaCudaEngine(ForwardEngine):
         cells = ops.shallow_cells()
         if 0 < cells < self.options.n_ctx:
             self.shallow = (cells, *capture(ops.att_fuse_parts))
-        if self.graph.pdl != "off" and 0 < ops.pdl_deep < self.options.n_ctx:
-            pdl, ops.pdl = ops.pdl, "off"  # deep steps: the plain graph (programmatic edges cost TG there)
+        if self.graph.pdl == "order" and 0 < ops.pdl_deep < self.options.n_ctx:
+            pdl, ops.pdl = ops.pdl, "exit"  # deep steps: order-port edges cost TG there, exit-port ones gain
             try:
                 self.deep = (ops.pdl_deep, *capture(None))
             finally:
@@ -222,7 +222,7 @@ class NumbaCudaEngine(ForwardEngine):
         if self.shallow is not None:
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
         if self.deep is not None:
-            d["graph_plain_edges_from"] = self.deep[0]
+            d["graph_deep"] = f"{self.deep[1].pdl} edges from position {self.deep[0]}"
         return d
 
     def drop_graphs(self) -> None:
