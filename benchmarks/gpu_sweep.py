@@ -24,6 +24,7 @@ from bench_io import read_sweep, replace_block
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "NOTES.md"
 BEGIN, END = "<!-- gpu-sweep:begin (written by benchmarks/gpu_sweep.py) -->", "<!-- gpu-sweep:end -->"
+ANCHOR_CARD = "H200"  # the card of anchors.md: a run on another one goes into a block of its own (``markers``)
 
 # ik_llama.cpp on one H200 (anchors.md): S_PP at N_KV 0 / 2048 / last window, S_TG at N_KV 0 / last window.
 # None: the anchor gives no figure there ("~" figures are kept: they are what the anchors table prints).
@@ -117,8 +118,34 @@ def table(runs: dict[tuple[str, int, str], Path], copy_gbps: float) -> str:
     return "\n".join(lines)
 
 
-def write_notes(block: str) -> None:
-    replace_block(NOTES, BEGIN, END, block)
+def markers(gpu: str) -> tuple[str, str]:
+    """The NOTES block of a run on this card: the anchors' card has the main one, any other card one per model
+    name (an H100 table never replaces the H200 one)."""
+    if ANCHOR_CARD in gpu:
+        return BEGIN, END
+    slug = "-".join(w for w in gpu.lower().replace("nvidia", "").split() if w.isalnum())[:24] or "other"
+    return (f"<!-- gpu-sweep-{slug}:begin (written by benchmarks/gpu_sweep.py) -->",
+            f"<!-- gpu-sweep-{slug}:end -->")
+
+
+def card_note(gpu: str, copy_gbps: float) -> str:
+    """How ik's figures relate to this run's card."""
+    if ANCHOR_CARD in gpu:
+        return "same H200 class, not measured in this run"
+    return (f"measured on an H200, not on this run's {gpu or 'GPU'}: a card with {copy_gbps:.0f} GB/s of copy "
+            "bandwidth against the H200's ~4000, so the ratios are not the issue's H200 comparison")
+
+
+def write_notes(block: str, gpu: str) -> None:
+    replace_block(NOTES, *markers(gpu), block, before="### What bounds each figure now")
+
+
+def _shown(path: Path) -> str:
+    """A path as the repo names it (relative to its root where it lies inside)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:
@@ -157,9 +184,10 @@ def main() -> None:
     block = "\n".join([
         f"Run {meta.get('started', '?')}: `python benchmarks/gpu_sweep.py` = `sweepbench sweep-bench -m <preset, Q4_K "
         f"experts, Q8_0 dense> --engine numba-cuda -c {meta.get('ctx', args.ctx)} -ub <ub> -fa on` per row group "
-        f"(JSONL in benchmarks/runs/gpu-*.jsonl). GPU: {host.get('gpu') or 'n/a'}, driver {host.get('cuda_driver')}. "
-        f"Device-to-device copy: {copy_gbps:.0f} GB/s. ik = ik_llama.cpp's figures from anchors.md (same H200 class, "
-        "not measured in this run; its N_KV 2048 S_PP for qwen3 -ub 512 (6900) and ling -ub 2048 (17500) are the "
+        f"(JSONL in {_shown(runs_dir)}/gpu-*.jsonl). GPU: {host.get('gpu') or 'n/a'}, driver {host.get('cuda_driver')}. "
+        f"Device-to-device copy: {copy_gbps:.0f} GB/s. ik = ik_llama.cpp's figures from anchors.md "
+        f"({card_note(host.get('gpu') or '', copy_gbps)}; its N_KV 2048 S_PP for qwen3 -ub 512 (6900) and ling -ub "
+        "2048 (17500) are the "
         "approximate '~' figures of anchors.md); PP TFLOP/s and TG GB/s as sweepbench counts them (weights + KV "
         "read per token).",
         "",
@@ -167,7 +195,7 @@ def main() -> None:
     ])
     print(block)
     if args.notes:
-        write_notes(block)
+        write_notes(block, host.get("gpu") or "")
 
 
 if __name__ == "__main__":
