@@ -184,7 +184,8 @@ def main() -> None:
     block = "\n".join([
         f"Run {meta.get('started', '?')}: `python benchmarks/gpu_sweep.py` = `sweepbench sweep-bench -m <preset, Q4_K "
         f"experts, Q8_0 dense> --engine numba-cuda -c {meta.get('ctx', args.ctx)} -ub <ub> -fa on` per row group "
-        f"(JSONL in {_shown(runs_dir)}/gpu-*.jsonl). GPU: {host.get('gpu') or 'n/a'}, driver {host.get('cuda_driver')}. "
+        f"(JSONL in {_shown(runs_dir)}/gpu-*.jsonl). GPU: {host.get('gpu') or 'n/a'}, "
+        f"driver {host.get('cuda_driver')}. "
         f"Device-to-device copy: {copy_gbps:.0f} GB/s. ik = ik_llama.cpp's figures from anchors.md "
         f"({card_note(host.get('gpu') or '', copy_gbps)}; its N_KV 2048 S_PP for qwen3 -ub 512 (6900) and ling -ub "
         "2048 (17500) are the "

@@ -123,7 +123,7 @@ class CudaOps:
         self.route_tails = tails  # ... and one token's router GEMV routes it in its last block (no routing launch)
         self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
         self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges) ...
-        self.pdl_deep = pdl_deep_cells()  # ... below this position (0: everywhere)
+        self.pdl_deep = pdl_deep_cells()  # ... order-port ones below this position, exit-port ones from it
         self.pdl_att_plain = pdl_att_setting()  # ... except out of the decode attention
         self.capture_launches, self.plain_out = 0, []  # launches in this capture; those whose out-edge stays plain
         self.gemv_prefetch = prefetch_setting()  # one-token dense GEMVs prefetch their rows before the wait
