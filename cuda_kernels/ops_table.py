@@ -81,15 +81,16 @@ def prefetch_setting() -> bool:
 
 def pdl_deep_cells() -> int:
     """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph whose edges use the exit port
-    instead of the order one (0: the order port at every depth). Default 3584: in an H100 sweep of qwen3-30b-a3b
-    (-ub 512) order edges gave 1.8-6.4% more TG than plain ones at N_KV 0-3072 and 1.7-3.8% less at 3584-5632;
-    at N_KV 12288 exit edges took 1.5% off plain ones' GPU time per step, order ones added 3.7% (small preset,
-    benchmarks/NOTES.md)."""
-    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "3584").strip() or "3584"
+    instead of the order one (0: the order port at every depth). Default 512 (H100, benchmarks/NOTES.md): order
+    edges lose TG with depth (qwen3-30b-a3b: +2-6% over plain ones up to N_KV 3072, -2-4% from 3584; ling-mini-2.0
+    -ub 512: 529 t/s at N_KV 512 falling to 516 at 3072 with order edges, 547 at 3584 with exit ones), exit
+    edges do not (small qwen3 preset at N_KV 12288: -1.5% GPU time per step against plain, order +3.7%), and at
+    N_KV 0 order is ahead of exit by 0.9%."""
+    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "512").strip() or "512"
     if not value.isdigit():
         from sweepbench.errors import UsageError
 
-        raise UsageError(f"SWEEPBENCH_CUDA_PDL_DEEP={value}: a number of cells (0: programmatic edges at every depth)")
+        raise UsageError(f"SWEEPBENCH_CUDA_PDL_DEEP={value}: a number of cells (0: order-port edges at every depth)")
     return int(value)
 
 

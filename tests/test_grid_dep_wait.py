@@ -95,7 +95,7 @@ def test_pdl_deep_cells(monkeypatch):
     from sweepbench.errors import UsageError
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_PDL_DEEP", raising=False)
-    assert ops_table.pdl_deep_cells() == 3584
+    assert ops_table.pdl_deep_cells() == 512
     monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "0")
     assert ops_table.pdl_deep_cells() == 0
     monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "-5")
