@@ -103,30 +103,27 @@ def test_pdl_deep_cells(monkeypatch):
         ops_table.pdl_deep_cells()
 
 
-def test_prefetch_setting(monkeypatch):
+@pytest.mark.parametrize(("func", "name", "on", "off", "bad", "choices"), [
+    ("prefetch_setting", "SWEEPBENCH_CUDA_PREFETCH", " ON ", "off", "yes", "on or off"),
+    ("pdl_att_setting", "SWEEPBENCH_CUDA_PDL_ATT", "Plain", "pdl", "off", "pdl or plain"),
+    ("tails_setting", "SWEEPBENCH_CUDA_TAILS", "on", "OFF", "1", "on or off"),
+])
+def test_two_way_switches(monkeypatch, func, name, on, off, bad, choices):
+    """Each on/off decode-step switch: off when unset, case and blanks ignored, anything else a usage error that
+    names the choices."""
     from cuda_kernels import ops_table
     from sweepbench.errors import UsageError
 
-    monkeypatch.delenv("SWEEPBENCH_CUDA_PREFETCH", raising=False)
-    assert ops_table.prefetch_setting() is False
-    monkeypatch.setenv("SWEEPBENCH_CUDA_PREFETCH", " ON ")
-    assert ops_table.prefetch_setting() is True
-    monkeypatch.setenv("SWEEPBENCH_CUDA_PREFETCH", "yes")
-    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PREFETCH=yes: choose on or off"):
-        ops_table.prefetch_setting()
-
-
-def test_pdl_att_setting(monkeypatch):
-    from cuda_kernels import ops_table
-    from sweepbench.errors import UsageError
-
-    monkeypatch.delenv("SWEEPBENCH_CUDA_PDL_ATT", raising=False)
-    assert ops_table.pdl_att_setting() is False
-    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_ATT", "Plain")
-    assert ops_table.pdl_att_setting() is True
-    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_ATT", "off")
-    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_PDL_ATT=off: choose pdl or plain"):
-        ops_table.pdl_att_setting()
+    setting = getattr(ops_table, func)
+    monkeypatch.delenv(name, raising=False)
+    assert setting() is False
+    monkeypatch.setenv(name, on)
+    assert setting() is True
+    monkeypatch.setenv(name, off)
+    assert setting() is False
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(UsageError, match=f"{name}={bad.lower()}: choose {choices}"):
+        setting()
 
 
 def test_chain_orders_a_captured_graphs_nodes():
