@@ -22,13 +22,6 @@ import numpy as np
 import sweepbench  # noqa: F401  (numpy shim before numba)
 
 
-def graph_us(ops, launches, reps: int = 8) -> float:
-    """GPU microseconds per launch of a captured sequence of (kernel, grid, block, args), replayed reps times."""
-    from cuda_kernels.graph import launches_us
-
-    return launches_us(ops.stream, launches, reps)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--heads", type=int, default=32)
@@ -48,6 +41,7 @@ def main() -> None:
 
     from cuda_kernels import attention as att
     from cuda_kernels.flash import BKV
+    from cuda_kernels.graph import launches_us
     from cuda_kernels.ops_table import CudaOps
     from cuda_kernels.weights import DeviceKV
 
@@ -104,7 +98,7 @@ def main() -> None:
         s, _ = plans[variants[0]]
         t_end = time.time() + 1.0
         while time.time() < t_end:
-            graph_us(ops, s, reps=4)
+            launches_us(ops.stream, s, reps=4)
     mb_layer = n_ctx * cell_bytes / 1e6
     print(f"\n{h}/{hkv} heads of {d}, {args.kv} cache, {nl} layers' caches cycled ({nl * mb_layer:.0f} MB at full "
           f"context; L2 is 50 MB)")
@@ -125,7 +119,7 @@ def main() -> None:
             s, c = plans[v]
             if args.once:
                 continue
-            us_s, us_c = graph_us(ops, s), graph_us(ops, c)
+            us_s, us_c = launches_us(ops.stream, s), launches_us(ops.stream, c)
             mb = depth * cell_bytes / 1e6
             cells = kernels(v)[2]
             print(f"| {v} | {depth} | {us_s:.1f} | {us_c:.1f} | {mb:.1f} | {mb * 1e3 / us_s:.0f} | "

@@ -129,8 +129,7 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
     ops = eng.ops
     # "order-out": order with the token upload and the logits' read-back as separate calls, not graph nodes;
     # "order-pf": order with the dense GEMVs' L2 prefetch before their wait (SWEEPBENCH_CUDA_PREFETCH=on)
-    # "order-att": order with the edge out of each decode attention plain (SWEEPBENCH_CUDA_PDL_ATT=plain)
-    settings = ["off", "order", "exit", "order-out", "order-pf", "order-att"]
+    settings = ["off", "order", "exit", "order-out", "order-pf"]
     for r in range(rounds):
         k = r % len(settings)
         for setting in settings[k:] + settings[:k]:  # each setting first once every len(settings) rounds
@@ -138,7 +137,6 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
             ops.pdl = setting.split("-")[0]
             eng.copies_in_graph = not setting.endswith("-out")
             ops.gemv_prefetch = setting.endswith("-pf")
-            ops.pdl_att_plain = setting.endswith("-att")
             eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once
             gpu_ms = eng.graph.replay_ms(reps)
             ts = []

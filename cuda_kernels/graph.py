@@ -60,20 +60,7 @@ def copy_async(dst, src, stream) -> None:
 PDL_PORTS = ("order", "exit")  # SWEEPBENCH_CUDA_PDL values besides off (see ``programmatic_edges``)
 
 
-def _chain(src, dst) -> list:
-    """The nodes of a captured single-stream graph (a chain of edges src[i] -> dst[i]) in their order."""
-    succ = {int(a): b for a, b in zip(src, dst)}
-    if len(succ) != len(src):
-        raise ValueError("the graph is not a chain (a node has two successors)")
-    node = next(a for a in src if int(a) not in {int(b) for b in dst})
-    chain = []
-    while node is not None:
-        chain.append(node)
-        node = succ.get(int(node))
-    return chain
-
-
-def programmatic_edges(graph, port: str, plain_after=()) -> int:
+def programmatic_edges(graph, port: str) -> int:
     """Turn every kernel -> kernel edge of a captured graph into a programmatic one (Hopper's programmatic
     dependent launch); returns how many were turned. The dependent kernel is then launched early and its blocks
     park in ``env.grid_dep_wait`` (every kernel's first statement) until the predecessor has finished and its
@@ -81,7 +68,6 @@ def programmatic_edges(graph, port: str, plain_after=()) -> int:
     Nothing runs before the wait, hence the order and the bits are those of the plain graph.
       order: launched once every block of the predecessor has started (the most overlap)
       exit:  launched once every block of the predecessor has exited (before its memory flush)
-    plain_after: kernel launches (0 = the capture's first kernel) whose outgoing edge stays plain.
     """
     drv = _driver()
     res = drv.cuGraphGetEdges(graph, 0)
@@ -97,10 +83,6 @@ def programmatic_edges(graph, port: str, plain_after=()) -> int:
         return _check(drv.cuGraphNodeGetType(node), "cuGraphNodeGetType") == kernel
 
     pairs = [(a, b) for a, b in zip(src[:n], dst[:n]) if is_kernel(a) and is_kernel(b)]
-    if plain_after:  # the k-th kernel node of the chain is the capture's k-th kernel launch
-        kernels = [int(x) for x in _chain(src[:n], dst[:n]) if is_kernel(x)]
-        skip = {kernels[i] for i in plain_after if i < len(kernels)}
-        pairs = [(a, b) for a, b in pairs if int(a) not in skip]
     if not pairs:
         return 0
     data = drv.CUgraphEdgeData()
@@ -120,9 +102,8 @@ class Graph:
     """One captured sequence of launches on ``stream``; ``replay()`` enqueues it again on the same stream.
     ``pdl`` (off, or one of PDL_PORTS) makes its kernel -> kernel edges programmatic (``programmatic_edges``)."""
 
-    def __init__(self, stream, pdl: str = "off", plain_after=()):
+    def __init__(self, stream, pdl: str = "off"):
         self.stream = stream
-        self.plain_after = plain_after  # read after the capture (the engine's list, filled while it captures)
         self._hs = raw_stream(stream)
         self._exec = None
         self._graph = None
@@ -142,7 +123,7 @@ class Graph:
                 self._graph = _check(drv.cuStreamEndCapture(self._hs), "cuStreamEndCapture")
         try:
             if self.pdl != "off":
-                self.n_programmatic = programmatic_edges(self._graph, self.pdl, self.plain_after)
+                self.n_programmatic = programmatic_edges(self._graph, self.pdl)
             self._exec = _check(drv.cuGraphInstantiate(self._graph, 0), "cuGraphInstantiate")
         except Exception as e:  # noqa: BLE001 - whatever the bindings raise, the plain graph still works
             if self.pdl == "off":
@@ -181,8 +162,8 @@ class Graph:
 def launches_us(stream, launches, reps: int = 8) -> float:
     """GPU microseconds per launch of a sequence of (kernel, grid, block, args) captured as one graph and replayed
     reps times (L2-warm, no launch overhead: what a node costs inside a decode graph). For benchmarks."""
-    for kernel, grid, block, args in launches[:1]:
-        kernel[grid, block, stream](*args)  # compiled and loaded before the capture
+    for kernel, grid, block, args in {id(k): (k, g, b, a) for k, g, b, a in launches}.values():
+        kernel[grid, block, stream](*args)  # each kernel compiled and loaded before the capture
     stream.synchronize()
     g = Graph(stream)
     g.capture(lambda: [k[gr, b, stream](*a) for k, gr, b, a in launches])

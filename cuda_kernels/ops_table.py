@@ -66,13 +66,6 @@ def pdl_setting() -> str:
     return value if GRID_DEP else "off"
 
 
-def pdl_att_setting() -> bool:
-    """SWEEPBENCH_CUDA_PDL_ATT: pdl (the default) or plain: the edge out of each layer's decode attention stays
-    plain in a graph with programmatic edges, so the kernels after it are not launched, and their blocks not
-    placed on the SMs, while the attention runs (a guess at why the edges cost TG at depth; gpu_profile --pdl-ab)."""
-    return _env_switch("SWEEPBENCH_CUDA_PDL_ATT", "pdl", ("pdl", "plain")) == "plain"
-
-
 def prefetch_setting() -> bool:
     """SWEEPBENCH_CUDA_PREFETCH: on or off (the default until a device A/B measures it): one-token dense GEMVs ask
     L2 for their weight rows before their grid-dependency wait (``gemv.prefetch_rows``)."""
@@ -125,8 +118,6 @@ class CudaOps:
         self.tail_counter = cuda.to_device(np.zeros(1, np.int32))  # blocks of that GEMV done (back to 0 after)
         self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges) ...
         self.pdl_deep = pdl_deep_cells()  # ... order-port ones below this position, exit-port ones from it
-        self.pdl_att_plain = pdl_att_setting()  # ... except out of the decode attention
-        self.capture_launches, self.plain_out = 0, []  # launches in this capture; those whose out-edge stays plain
         self.gemv_prefetch = prefetch_setting()  # one-token dense GEMVs prefetch their rows before the wait
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -151,7 +142,6 @@ class CudaOps:
 
     def launch(self, kernel, grid, block, *args):
         self.n_launches += 1
-        self.capture_launches += self.capturing
         kernel[grid, block, self.stream](*args)
 
     def act(self, x) -> Act:
@@ -462,8 +452,6 @@ class CudaOps:
                             self.posv, out.f, xq, xa, n_head, n_parts, t0, True)
             self.pool.put(part_o)
             self.pool.put(part_ml)
-        if self.capturing and self.pdl_att_plain:
-            self.plain_out.append(self.capture_launches - 1)  # the split (fused) or the combine
         return out
 
     # ---- MoE ---------------------------------------------------------------------------------------------

@@ -105,7 +105,6 @@ def test_pdl_deep_cells(monkeypatch):
 
 @pytest.mark.parametrize(("func", "name", "on", "off", "bad", "choices"), [
     ("prefetch_setting", "SWEEPBENCH_CUDA_PREFETCH", " ON ", "off", "yes", "on or off"),
-    ("pdl_att_setting", "SWEEPBENCH_CUDA_PDL_ATT", "Plain", "pdl", "off", "pdl or plain"),
     ("tails_setting", "SWEEPBENCH_CUDA_TAILS", "on", "OFF", "1", "on or off"),
 ])
 def test_two_way_switches(monkeypatch, func, name, on, off, bad, choices):
@@ -124,14 +123,3 @@ def test_two_way_switches(monkeypatch, func, name, on, off, bad, choices):
     monkeypatch.setenv(name, bad)
     with pytest.raises(UsageError, match=f"{name}={bad.lower()}: choose {choices}"):
         setting()
-
-
-def test_chain_orders_a_captured_graphs_nodes():
-    """The edges of a single-stream capture, listed in any order, give back the launch order; a node with two
-    successors is refused (its kernels could not be numbered by launch)."""
-    from cuda_kernels.graph import _chain
-
-    assert _chain([7, 3, 9, 1], [2, 7, 1, 3]) == [9, 1, 3, 7, 2]
-    assert _chain([5], [6]) == [5, 6]
-    with pytest.raises(ValueError, match="not a chain"):
-        _chain([1, 1], [2, 3])

@@ -173,8 +173,7 @@ class NumbaCudaEngine(ForwardEngine):
             return logits
 
         def capture(parts):
-            ops.capture_launches, ops.plain_out = 0, []
-            graph = Graph(ops.stream, pdl=ops.pdl, plain_after=ops.plain_out)  # filled while capturing
+            graph = Graph(ops.stream, pdl=ops.pdl)
             ops.capturing, ops.graph_parts = True, parts
             try:
                 logits = graph.capture(step)
@@ -217,8 +216,7 @@ class NumbaCudaEngine(ForwardEngine):
         g = self.graph
         if g is not None:
             d["graph_host_copies"] = "in the graph" if self.copies_in_graph else "separate calls"
-            d["cuda_pdl"] = (f"{g.pdl} ({g.n_programmatic} programmatic edges"
-                             + (", plain out of the attention)" if g.plain_after else ")"))
+            d["cuda_pdl"] = f"{g.pdl} ({g.n_programmatic} programmatic edges)"
         if self.shallow is not None:
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
         if self.deep is not None:
