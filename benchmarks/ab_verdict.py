@@ -31,7 +31,7 @@ def tests_passed(tests_log: Path) -> tuple[bool, str]:
     return ok, f"tests: {summary[-1] if summary else 'no pytest summary'}"
 
 
-PDL_LINE = re.compile(r"^pdl (?P<cfg>\w+) round (?P<round>\d+): (?P<ms>[0-9.]+) ms per step back to back", re.M)
+PDL_LINE = re.compile(r"^pdl (?P<cfg>[\w-]+) round (?P<round>\d+): (?P<ms>[0-9.]+) ms per step back to back", re.M)
 
 
 def verdict(tests_log: Path, profile_dir: Path) -> tuple[list[str], str]:

@@ -114,9 +114,9 @@ if [[ $mode == ab || $mode == quick ]]; then
 fi
 
 # pdl: the decode graph's edge settings in one process (gpu_profile.py --pdl-ab: off, order, exit, order with the
-# copies outside the graph, with the GEMV prefetch; GPU time per step,
-# replays back to back; small qwen3 preset, 3 rounds) at N_KV 0 and 12288, and the fastest setting that wins
-# every round against off at each depth (~2 min). Informative only: the defaults change in the code, by hand.
+# copies outside the graph, order with the GEMV prefetch; GPU time per step, replays back to back; small qwen3
+# preset, 3 rounds) at N_KV 0 and 12288, and the fastest setting that wins every round against off at each depth
+# (~2 min). Informative only: the defaults change in the code, by hand.
 if [[ $mode == pdl ]]; then
   m=/tmp/m; mkdir -p $m
   sb synth small --expert-type Q4_K -o $m/q.gguf >/dev/null

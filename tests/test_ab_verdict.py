@@ -76,3 +76,6 @@ def test_pdl_verdict_reads_the_back_to_back_lines():
     assert ab_verdict.pdl_verdict(lines + second.replace("0.900 ms", "1.010 ms"))[1] == "exit"
     assert ab_verdict.pdl_verdict(lines.replace("0.900", "1.100").replace("0.950", "1.000"))[1] == "off"  # a tie
     assert ab_verdict.pdl_verdict("")[1] == "off"
+    # settings with a suffix (gpu_profile's order-out, order-pf) are variants like any other
+    pf = "pdl order-pf round {}: 0.850 ms per step back to back on the GPU, decode median 1.0 ms per token (order)\n"
+    assert ab_verdict.pdl_verdict(lines + pf.format(1) + second + pf.format(2))[1] == "order-pf"
