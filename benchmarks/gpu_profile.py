@@ -127,6 +127,7 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
         print("pdl A/B: this GPU has no grid-dependency wait (before sm_90)")
         return
     ops = eng.ops
+    ops.pdl_deep = 0  # no deep graph: each setting's graph serves every position, the host-synced steps included
     # "order-out": order with the token upload and the logits' read-back as separate calls, not graph nodes;
     # "order-pf": order with the dense GEMVs' L2 prefetch before their wait (SWEEPBENCH_CUDA_PREFETCH=on)
     settings = ["off", "order", "exit", "order-out", "order-pf"]
