@@ -17,6 +17,31 @@ from sweepbench.synth import write_synthetic_model
 
 TinyModelFactory = Callable[..., Path]
 
+# The suite runs on two xdist workers (pyproject: -n 2 --dist loadgroup). Numba compiles a kernel once per
+# process (and caches it on disk when done), so the modules that compile the numba-cpu engine share one worker:
+# spread over both, each worker compiled the ~200 s decode step and the drivers' float variants itself. Cold
+# numba cache, this 2-core machine, 2026-12-05: one worker 1566 s; two, spread 700 s; two, grouped 502 s.
+# test_cpu_simd compiles in child processes for other targets: it needs no group.
+NUMBA_CPU_MODULES = {"test_cpu_engine", "test_cpu_kernels", "test_cpu_step", "test_cpu_vs_ik", "test_perf_gate"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in NUMBA_CPU_MODULES:
+            item.add_marker(pytest.mark.xdist_group("numba-cpu"))
+
+
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """On the controller: stop if the group did not reach the node ids. pytest 9.2 keeps node ids where xdist 3.8
+    no longer writes the group (pytest-xdist#1386: loadgroup then silently spreads every test; hence pytest<9.2)."""
+    if node.config.getoption("dist") != "loadgroup":
+        return
+    lost = [i for i in ids if i.split("::")[0].rsplit("/", 1)[-1][:-3] in NUMBA_CPU_MODULES and "@numba-cpu" not in i]
+    if lost:
+        pytest.exit(f"xdist loadgroup lost the numba-cpu group ({lost[0]}): pytest-xdist#1386, needs pytest<9.2",
+                    returncode=3)
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelFactory:
