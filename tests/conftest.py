@@ -20,9 +20,9 @@ TinyModelFactory = Callable[..., Path]
 # The suite runs on two xdist workers (pyproject: -n 2 --dist loadgroup). Numba compiles a kernel once per
 # process (and caches it on disk when done), so the modules that compile the numba-cpu engine share one worker:
 # spread over both, each worker compiled the ~200 s decode step and the drivers' float variants itself. Cold
-# numba cache, this 2-core machine, 2026-12-05: one worker 1566 s; two, spread 700 s; two, grouped 502 s.
-# test_cpu_simd compiles in child processes for other targets: it needs no group.
-NUMBA_CPU_MODULES = {"test_cpu_engine", "test_cpu_kernels", "test_cpu_step", "test_cpu_vs_ik", "test_perf_gate"}
+# numba cache, this 2-core machine, 2026-12-05: one worker 1566 s; two, spread 700 s; two, grouped 449 s.
+# test_cpu_simd compiles in child processes for other targets, test_perf_gate sweeps the reference engine: no group.
+NUMBA_CPU_MODULES = {"test_cpu_engine", "test_cpu_kernels", "test_cpu_step", "test_cpu_vs_ik"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids

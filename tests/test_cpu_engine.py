@@ -85,6 +85,21 @@ def test_logits_command_runs_numba_cpu(tiny_model, tmp_path):
     assert np.load(out).shape == (4, 512)
 
 
+def test_sweep_says_what_the_warm_up_does_before_it(tiny_model, tmp_path):
+    """The first run on a machine compiles for minutes before the first row: the sweep says so, then how long."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sweepbench.cli", "sweep-bench", "-m", str(tiny_model()), "--engine", "numba-cpu",
+           "-c", "32", "-ub", "16", "-n", "4", "-t", "2", "-o", str(tmp_path / "r.jsonl")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    warming = [i for i, ln in enumerate(lines) if "engine 'numba-cpu': warming up: the first run" in ln]
+    warmed = [i for i, ln in enumerate(lines) if "engine 'numba-cpu': loaded in" in ln]
+    assert len(warming) == 1 and len(warmed) == 1 and warming[0] < warmed[0], proc.stderr
+
+
 def _compiled_signatures() -> int:
     """How many (kernel, signature) pairs Numba has compiled or loaded in the CPU kernel modules."""
     from numba.core.registry import CPUDispatcher

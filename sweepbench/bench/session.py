@@ -184,6 +184,8 @@ class _Run:
             t0 = time.perf_counter()
             engine.load(str(path), req.engine_options(engine.name))
             load_s = time.perf_counter() - t0
+            if getattr(engine, "warmup_note", ""):  # what the silence until the first row is (it compiles)
+                self.note(f"engine '{engine.name}': warming up: {engine.warmup_note}")
             warm_s = warm_up(engine, req.plan, cfg.n_vocab)
             info[engine.name] = {**engine.describe(), "load_s": round(load_s, 3), "warmup_s": round(warm_s, 3)}
             self.note(f"engine '{engine.name}': loaded in {load_s:.2f} s, warmed up in {warm_s:.2f} s "

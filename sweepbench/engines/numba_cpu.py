@@ -330,6 +330,8 @@ class CpuOps:
 
 class NumbaCpuEngine(ForwardEngine):
     name = "numba-cpu"
+    # said before the warm-up: a qwen3 Q4_K model's kernels took 204 s to compile on a 2-core machine (2026-12-05)
+    warmup_note = "the first run on a machine compiles the kernels (minutes); later runs load Numba's cache"
     IGNORED = {
         "flash_attn": "attention is always flash-style (online softmax over chunks of cells)",
         "fused_moe": "up and gate are always fused (one quantized activation, one pass)",
