@@ -37,7 +37,7 @@ def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
     no longer writes the group (pytest-xdist#1386: loadgroup then silently spreads every test; hence pytest<9.2)."""
     if node.config.getoption("dist") != "loadgroup":
         return
-    lost = [i for i in ids if i.split("::")[0].rsplit("/", 1)[-1][:-3] in NUMBA_CPU_MODULES and "@numba-cpu" not in i]
+    lost = [i for i in ids if Path(i.split("::")[0]).stem in NUMBA_CPU_MODULES and "@numba-cpu" not in i]
     if lost:
         pytest.exit(f"xdist loadgroup lost the numba-cpu group ({lost[0]}): pytest-xdist#1386, needs pytest<9.2",
                     returncode=3)

@@ -1,6 +1,9 @@
 """numba-cpu as an engine: what it reports, that batching does not change its answers, and one-line errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -87,9 +90,6 @@ def test_logits_command_runs_numba_cpu(tiny_model, tmp_path):
 
 def test_sweep_says_what_the_warm_up_does_before_it(tiny_model, tmp_path):
     """The first run on a machine compiles for minutes before the first row: the sweep says so, then how long."""
-    import subprocess
-    import sys
-
     cmd = [sys.executable, "-m", "sweepbench.cli", "sweep-bench", "-m", str(tiny_model()), "--engine", "numba-cpu",
            "-c", "32", "-ub", "16", "-n", "4", "-t", "2", "-o", str(tmp_path / "r.jsonl")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -39,7 +39,8 @@ def gpu_present() -> bool:
 
 class NumbaCudaEngine(ForwardEngine):
     name = "numba-cuda"
-    warmup_note = "compiles the kernels and captures the decode graphs (17-39 s on an H100; no disk cache)"
+    # the full-size presets warmed up in 17-39 s on an H100 (warmup_s in benchmarks/runs/gpu-h100-2026-12-05/)
+    warmup_note = "compiles the kernels and captures the decode graphs (every run: no disk cache)"
     IGNORED = {
         "repack": "weights are always repacked into the GPU layout at load",
         "flash_attn": "attention is always flash-style (online softmax, split over the cache)",
