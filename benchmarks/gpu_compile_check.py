@@ -115,6 +115,8 @@ def dry_run(quick: bool) -> None:
         eng.load(str(path), EngineOptions(n_ctx=64, n_ubatch=32, type_k=kv, type_v=kv, grouped_routing=ger))
         eng.warmup()
         eng.prefill(np.arange(20) % 300, 0)
+        eng.ops.q8_prefill = "f16"  # a q8_0 cache's f16 copy before the prefill attention (SWEEPBENCH_CUDA_Q8_PREFILL)
+        eng.prefill(np.arange(20) % 300, 0)
         eng.decode(5, 20)
         eng.decode(6, 21)
         eng.ops.gemv_prefetch = eng.ops.route_tails = True  # the L2-prefetching GEMVs (SWEEPBENCH_CUDA_PREFETCH=on)

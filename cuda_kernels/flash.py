@@ -5,7 +5,8 @@ Block (query tile of BQ = 128 rows, head h): 8 warps of 16 query rows (each stag
 (exactly the B layout S = Q K^T needs), V transposed as [dim][cell pair] (the B layout of O += P V); S goes
 through an online softmax in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A
 fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
-Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are dequantized while staged.
+Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are dequantized while staged,
+or first converted to f16 as a whole (``q8_to_f16_kernel``, the same bits; ``SWEEPBENCH_CUDA_Q8_PREFILL``).
 Never materialises the T x N_KV score matrix.
 """
 from __future__ import annotations
@@ -190,3 +191,25 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]
+
+
+def q8_to_f16_kernel():
+    """(xq, xd, out, n_words): the first n_words words of a q8_0 cache (4 int8 values each, scale xd[i // 8])
+    as an f16 cache, out[2i], out[2i + 1]: the f16 pairs ``stage_tile`` would stage (the same ``q8_pair``, so the
+    same bits). grid (ceil(n_words / 256),), block 256.
+
+    Why: the prefill kernel stages a KV tile once per query tile and query head, so a q8_0 cell is dequantized
+    16 x 32 = 512 times in a 2048-token qwen3 ubatch, in the latency chain of the tile; a conversion pass costs a
+    read of the q8_0 cells and a write of f16 ones (~50 MB per qwen3 layer at 16k cells: ~15 us at the H200's
+    copy bandwidth, against ~15 ms of the prefill kernel there)."""
+    if "q8_to_f16" not in _CACHE:
+        def kernel(xq, xd, out, n_words):
+            grid_dep_wait()
+            i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+            if i < n_words:
+                w, d = xq[i], xd[i // 8]
+                out[2 * i] = q8_pair(w, 0, d)
+                out[2 * i + 1] = q8_pair(w, 2, d)
+
+        _CACHE["q8_to_f16"] = jit(kernel)
+    return _CACHE["q8_to_f16"]

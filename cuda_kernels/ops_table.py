@@ -72,6 +72,13 @@ def prefetch_setting() -> bool:
     return _env_switch("SWEEPBENCH_CUDA_PREFETCH", "off", ("on", "off")) == "on"
 
 
+def q8_prefill_setting() -> str:
+    """SWEEPBENCH_CUDA_Q8_PREFILL: how the prefill attention reads a q8_0 cache: ``stage`` (the default until a
+    device A/B measures the other) dequantizes each tile while staging it, once per query head; ``f16`` converts
+    the cells in use to an f16 copy first (``flash.q8_to_f16_kernel``), then runs the f16 kernel. Same bits."""
+    return _env_switch("SWEEPBENCH_CUDA_Q8_PREFILL", "stage", ("stage", "f16"))
+
+
 def pdl_deep_cells() -> int:
     """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph whose edges use the exit port
     instead of the order one (0: the order port at every depth). Default 512 (H100, benchmarks/NOTES.md): order
@@ -119,6 +126,8 @@ class CudaOps:
         self.pdl = pdl_setting()  # programmatic edges in the decode graphs (graph.programmatic_edges) ...
         self.pdl_deep = pdl_deep_cells()  # ... order-port ones below this position, exit-port ones from it
         self.gemv_prefetch = prefetch_setting()  # one-token dense GEMVs prefetch their rows before the wait
+        self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
+        self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
         # A decode step's up/gate kernel may route its token itself (no routing launch). Off until the warp-0
@@ -394,6 +403,15 @@ class CudaOps:
         q.value = out
         return out
 
+    def _q8_as_f16(self, side: str, xq, xd, n_words: int, cache):
+        """The first n_words words of a q8_0 cache side as f16 words (a buffer for the whole context, reused)."""
+        key = (side, cache.n_ctx * cache.n_embd_kv // 2)
+        if key not in self._f16_kv:
+            self._f16_kv[key] = cuda.device_array(key[1], np.uint32)
+        buf = self._f16_kv[key]
+        self.launch(flash.q8_to_f16_kernel(), (_blocks(n_words, 256),), 256, xq, xd, buf, n_words)
+        return buf
+
     def attention(self, q, cache, il: int, pos0: int, n_head: int, n_head_kv: int, head_dim: int) -> Act:
         pend, self._pending_kv = self._pending_kv, None
         if pend is not None:
@@ -409,9 +427,17 @@ class CudaOps:
             raise ValueError(f"attention: {n_head}/{n_head_kv} heads of {head_dim} are not supported on the GPU")
         if t > self.gemv_max_t:  # prefill: tensor-core flash attention
             out = self.new(t, n_head * head_dim)
-            kern = flash.prefill_kernel(head_dim, cache.type_k == "q8_0", cache.type_v == "q8_0")
-            self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
-                        cache.vd[il], self.posv, out.f, t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
+            kq, kd, k_q8 = cache.kq[il], cache.kd[il], cache.type_k == "q8_0"
+            vq, vd, v_q8 = cache.vq[il], cache.vd[il], cache.type_v == "q8_0"
+            if self.q8_prefill == "f16":  # the cells in use as f16 first: each is dequantized once, not per head
+                n_words = (pos0 + t) * cache.n_embd_kv // 4
+                if k_q8:
+                    kq, k_q8 = self._q8_as_f16("k", kq, kd, n_words, cache), False
+                if v_q8:
+                    vq, v_q8 = self._q8_as_f16("v", vq, vd, n_words, cache), False
+            kern = flash.prefill_kernel(head_dim, k_q8, v_q8)
+            self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, kq, kd, vq, vd, self.posv, out.f,
+                        t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
             return out
         if cache.n_ctx > att.MAX_CONTEXT:
             raise ValueError(f"attention: a context of {cache.n_ctx} is longer than the {att.MAX_CONTEXT} cells "

@@ -109,9 +109,11 @@ def test_experts_up_gate_down_combine(qtype, repack):
 
 @pytest.mark.parametrize("qtype", QUANT + FLOAT, ids=lambda q: q.name)
 def test_item_ranges_give_the_per_item_drivers_bits(qtype):
-    """qmm.mm_items / up_gate_items (the kind dispatched once per range, as the decode step calls them) against
-    q_mm / q_up_gate (the generic item per prange iteration): the same bits for every kind, over ranges split at
-    irregular points, with an idle expert, one-row experts and one expert that takes a 4-token tile."""
+    """qmm.mm_items / up_gate_items (the kind dispatched once per range, as the decode step calls them; float
+    weights: f_mm_items, the routers' driver) against q_mm / q_up_gate (f_mm; the generic item per prange
+    iteration): the same bits for every kind, over ranges split at irregular points, with an idle expert, one-row
+    experts and one expert that takes a 4-token tile. (The decode step multiplies float weights by f_mm_items
+    only: their up/gate has no range driver.)"""
     rng = np.random.default_rng(11)
     x_n, k, f = 5, 256, 48
     rows_per = [1, 0, 5, 1, 2]
@@ -124,10 +126,14 @@ def test_item_ranges_give_the_per_item_drivers_bits(qtype):
     xin = x.reshape(-1) if qtype in FLOAT else QuantAct(x).x.reshape(-1)
     splits = ((0, 5), (5, 17), (17, active.shape[0] * ng))
     want, got = np.zeros(t * f, np.float32), np.full(t * f, np.nan, np.float32)
-    qmm.q_mm(w["down"].kind, w["down"].qs, k, xin, yrows, offsets, active, want)
+    floats = qtype in FLOAT
+    (qmm.f_mm if floats else qmm.q_mm)(w["down"].kind, w["down"].qs, k, xin, yrows, offsets, active, want)
+    items = qmm.f_mm_items if floats else qmm.mm_items
     for lo, hi in splits:
-        qmm.mm_items(w["down"].kind, w["down"].qs.reshape(-1), ng, k, xin, yrows, offsets, active, got, lo, hi)
+        items(w["down"].kind, w["down"].qs.reshape(-1), ng, k, xin, yrows, offsets, active, got, lo, hi)
     assert np.array_equal(got, want)
+    if floats:
+        return
     want, got = np.zeros(t * f, np.float32), np.full(t * f, np.nan, np.float32)
     gq, uq = w["gate"].qs, w["up"].qs
     qmm.q_up_gate(w["gate"].kind, gq, uq, k, xin, offsets, active, want)
@@ -251,11 +257,12 @@ def test_decode_path_gives_the_prefill_path_bits():
         batch = lazy.materialize(run(slice(0, 9)))
         rows = np.vstack([lazy.materialize(run(slice(t, t + 1))) for t in range(9)])
         assert not isinstance(batch, lazy.LAZY) and np.array_equal(batch, rows), name
-    small = _prepare(_T(random_rows(Q.Q8_0, 32, 256, rng), Q.Q8_0, 256), 1, True)  # a router-sized matrix
-    xin = QuantAct(x[:1]).x.reshape(-1)
-    parallel = np.empty(32, np.float32)
-    qmm.q_mm(small.kind, small.qs, 256, xin, np.zeros(1, np.int64), np.array([0, 1]), np.zeros(1, np.int64), parallel)
-    assert np.array_equal(ops.matmul(x[:1], small)[0], parallel)  # the decode step runs q_mm.serial
+    for qt, mm in ((Q.Q8_0, qmm.q_mm), (Q.F32, qmm.f_mm)):  # router-sized matrices (real routers are F32)
+        small = _prepare(_T(random_rows(qt, 32, 256, rng), qt, 256), 1, True)
+        xin = x[:1].reshape(-1) if qt in FLOAT else QuantAct(x[:1]).x.reshape(-1)
+        parallel = np.empty(32, np.float32)
+        mm(small.kind, small.qs, 256, xin, np.zeros(1, np.int64), np.array([0, 1]), np.zeros(1, np.int64), parallel)
+        assert np.array_equal(ops.matmul(x[:1], small)[0], parallel), qt  # one decode row runs the .serial twin
     for kv in ("f16", "q8_0"):  # k normed, rotated and stored by one call per decode step
         caches = [attention.KVCache(1, 32, 2, 64, kv, kv) for _ in range(2)]
         k, v = x[:, :128], x[:, 128:]

@@ -123,3 +123,17 @@ def test_two_way_switches(monkeypatch, func, name, on, off, bad, choices):
     monkeypatch.setenv(name, bad)
     with pytest.raises(UsageError, match=f"{name}={bad.lower()}: choose {choices}"):
         setting()
+
+
+def test_q8_prefill_setting(monkeypatch):
+    """SWEEPBENCH_CUDA_Q8_PREFILL: stage when unset, f16 on request, anything else a usage error naming both."""
+    from cuda_kernels import ops_table
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_Q8_PREFILL", raising=False)
+    assert ops_table.q8_prefill_setting() == "stage"
+    monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", " F16 ")
+    assert ops_table.q8_prefill_setting() == "f16"
+    monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", "fp16")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_Q8_PREFILL=fp16: choose stage or f16"):
+        ops_table.q8_prefill_setting()

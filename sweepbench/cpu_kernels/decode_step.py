@@ -31,7 +31,7 @@ from numba import njit
 from sweepbench.cpu_kernels import moe
 from sweepbench.cpu_kernels.attention import attn_item, store_head
 from sweepbench.cpu_kernels.dense import _rms_row, norm_rope_rows, residual_norm, rope_table
-from sweepbench.cpu_kernels.qmm import mm_items, up_gate_items
+from sweepbench.cpu_kernels.qmm import f_mm_items, mm_items, up_gate_items
 from sweepbench.cpu_kernels.quant_act import REC, quantize_row
 from sweepbench.cpu_kernels.spin import (
     F_CMD, F_POS, F_STOP, LINE, atomic_add, atomic_load, barrier, cpu_relax, cycles,
@@ -254,7 +254,7 @@ def run_step(role, n_roles, sync, pos, C, FC, meta, vmeta, mats, fmats, vecs, kc
                                 meta[il, ROUTER, M_IDX])
             lo, hi = _share(ng, role, n_roles)  # a few groups: fixed shares
             if meta[il, ROUTER, M_FLOAT]:
-                mm_items(kind, fmats[idx], ng, K, a.reshape(-1), id_rows, id_offs, id_act, rl1, lo, hi)
+                f_mm_items(kind, fmats[idx], ng, K, a.reshape(-1), id_rows, id_offs, id_act, rl1, lo, hi)
             else:
                 mm_items(kind, mats[idx], ng, K, xa, id_rows, id_offs, id_act, rl1, lo, hi)
             t = _wait(sync, n_roles, prof, PH_ROUTER, t)

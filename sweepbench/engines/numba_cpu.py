@@ -169,8 +169,8 @@ class CpuOps:
         y = np.empty((n_out_rows, w.n_rows), np.float32)
         if isinstance(w, QuantR8):
             small = n_out_rows <= SMALL_ROWS and w.n_bytes <= SERIAL_BYTES  # a router: no parallel launch
-            (qmm.q_mm.serial if small else qmm.q_mm)(w.kind, w.qs, w.row_len, xin, yrows, offsets, active,
-                                                     y.reshape(-1))
+            mm = qmm.f_mm if w.kind >= K_F32 else qmm.q_mm
+            (mm.serial if small else mm)(w.kind, w.qs, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         else:
             rowmajor.rm_mm(w.kind, w.raw, w.n_rows, w.row_len, xin, yrows, offsets, active, y.reshape(-1))
         return y
@@ -179,7 +179,8 @@ class CpuOps:
         self._chunk(qmm.CHUNK_ITEMS if n_rows > SMALL_ROWS else 0)
         h = np.empty((n_rows, wg.n_rows), np.float32)
         if isinstance(wg, QuantR8):
-            qmm.q_up_gate(wg.kind, wg.qs, wu.qs, wg.row_len, xin, offsets, active, h.reshape(-1))
+            up_gate = qmm.f_up_gate if wg.kind >= K_F32 else qmm.q_up_gate
+            up_gate(wg.kind, wg.qs, wu.qs, wg.row_len, xin, offsets, active, h.reshape(-1))
         else:
             rowmajor.rm_up_gate(wg.kind, wg.raw, wu.raw, wg.n_rows, wg.row_len, xin, offsets, active,
                                 h.reshape(-1))
