@@ -23,11 +23,17 @@ from typing import Any
 class LazyAdd:
     x: Any
     y: Any
-    value: Any = None  # the materialized sum, once computed
+    value: Any = None  # the materialized sum, once computed (``settle``)
 
     @property
     def shape(self):
-        return self.x.shape
+        return self.value.shape if self.value is not None else self.x.shape
+
+    def settle(self, value) -> None:
+        """The sum is computed: keep it and let go of the addends. The residual stream is a chain of adds (each
+        layer's x = x + f(x)), so an add that kept its addends would keep every earlier layer's sums and
+        sublayer outputs in the pool until the forward ends (4 buffers of [T, E] a layer)."""
+        self.value, self.x, self.y = value, None, None
 
 
 @dataclass

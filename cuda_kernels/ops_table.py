@@ -161,7 +161,7 @@ class CudaOps:
                 out = self.new(a.rows, a.cols)
                 n = a.rows * a.cols
                 self.launch(ew.add, _blocks(n, 256), 256, a.f, b.f, out.f, n)
-                x.value = out
+                x.settle(out)
             return x.value
         if isinstance(x, LazyNormHeads):
             return self._norm_rope(x.x, x.w, x.eps, x.head_dim, 0, 1.0, 1.0, True)
@@ -230,12 +230,13 @@ class CudaOps:
                     p.value = self._gemv(p.x, p.w, tail)
                 else:
                     p.value = self._down_combine(p, p.addend, tail)
-                x.value = res
+                x.settle(res)
                 return out
         add = isinstance(x, LazyAdd) and x.value is None
         if add:
             a, b = self.act(x.x), self.act(x.y)
-            x.value = res = self.new(a.rows, a.cols)
+            res = self.new(a.rows, a.cols)
+            x.settle(res)
         else:
             a = self.act(x)
             b = res = a

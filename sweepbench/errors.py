@@ -16,3 +16,12 @@ class UsageError(SweepbenchError):
     """A bad flag value or combination (exit code 2, like Click's usage errors)."""
 
     exit_code = 2
+
+
+OUT_OF_GPU_MEMORY = "out of GPU memory: lower -c or -ub, use -ctk/-ctv q8_0, or free the GPU"
+
+
+def is_gpu_out_of_memory(e: BaseException) -> bool:
+    """A CUDA allocation that the driver refused (numba-cuda's ``CudaAPIError`` for CUDA_ERROR_OUT_OF_MEMORY),
+    recognised by name so that this module imports nothing of CUDA."""
+    return type(e).__name__ == "CudaAPIError" and "OUT_OF_MEMORY" in str(e)

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 from sweepbench.bench.plan import SweepPlan, Window
 from sweepbench.bench.tokens import window_tokens
 from sweepbench.engines.base import Engine, MemoryUse
-from sweepbench.errors import SweepbenchError
+from sweepbench.errors import OUT_OF_GPU_MEMORY, SweepbenchError, is_gpu_out_of_memory
 
 Clock = Callable[[], float]
 
@@ -61,6 +61,8 @@ class RowFailed(SweepbenchError):
 
     def __init__(self, engine: str, window: Window, phase: str, cause: BaseException):
         detail = str(cause) if isinstance(cause, SweepbenchError) else f"{type(cause).__name__}: {cause}"
+        if is_gpu_out_of_memory(cause):
+            detail = OUT_OF_GPU_MEMORY
         super().__init__(f"engine '{engine}' failed in the {phase} of the window at N_KV = {window.n_kv}: {detail}")
         self.engine, self.window, self.phase = engine, window, phase
 

@@ -1,7 +1,7 @@
 """CLI subcommands. Each module defines ``register(app)`` and holds option parsing only.
 
 ``user_errors`` wraps a command so that a ``SweepbenchError`` becomes one line on stderr and a non-zero exit
-(also under ``typer.testing.CliRunner``), never a traceback.
+(also under ``typer.testing.CliRunner``), never a traceback; so does running out of host or GPU memory.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from sweepbench.errors import SweepbenchError, UsageError
+from sweepbench.errors import OUT_OF_GPU_MEMORY, SweepbenchError, UsageError, is_gpu_out_of_memory
 
 
 def user_errors(fn):
@@ -23,6 +23,11 @@ def user_errors(fn):
             raise typer.Exit(e.exit_code) from None
         except MemoryError:
             print("sweepbench: error: out of memory", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except Exception as e:
+            if not is_gpu_out_of_memory(e):  # a CUDA allocation refused while loading or warming up
+                raise
+            print(f"sweepbench: error: {OUT_OF_GPU_MEMORY}", file=sys.stderr)
             raise typer.Exit(1) from None
 
     return wrapper

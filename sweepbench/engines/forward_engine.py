@@ -69,7 +69,7 @@ class ForwardEngine:
         self.options = options
         self._forward = forward_for(cfg.arch)
         self.weights = {name: self.prepare_weight(name, weight_kind(name), t, self.config)
-                        for name, t in self.model.tensors.items() if _runs(name, self.config)}
+                        for name, t in self.model.tensors.items() if runs_on_load(name, self.config)}
         if "output.weight" not in self.weights:  # qwen3moe without an output head: tied to the embeddings
             self.weights["output.weight"] = self.prepare_weight(
                 "output.weight", "matrix", self.model.tensor("token_embd.weight"), self.config)
@@ -160,7 +160,7 @@ class ForwardEngine:
         self.weights, self.cache, self.model = {}, None, None
 
 
-def _runs(name: str, cfg: ModelConfig) -> bool:
+def runs_on_load(name: str, cfg: ModelConfig) -> bool:
     """Tensors of MTP (nextn) blocks beyond cfg.n_layer never run: not prepared."""
     return not name.startswith("blk.") or int(name.split(".")[1]) < cfg.n_layer
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from sweepbench.config import ModelConfig
 from sweepbench.engines.base import EngineOptions, MemoryUse
-from sweepbench.engines.forward_engine import ForwardEngine
+from sweepbench.engines.forward_engine import ForwardEngine, runs_on_load
 from sweepbench.errors import UsageError
 from sweepbench.gguf_model import GGUFTensor
+from sweepbench.models.tensors import open_model
 
 
 def gpu_present() -> bool:
@@ -92,6 +93,24 @@ class NumbaCudaEngine(ForwardEngine):
         if options.n_ctx > att.MAX_CONTEXT:
             raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {att.MAX_CONTEXT} "
                              "cells the GPU flash-decoding combine merges")
+
+    def estimate_memory(self, model_path: str, options: EngineOptions) -> MemoryUse:
+        """For the fit check: every weight that runs (in the GPU layout, as many bytes as in the file; a tied
+        head uploads the embeddings twice), the KV cache, the activation pool, the q8_0 cache's f16 copy and
+        the CUDA context on the device; on the host only the largest tensor's read and repacked copies."""
+        from cuda_kernels.footprint import scratch_bytes
+        from sweepbench.engines.reference import KV_BYTES_PER_VALUE
+
+        model, cfg = open_model(model_path)
+        running = [t for name, t in model.tensors.items() if runs_on_load(name, cfg)]
+        weights = sum(t.n_bytes for t in running)
+        if "output.weight" not in model.tensors:
+            weights += model.tensors["token_embd.weight"].n_bytes
+        per_cell = cfg.n_layer * cfg.n_embd_kv * sum(KV_BYTES_PER_VALUE[t] for t in (options.type_k, options.type_v)
+                                                     if t in KV_BYTES_PER_VALUE)
+        device = weights + int(per_cell * options.n_ctx) + scratch_bytes(cfg, options.n_ubatch, options.n_ctx,
+                                                                          options.type_k, options.type_v)
+        return MemoryUse(weights_bytes=2 * max(t.n_bytes for t in running), kv_bytes=0, vram_used_bytes=device)
 
     def prepare_weight(self, name: str, kind: str, t: GGUFTensor, cfg: ModelConfig) -> Any:
         from cuda_kernels.weights import upload_vector, upload_weight

@@ -1,0 +1,42 @@
+"""How much GPU memory the numba-cuda engine takes beyond its weights and KV cache, before anything is loaded.
+
+Dimension legend: T tokens of a ubatch, E = n_embd, F = expert FFN width, K = experts per token, Hq / Hkv query
+/ KV heads of Dh dims, V vocabulary. The activation pool (``memory.Pool``) keeps one buffer per live activation
+of the largest ubatch, and the forward's live set does not grow with the layer count (``LazyAdd.settle``), so
+the pool is a sum of per-token widths times T and of per-expert-row widths times the rows routed. The widths
+below are the ops table's buffers, each counted once (checked against a dry run's pool and device arrays by
+``benchmarks/gpu_memory_check.py``, which the tests run).
+No numba import: the fit check runs before the engine loads.
+"""
+from __future__ import annotations
+
+from sweepbench.config import ModelConfig
+
+CONTEXT_BYTES = 512 * 2**20  # an allowance for the CUDA context and the kernels' code (not measured by the check)
+FIXED_BYTES = 2**18  # counters, stand-in arguments, the token / position slots (~16 KB measured on a dry run)
+
+
+def pool_bytes(cfg: ModelConfig, n_ubatch: int) -> int:
+    """Bytes of the activation pool for ubatches of up to n_ubatch tokens (float32 activations plus the q8_1
+    copies of the normed rows). The warm-up's token routed to every expert makes at least E expert rows."""
+    e, dh, t = cfg.n_embd, cfg.head_dim, max(n_ubatch, 1)
+    rows = max(t * cfg.n_expert_used, cfg.n_expert)
+    per_token = (2 * (cfg.n_head + 2 * cfg.n_head_kv) * dh  # the q|k|v product [T, (Hq + 2 Hkv) Dh] and its split
+                 + 3 * cfg.n_head * dh  # q after norm and rope, the attention output, the output projection's input
+                 + 9 * e  # the residual stream: sums, norms, sublayer outputs [T, E]
+                 + 3 * cfg.n_ff_shexp  # the shared expert's gate, up and product [T, F_sh]
+                 + 2 * cfg.n_expert)  # router logits and their selection
+    # the experts' down rows [R, E] and up*silu(gate) [R, F]; the q8_1 copies: E bytes + E/32 scales, twice
+    return 4 * (rows * (e + cfg.n_ff_exp) + t * per_token) + 2 * t * e
+
+
+def q8_prefill_copy_bytes(cfg: ModelConfig, n_ctx: int, type_k: str, type_v: str) -> int:
+    """The f16 copy of a q8_0 cache side that the prefill attention reads (one per side, shared by the layers)."""
+    return sum(2 * n_ctx * cfg.n_embd_kv for t in (type_k, type_v) if t == "q8_0")
+
+
+def scratch_bytes(cfg: ModelConfig, n_ubatch: int, n_ctx: int, type_k: str, type_v: str) -> int:
+    """Device bytes besides weights and KV: the pool for a ubatch of n_ubatch tokens (at least the one-token
+    step's), the logits row, the q8_0 cache's f16 copy, the fixed small buffers and the CUDA context."""
+    return (pool_bytes(cfg, n_ubatch) + 8 * cfg.n_vocab
+            + q8_prefill_copy_bytes(cfg, n_ctx, type_k, type_v) + FIXED_BYTES + CONTEXT_BYTES)
