@@ -19,14 +19,7 @@ OUT=${OUT:-/tmp/sweepbench-gpu}
 mkdir -p "$OUT"
 mode=${1:-all}
 shift || true
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1 SWEEPBENCH_CACHE=/tmp/sweepbench-cache
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+source benchmarks/device_env.sh
 sb() { python3 -m sweepbench.cli "$@"; }
 # the table compares with anchors.md (an H200): on another card the quick mode spends its call on the A/B instead
 if [[ $mode == quick ]] && ! grep -q H200 "$OUT/gpu.txt"; then

@@ -115,7 +115,7 @@ def dry_run(quick: bool) -> None:
         eng.load(str(path), EngineOptions(n_ctx=64, n_ubatch=32, type_k=kv, type_v=kv, grouped_routing=ger))
         eng.warmup()
         eng.prefill(np.arange(20) % 300, 0)
-        eng.ops.q8_prefill = "f16"  # a q8_0 cache's f16 copy before the prefill attention (SWEEPBENCH_CUDA_Q8_PREFILL)
+        eng.ops.q8_prefill = "stage"  # a q8_0 cache dequantized per tile (SWEEPBENCH_CUDA_Q8_PREFILL=stage)
         eng.prefill(np.arange(20) % 300, 0)
         eng.decode(5, 20)
         eng.decode(6, 21)

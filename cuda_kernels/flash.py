@@ -5,8 +5,8 @@ Block (query tile of BQ = 128 rows, head h): 8 warps of 16 query rows (each stag
 (exactly the B layout S = Q K^T needs), V transposed as [dim][cell pair] (the B layout of O += P V); S goes
 through an online softmax in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A
 fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
-Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are dequantized while staged,
-or first converted to f16 as a whole (``q8_to_f16_kernel``, the same bits; ``SWEEPBENCH_CUDA_Q8_PREFILL``).
+Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are first converted to f16 as a
+whole (``q8_to_f16_kernel``, the default), or dequantized while staged (the same bits; ``SWEEPBENCH_CUDA_Q8_PREFILL``).
 Never materialises the T x N_KV score matrix.
 """
 from __future__ import annotations

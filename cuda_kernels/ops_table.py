@@ -73,20 +73,28 @@ def prefetch_setting() -> bool:
 
 
 def q8_prefill_setting() -> str:
-    """SWEEPBENCH_CUDA_Q8_PREFILL: how the prefill attention reads a q8_0 cache: ``stage`` (the default until a
-    device A/B measures the other) dequantizes each tile while staging it, once per query head; ``f16`` converts
-    the cells in use to an f16 copy first (``flash.q8_to_f16_kernel``), then runs the f16 kernel. Same bits."""
-    return _env_switch("SWEEPBENCH_CUDA_Q8_PREFILL", "stage", ("stage", "f16"))
+    """SWEEPBENCH_CUDA_Q8_PREFILL: how the prefill attention reads a q8_0 cache: ``f16`` (the default; H100 A/B in
+    benchmarks/NOTES.md: qwen3-30b-a3b S_PP +29% at N_KV 14336, +5% at 0) converts the cells in use to an f16 copy
+    first (``flash.q8_to_f16_kernel``), then runs the f16 kernel; ``stage`` dequantizes each tile while staging
+    it, once per query head. Same bits."""
+    return _env_switch("SWEEPBENCH_CUDA_Q8_PREFILL", "f16", ("stage", "f16"))
 
 
-def pdl_deep_cells() -> int:
+# Where Ling's TG loses to order-port edges sooner than qwen3's (benchmarks/NOTES.md; H200: ling-mini-2.0 553.7 t/s
+# over positions 0-127 with order edges, ~521 over 128-511, 539.5 over 512-639 with exit ones; H100 A/B, -ub 2048
+# N_KV 0: 550.8 t/s with exit edges from 128, 532.8 from 512)
+PDL_DEEP_BY_ARCH = {"bailingmoe2": 128}
+
+
+def pdl_deep_cells(arch: str = "") -> int:
     """SWEEPBENCH_CUDA_PDL_DEEP: the position from which decode steps replay a graph whose edges use the exit port
-    instead of the order one (0: the order port at every depth). Default 512 (H100, benchmarks/NOTES.md): order
-    edges lose TG with depth (qwen3-30b-a3b: +2-6% over plain ones up to N_KV 3072, -2-4% from 3584; ling-mini-2.0
-    -ub 512: 529 t/s at N_KV 512 falling to 516 at 3072 with order edges, 547 at 3584 with exit ones), exit
-    edges do not (small qwen3 preset at N_KV 12288: -1.5% GPU time per step against plain, order +3.7%), and at
-    N_KV 0 order is ahead of exit by 0.9%."""
-    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", "512").strip() or "512"
+    instead of the order one (0: the order port at every depth). Default: the architecture's entry in
+    ``PDL_DEEP_BY_ARCH``, else 512 (H100, benchmarks/NOTES.md): order edges lose TG with depth (qwen3-30b-a3b:
+    +2-6% over plain ones up to N_KV 3072, -2-4% from 3584; ling-mini-2.0 -ub 512: 529 t/s at N_KV 512 falling to
+    516 at 3072 with order edges, 547 at 3584 with exit ones), exit edges do not (small qwen3 preset at N_KV
+    12288: -1.5% GPU time per step against plain, order +3.7%), and at N_KV 0 order is ahead of exit by 0.9%."""
+    default = str(PDL_DEEP_BY_ARCH.get(arch, 512))
+    value = os.environ.get("SWEEPBENCH_CUDA_PDL_DEEP", default).strip() or default
     if not value.isdigit():
         from sweepbench.errors import UsageError
 

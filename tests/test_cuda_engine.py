@@ -95,6 +95,7 @@ def test_logits_match_the_reference_engine(tmp_path, monkeypatch, arch, dtype, g
         assert f["max_rel"] < 2e-3 and f["top1_agreement"] == 1.0, f
     else:  # q8_1 activations and a q8_0 cache round where the reference is exact
         assert f["mean_kl"] < 3e-3 and f["top1_agreement"] >= 0.7, f
+    assert info.get("q8_prefill") == ("an f16 copy first" if kv == "q8_0" else None), info  # the default
     if REAL_GPU:
         assert info["cuda_graph"], "decode steps after the first must replay a CUDA graph"
         again, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv)

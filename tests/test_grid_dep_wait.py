@@ -91,13 +91,17 @@ def test_pdl_setting_rejects_other_values(monkeypatch):
 
 
 def test_pdl_deep_cells(monkeypatch):
+    """512 cells unless the architecture has its own default (Ling: 128); the variable overrides both."""
     from cuda_kernels import ops_table
     from sweepbench.errors import UsageError
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_PDL_DEEP", raising=False)
     assert ops_table.pdl_deep_cells() == 512
+    assert ops_table.pdl_deep_cells("qwen3moe") == 512
+    assert ops_table.pdl_deep_cells("bailingmoe2") == 128
     monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "0")
     assert ops_table.pdl_deep_cells() == 0
+    assert ops_table.pdl_deep_cells("bailingmoe2") == 0
     monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "-5")
     with pytest.raises(UsageError, match="a number of cells"):
         ops_table.pdl_deep_cells()
@@ -126,14 +130,14 @@ def test_two_way_switches(monkeypatch, func, name, on, off, bad, choices):
 
 
 def test_q8_prefill_setting(monkeypatch):
-    """SWEEPBENCH_CUDA_Q8_PREFILL: stage when unset, f16 on request, anything else a usage error naming both."""
+    """SWEEPBENCH_CUDA_Q8_PREFILL: f16 when unset, stage on request, anything else a usage error naming both."""
     from cuda_kernels import ops_table
     from sweepbench.errors import UsageError
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_Q8_PREFILL", raising=False)
-    assert ops_table.q8_prefill_setting() == "stage"
-    monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", " F16 ")
     assert ops_table.q8_prefill_setting() == "f16"
+    monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", " STAGE ")
+    assert ops_table.q8_prefill_setting() == "stage"
     monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", "fp16")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_Q8_PREFILL=fp16: choose stage or f16"):
         ops_table.q8_prefill_setting()

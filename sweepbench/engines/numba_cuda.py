@@ -69,10 +69,11 @@ class NumbaCudaEngine(ForwardEngine):
             raise UsageError(f"--engine numba-cuda needs numba-cuda: pip install 'sweepbench[cuda]' ({e})") from None
         if not cuda.is_available():
             raise UsageError("--engine numba-cuda: numba-cuda sees no usable CUDA device")
-        from cuda_kernels.ops_table import CudaOps
+        from cuda_kernels.ops_table import CudaOps, pdl_deep_cells
 
         self.ops = CudaOps(max(options.n_ubatch, 1), options.n_ctx)
         super().load(model_path, options)
+        self.ops.pdl_deep = pdl_deep_cells(self.config.arch)  # its default depends on the architecture
         inner = self._forward
 
         def forward(ops, w, cfg, cache, tokens, pos0, out_rows):
@@ -242,6 +243,8 @@ class NumbaCudaEngine(ForwardEngine):
             d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
         if self.deep is not None:
             d["graph_deep"] = f"{self.deep[1].pdl} edges from position {self.deep[0]}"
+        if "q8_0" in (self.options.type_k, self.options.type_v):
+            d["q8_prefill"] = "an f16 copy first" if self.ops.q8_prefill == "f16" else "dequantized per tile"
         return d
 
     def drop_graphs(self) -> None:
