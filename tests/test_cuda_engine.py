@@ -115,6 +115,26 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
     assert "context" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("arch", "env", "deep"), [("qwen3moe", None, 512), ("bailingmoe2", None, 128),
+                                                   ("bailingmoe2", "512", 512)])
+def test_the_deep_graph_starts_where_the_architecture_wants(tmp_path, monkeypatch, arch, env, deep):
+    """Loading sets the position of the exit-port graph from the model's architecture (Ling: 128) unless
+    SWEEPBENCH_CUDA_PDL_DEEP says otherwise."""
+    cuda_module()
+    from sweepbench.engines.numba_cuda import NumbaCudaEngine
+
+    if env is None:
+        monkeypatch.delenv("SWEEPBENCH_CUDA_PDL_DEEP", raising=False)
+    else:
+        monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", env)
+    engine = NumbaCudaEngine()
+    engine.load(str(_model(tmp_path, monkeypatch, arch, "F16")), EngineOptions(n_ctx=64, n_ubatch=8))
+    try:
+        assert engine.ops.pdl_deep == deep
+    finally:
+        engine.close()
+
+
 @pytest.mark.skipif(not REAL_GPU, reason="CUDA graphs replay on the device only")
 def test_shallow_and_full_graphs_replay_the_eager_steps_bits(tmp_path, monkeypatch):
     """Decode steps on both sides of the shallow graph's last position (its attention merges in the split kernel;
