@@ -100,15 +100,14 @@ class NumbaCudaEngine(ForwardEngine):
         head uploads the embeddings twice), the KV cache, the activation pool, the q8_0 cache's f16 copy and
         the CUDA context on the device; on the host only the largest tensor's read and repacked copies."""
         from cuda_kernels.footprint import scratch_bytes
-        from sweepbench.engines.reference import KV_BYTES_PER_VALUE
+        from sweepbench.model_stats import kv_type_bytes
 
         model, cfg = open_model(model_path)
         running = [t for name, t in model.tensors.items() if runs_on_load(name, cfg)]
         weights = sum(t.n_bytes for t in running)
         if "output.weight" not in model.tensors:
             weights += model.tensors["token_embd.weight"].n_bytes
-        per_cell = cfg.n_layer * cfg.n_embd_kv * sum(KV_BYTES_PER_VALUE[t] for t in (options.type_k, options.type_v)
-                                                     if t in KV_BYTES_PER_VALUE)
+        per_cell = cfg.n_layer * cfg.n_embd_kv * (kv_type_bytes(options.type_k) + kv_type_bytes(options.type_v))
         device = weights + int(per_cell * options.n_ctx) + scratch_bytes(cfg, options.n_ubatch, options.n_ctx,
                                                                           options.type_k, options.type_v)
         return MemoryUse(weights_bytes=2 * max(t.n_bytes for t in running), kv_bytes=0, vram_used_bytes=device)

@@ -13,11 +13,10 @@ from sweepbench.config import ModelConfig
 from sweepbench.engines.base import EngineOptions, MemoryUse
 from sweepbench.engines.forward_engine import ForwardEngine
 from sweepbench.gguf_model import GGUFModel, GGUFTensor
+from sweepbench.model_stats import kv_type_bytes
 from sweepbench.models import weight_kind
 from sweepbench.models.tensors import open_model
 from sweepbench.quants import dequantize
-
-KV_BYTES_PER_VALUE = {"f16": 2.0, "q8_0": 34 / 32}
 
 # Share of MemAvailable that dequantized (float32) experts may take before they are decoded on every use instead.
 EXPERT_CACHE_SHARE = 0.4
@@ -78,8 +77,7 @@ class ReferenceEngine(ForwardEngine):
             weights += t.n_bytes if mapped else 4 * t.n_elements
         if "output.weight" not in model.tensors:  # tied head: a float32 copy of the embeddings
             weights += 4 * model.tensors["token_embd.weight"].n_elements
-        per_cell = cfg.n_layer * cfg.n_embd_kv * (KV_BYTES_PER_VALUE.get(options.type_k, 2.0)
-                                                  + KV_BYTES_PER_VALUE.get(options.type_v, 2.0))
+        per_cell = cfg.n_layer * cfg.n_embd_kv * (kv_type_bytes(options.type_k) + kv_type_bytes(options.type_v))
         return MemoryUse(weights_bytes=weights, kv_bytes=int(per_cell * options.n_ctx))
 
     def allocate_cache(self, cfg: ModelConfig, options: EngineOptions) -> ref_ops.KVCache:
