@@ -80,6 +80,37 @@ def q8_prefill_setting() -> str:
     return _env_switch("SWEEPBENCH_CUDA_Q8_PREFILL", "f16", ("stage", "f16"))
 
 
+def att_tpw_setting() -> int:
+    """SWEEPBENCH_CUDA_ATT_TPW: 16-cell tiles each warp of the decode attention's warp split takes per part (1, 2,
+    4 or 8; default ``attention.TPW``). Fewer tiles: more parts of fewer cells, a shorter chain of tile steps per
+    block and a longer merge."""
+    return int(_env_switch("SWEEPBENCH_CUDA_ATT_TPW", str(att.TPW), ("1", "2", "4", "8")))
+
+
+# The warp split's tiles per warp below a depth, by cache type: a q8_0 cache's tile step costs about 4x an f16 one
+# (H100, gpu_attention_micro.py, qwen3 heads: per layer 14.3 -> 24.0 us from 128 to 256 cells at 4 tiles, f16
+# 11.2 -> 13.5), so shallow steps gain from shorter parts (2 tiles: 15.1 us at 512, 19.0 at 2048 against 24.0
+# and 25.0) and deep ones lose (41.5 against 30.3 us at 14336). benchmarks/NOTES.md, session of 2026-12-06.
+ATT_LOW_BY_KV = {"q8_0": (2, 4096)}  # cache type -> (tiles per warp, below this many cells)
+
+
+def att_low_setting(kv_type: str) -> tuple[int, int]:
+    """SWEEPBENCH_CUDA_ATT_LOW: ``TPW:CELLS`` (decode steps at positions below CELLS run the warp split with TPW
+    tiles per warp), ``off``, or unset: ``ATT_LOW_BY_KV`` for the cache's type (q8_0 if either side is)."""
+    name = "SWEEPBENCH_CUDA_ATT_LOW"
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return ATT_LOW_BY_KV.get(kv_type, (att.TPW, 0))
+    if value == "off":
+        return att.TPW, 0
+    tpw, _, cells = value.partition(":")
+    if tpw not in ("1", "2", "4", "8") or not cells.isdigit():
+        from sweepbench.errors import UsageError
+
+        raise UsageError(f"{name}={value}: TPW:CELLS (TPW 1, 2, 4 or 8; e.g. 2:4096) or off")
+    return int(tpw), int(cells)
+
+
 # Where Ling's TG loses to order-port edges sooner than qwen3's (benchmarks/NOTES.md; H200: ling-mini-2.0 553.7 t/s
 # over positions 0-127 with order edges, ~521 over 128-511, 539.5 over 512-639 with exit ones; H100 A/B, -ub 2048
 # N_KV 0: 550.8 t/s with exit edges from 128, 532.8 from 512)
@@ -118,7 +149,11 @@ class CudaOps:
         self.gemv_max_t = GEMV_MAX_T
         self.i32 = cuda.device_array(4, np.int32)
         self.att_nw, self.att_combine_nw = att.NWD, att.COMBINE_WARPS  # flash-decoding block shapes
-        self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att.TPW  # which split kernel, its shape
+        # which split kernel, and its shape
+        self.att_split, self.att_ws_nw, self.att_tpw = "warp", att.WS_WARPS, att_tpw_setting()
+        # ... and below att_low_cells positions, att_tpw_low tiles per warp (``set_cache_type``); a graph captured
+        # with graph_low set serves only such positions
+        self.att_tpw_low, self.att_low_cells, self.graph_low = self.att_tpw, 0, False
         # The decode step's launch-saving tails (below); SWEEPBENCH_CUDA_TAILS=on turns all three on (off by
         # default: no faster on the device; A/B runs through the CLI, e.g. a sweep).
         tails = tails_setting()
@@ -375,6 +410,24 @@ class CudaOps:
         return host.reshape(x.rows, x.cols)
 
     # ---- attention ---------------------------------------------------------------------------------------
+    def set_cache_type(self, type_k: str, type_v: str) -> None:
+        """The decode attention's shallow shape for this cache (``att_low_setting``)."""
+        self.att_tpw_low, self.att_low_cells = att_low_setting("q8_0" if "q8_0" in (type_k, type_v) else type_k)
+
+    def low_cells(self) -> int:
+        """Positions below which decode steps run the warp split with att_tpw_low tiles per warp (graphs for them
+        are captured with graph_low set); 0 where that shape is the usual one, or the split is not the warp one,
+        or the fused merge's shallow graph is on (its parts are sized with att_tpw)."""
+        if self.att_split != "warp" or self.att_fuse_parts > 0 or self.att_tpw_low == self.att_tpw:
+            return 0
+        return self.att_low_cells
+
+    def _decode_tpw(self, pos_last: int) -> int:
+        """Tiles per warp of a decode attention whose last query is at pos_last: the same rule for a graph (its
+        positions are all below low_cells() or none are) and an eager step, so a position gets the same bits."""
+        low = self.graph_low if self.capturing else pos_last < self.low_cells()
+        return self.att_tpw_low if low else self.att_tpw
+
     def shallow_cells(self) -> int:
         """Positions (cells) a decode graph captured with ``graph_parts = att_fuse_parts`` serves: its attention
         has no combine launch. 0 where no such graph is worth capturing (the staged split, or the fusion off)."""
@@ -453,8 +506,9 @@ class CudaOps:
                              "the GPU flash-decoding combine merges")
         k_q8, v_q8 = cache.type_k == "q8_0", cache.type_v == "q8_0"
         warp = self.att_split == "warp"
+        tpw = self._decode_tpw(pos0 + t - 1)
         if warp:
-            nwd, spl = self.att_ws_nw, att.part_cells(self.att_ws_nw, self.att_tpw)
+            nwd, spl = self.att_ws_nw, att.part_cells(self.att_ws_nw, tpw)
         else:
             nwd, spl = min(self.att_nw, head_dim // 16), flash.BKV  # a warp's O slice covers whole 16-dim groups
         n_parts = _blocks(cache.n_ctx, spl)
@@ -474,7 +528,7 @@ class CudaOps:
             # the same rule for a graph and an eager step: a position gets the same kernels, hence the same bits
             fused = warp and grid_x <= self.att_fuse_parts and tz * n_head_kv <= self.att_counter.size
             if warp:
-                split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, self.att_tpw, fused)
+                split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, tpw, fused)
                 self.launch(split, (grid_x, n_head_kv, tz), 32 * nwd, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
                             cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0, out.f,
                             xq, xa, self.att_counter, True)

@@ -141,3 +141,17 @@ def test_q8_prefill_setting(monkeypatch):
     monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", "fp16")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_Q8_PREFILL=fp16: choose stage or f16"):
         ops_table.q8_prefill_setting()
+
+
+def test_att_tpw_setting(monkeypatch):
+    """SWEEPBENCH_CUDA_ATT_TPW: attention.TPW when unset, a power of two up to 8 on request, else a usage error."""
+    from cuda_kernels import attention, ops_table
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_ATT_TPW", raising=False)
+    assert ops_table.att_tpw_setting() == attention.TPW
+    monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_TPW", " 1 ")
+    assert ops_table.att_tpw_setting() == 1
+    monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_TPW", "3")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_ATT_TPW=3: choose 1, 2, 4 or 8"):
+        ops_table.att_tpw_setting()
