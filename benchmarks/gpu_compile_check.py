@@ -140,6 +140,8 @@ def full_size_attention() -> None:
                                (f"warp_split fused D128 {kv}", att.warp_split_kernel(128, q8, q8, fused=True), tail),
                                (f"split(tile) D128 {kv}", att.split_kernel(128, q8, q8), ())):
             RECORDED[(k.py_func, sig + extra)] = name
+    low = att.warp_split_kernel(128, True, True, tpw=2)  # a q8_0 cache's shallow decode steps (ops.low_cells)
+    RECORDED[(low.py_func, sig + tail)] = "warp_split 2 tiles D128 q8_0"
 
 
 def missing_waits() -> list[str]:

@@ -139,7 +139,7 @@ def pdl_ab(eng, n_kv: int, rounds: int, reps: int = 300) -> None:
             eng.copies_in_graph = not setting.endswith("-out")
             ops.gemv_prefetch = setting.endswith("-pf")
             eng.decode(0, n_kv)  # captures the graphs at this setting, then replays once
-            gpu_ms = eng.graph.replay_ms(reps)
+            gpu_ms = eng.graph_at(n_kv)[0].replay_ms(reps)
             ts = []
             for i in range(200):
                 t = time.perf_counter()

@@ -135,6 +135,90 @@ def test_the_deep_graph_starts_where_the_architecture_wants(tmp_path, monkeypatc
         engine.close()
 
 
+@pytest.mark.parametrize(("n_ctx", "shallow", "low", "deep"), [
+    (16384, 0, 4096, 512), (16384, 1024, 0, 128), (16384, 0, 0, 0), (64, 0, 4096, 30), (100, 100, 20, 200),
+    (4096, 256, 4096, 512), (50, 7, 7, 7)])
+def test_decode_segments_give_each_position_the_eager_rule(n_ctx, shallow, low, deep):
+    """The decode graphs' position ranges tile 0 .. n_ctx, and the graph serving a position has the shape an eager
+    step there takes: the fused merge below ``shallow``, short parts below ``low``, exit edges from ``deep`` (0:
+    never), so a replay gives the eager step's bits. No two neighbouring ranges have the same shape."""
+    from sweepbench.engines.numba_cuda import decode_segments
+
+    segs = decode_segments(n_ctx, shallow, low, deep)
+    assert segs[0].lo == 0 and segs[-1].hi == n_ctx
+    assert all(a.hi == b.lo for a, b in zip(segs, segs[1:]))
+    shape = [(s.shallow, s.low, s.exit_edges) for s in segs]
+    assert all(a != b for a, b in zip(shape, shape[1:])), segs
+    for s in segs:
+        for pos in range(s.lo, s.hi):
+            assert (s.shallow, s.low, s.exit_edges) == (pos < shallow, pos < low, 0 < deep <= pos), (pos, s)
+
+
+def test_a_q8_0_cache_takes_short_parts_at_shallow_depth(monkeypatch):
+    """With a q8_0 cache, decode attention below 4096 positions runs the warp split with 2 tiles per warp (a
+    graph captured with graph_low set: all its positions are below); f16 keeps 4 everywhere. SWEEPBENCH_CUDA_ATT_LOW
+    overrides (TPW:CELLS or off; else a one-line usage error), and the fused merge's shallow graph turns it off."""
+    cuda_module()
+    from cuda_kernels import attention as att
+    from cuda_kernels.ops_table import CudaOps
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_ATT_LOW", raising=False)
+    monkeypatch.delenv("SWEEPBENCH_CUDA_TAILS", raising=False)
+    ops = CudaOps(max_tokens=1, n_ctx=64)
+    ops.set_cache_type("f16", "f16")
+    assert ops.low_cells() == 0 and ops._decode_tpw(0) == att.TPW
+    ops.set_cache_type("f16", "q8_0")
+    assert ops.low_cells() == 4096
+    assert [ops._decode_tpw(p) for p in (0, 4095, 4096)] == [2, 2, att.TPW]
+    ops.capturing, ops.graph_low = True, False
+    assert ops._decode_tpw(0) == att.TPW  # a capture follows its graph's flag, not the stand-in position 0
+    ops.graph_low = True
+    assert ops._decode_tpw(0) == 2
+    ops.capturing = False
+    ops.att_fuse_parts = 2
+    assert ops.low_cells() == 0
+    monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_LOW", "1:300")
+    ops = CudaOps(max_tokens=1, n_ctx=64)
+    ops.set_cache_type("f16", "f16")
+    assert (ops.att_tpw_low, ops.low_cells()) == (1, 300)
+    monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_LOW", "off")
+    ops.set_cache_type("q8_0", "q8_0")
+    assert ops.low_cells() == 0
+    monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_LOW", "3:100")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_ATT_LOW=3:100: TPW:CELLS"):
+        ops.set_cache_type("q8_0", "q8_0")
+
+
+def test_loading_a_q8_0_cache_sets_the_short_parts(tmp_path, monkeypatch):
+    """The engine tells its ops the cache's type at load (the rule above then holds for every decode step)."""
+    cuda_module()
+    from sweepbench.engines.numba_cuda import NumbaCudaEngine
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_ATT_LOW", raising=False)
+    engine = NumbaCudaEngine()
+    engine.load(str(_model(tmp_path, monkeypatch, "qwen3moe", "F16")),
+                EngineOptions(n_ctx=64, n_ubatch=8, type_k="q8_0", type_v="q8_0"))
+    try:
+        assert (engine.ops.att_tpw_low, engine.ops.att_low_cells) == (2, 4096)
+    finally:
+        engine.close()
+
+
+@pytest.mark.skipif(not REAL_GPU, reason="CUDA graphs replay on the device only")
+def test_short_parts_graph_keeps_the_eager_steps_bits(tmp_path, monkeypatch):
+    """A q8_0 cache with short parts below position 20 and exit edges from 30: three decode graphs, and 40 steps
+    across both cuts give exactly the eager steps' logits."""
+    cuda_module()
+    path = _model(tmp_path, monkeypatch, "qwen3moe", "Q8_0")
+    tokens = np.random.default_rng(6).integers(0, 64, 48)
+    monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_LOW", "1:20")
+    monkeypatch.setenv("SWEEPBENCH_CUDA_PDL_DEEP", "30")
+    eager, _ = _logits("numba-cuda", path, tokens, 8, kv="q8_0", graphs=False)
+    replayed, info = _logits("numba-cuda", path, tokens, 8, kv="q8_0")
+    assert info.get("graph_low") == "1 tiles per warp below position 20", info
+    assert np.array_equal(eager, replayed)
+
+
 @pytest.mark.skipif(not REAL_GPU, reason="CUDA graphs replay on the device only")
 def test_shallow_and_full_graphs_replay_the_eager_steps_bits(tmp_path, monkeypatch):
     """Decode steps on both sides of the shallow graph's last position (its attention merges in the split kernel;

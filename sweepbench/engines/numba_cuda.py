@@ -3,16 +3,20 @@ weight resident in VRAM, token generation replayed from a CUDA graph.
 
 Weights are repacked into the device layout at load (``cuda_kernels.layout``); the KV cache, the activations'
 pool, the position and the token ids live on the device. The first decode runs eagerly (it compiles kernels and
-fills the pool), the second is captured as CUDA graphs (the position is a device scalar: a graph whose
-flash-decoding grid is sized for n_ctx serves every position, and where n_ctx is longer than that, a shallow
-graph serves the first ``ops.shallow_cells()`` positions: its attention merges the parts in the split kernel, one
-launch fewer per layer), and every decode after that is one graph replay, one copy of the logits back and one
-synchronisation.
+fills the pool), the second is captured as CUDA graphs, and every decode after that is one graph replay, one copy
+of the logits back and one synchronisation. The position is a device scalar, so one graph whose flash-decoding
+grid is sized for n_ctx can serve every position; where the best kernels or edges change with depth, the
+positions are cut into ranges with a graph each (``decode_segments``): the first ``ops.shallow_cells()``
+(attention that merges its parts in the split kernel), the first ``ops.low_cells()`` (shorter parts), and those
+from ``ops.pdl_deep`` on (exit-port edges). An eager step at a position takes the same kernels as the graph that
+serves it, so the two give the same bits.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,26 @@ def gpu_present() -> bool:
     return proc.is_dir() and any(proc.iterdir())
 
 
+@dataclass(frozen=True)
+class DecodeGraph:
+    """A decode step captured as a CUDA graph, and the positions lo .. hi-1 it serves."""
+    lo: int
+    hi: int
+    shallow: bool  # its attention spans ``att_fuse_parts`` parts and merges them in the split kernel
+    low: bool  # its attention is the warp split with ``att_tpw_low`` tiles per warp
+    exit_edges: bool  # exit-port programmatic edges (the order port's cost grows with depth)
+    graph: Any = None
+    logits: Any = None
+
+
+def decode_segments(n_ctx: int, shallow: int, low: int, deep: int) -> list[DecodeGraph]:
+    """The position ranges whose decode steps take the same kernels and edges (one graph each): cut where the
+    fused merge's parts end (shallow), where the short parts end (low) and where exit-port edges begin (deep).
+    A cut at 0 or at n_ctx or beyond cuts nothing."""
+    cuts = sorted({0, n_ctx} | {c for c in (shallow, low, deep) if 0 < c < n_ctx})
+    return [DecodeGraph(lo, hi, hi <= shallow, hi <= low, 0 < deep <= lo) for lo, hi in zip(cuts, cuts[1:])]
+
+
 class NumbaCudaEngine(ForwardEngine):
     name = "numba-cuda"
     # the full-size presets warmed up in 17-39 s on an H100 (warmup_s in benchmarks/runs/gpu-h100-2026-12-05/)
@@ -51,10 +75,7 @@ class NumbaCudaEngine(ForwardEngine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.graph = None  # the graph for every position
-        self._graph_logits = None
-        self.shallow = None  # (cells, graph, logits): the graph for positions below cells, or None
-        self.deep = None  # (cells, graph, logits): the graph with exit-port edges for positions from cells on, or None
+        self.graphs: list[DecodeGraph] = []  # the decode graphs, by the positions they serve (``_capture``)
         self._eager_decodes = 0
         self.use_graphs = os.environ.get("SWEEPBENCH_CUDA_GRAPHS", "1") != "0"
         self.copies_in_graph = True  # the decode graphs upload the token and read the logits back (``_capture``)
@@ -74,6 +95,7 @@ class NumbaCudaEngine(ForwardEngine):
         self.ops = CudaOps(max(options.n_ubatch, 1), options.n_ctx)
         super().load(model_path, options)
         self.ops.pdl_deep = pdl_deep_cells(self.config.arch)  # its default depends on the architecture
+        self.ops.set_cache_type(options.type_k, options.type_v)  # ... and the decode attention's shallow shape
         inner = self._forward
 
         def forward(ops, w, cfg, cache, tokens, pos0, out_rows):
@@ -151,17 +173,13 @@ class NumbaCudaEngine(ForwardEngine):
         if not self.use_graphs or self._eager_decodes < 1:
             self._eager_decodes += 1  # compiles, and fills the pool with every buffer a step needs
             return self.prefill(tokens, pos)
-        if self.graph is None:
+        if not self.graphs:
             self._capture()
         from cuda_kernels.graph import copy_async
 
         ops = self.ops
         self._io_host[0], self._io_host[1] = pos, int(tokens[0])
-        graph, logits = self.graph, self._graph_logits
-        if self.shallow is not None and pos < self.shallow[0]:
-            graph, logits = self.shallow[1], self.shallow[2]
-        elif self.deep is not None and pos >= self.deep[0]:
-            graph, logits = self.deep[1], self.deep[2]
+        graph, logits = self.graph_at(pos)
         if not self.copies_in_graph:
             copy_async(ops.io[:2], self._io_host, ops.stream)
         graph.replay()  # with copies_in_graph: upload of (position, token), the step, the logits' read-back
@@ -193,32 +211,31 @@ class NumbaCudaEngine(ForwardEngine):
                 copy_async(self._logits_host, logits.f, ops.stream)
             return logits
 
-        def capture(parts):
-            graph = Graph(ops.stream, pdl=ops.pdl)
-            ops.capturing, ops.graph_parts = True, parts
+        def capture(seg: DecodeGraph) -> DecodeGraph:
+            graph = Graph(ops.stream, pdl="exit" if seg.exit_edges else ops.pdl)
+            ops.capturing, ops.graph_parts, ops.graph_low = True, ops.att_fuse_parts if seg.shallow else None, seg.low
             try:
                 logits = graph.capture(step)
             finally:
-                ops.capturing, ops.graph_parts = False, None
-            return graph, logits
+                ops.capturing, ops.graph_parts, ops.graph_low = False, None, False
+            return replace(seg, graph=graph, logits=logits)
 
+        segments = decode_segments(self.options.n_ctx, ops.shallow_cells(), ops.low_cells(),
+                                   ops.pdl_deep if ops.pdl == "order" else 0)
         try:
-            self.graph, self._graph_logits = capture(None)
+            first = capture(segments[0])
         except Exception as e:  # noqa: BLE001 - the copies then run outside the graph
             if not self.copies_in_graph:
                 raise
             print(f"warning: CUDA graph without its host copies ({type(e).__name__}: {e})", file=sys.stderr)
             self.copies_in_graph = False
-            self.graph, self._graph_logits = capture(None)
-        cells = ops.shallow_cells()
-        if 0 < cells < self.options.n_ctx:
-            self.shallow = (cells, *capture(ops.att_fuse_parts))
-        if self.graph.pdl == "order" and 0 < ops.pdl_deep < self.options.n_ctx:
-            pdl, ops.pdl = ops.pdl, "exit"  # deep steps: order-port edges cost TG there, exit-port ones gain
-            try:
-                self.deep = (ops.pdl_deep, *capture(None))
-            finally:
-                ops.pdl = pdl
+            first = capture(segments[0])
+        self.graphs = [first] + [capture(seg) for seg in segments[1:]]
+
+    def graph_at(self, pos: int):
+        """(graph, logits) of the decode graph that serves position pos."""
+        seg = self.graphs[bisect.bisect_right([g.lo for g in self.graphs], pos) - 1]
+        return seg.graph, seg.logits
 
     def memory(self) -> MemoryUse:
         from numba import cuda
@@ -232,26 +249,34 @@ class NumbaCudaEngine(ForwardEngine):
     def describe(self) -> dict:
         d = super().describe()
         d["fused_qkv_layers"] = getattr(self, "_fused", 0)
-        d["cuda_graph"] = bool(self.graph is not None)
-        d["graph_nodes"] = getattr(self.graph, "n_nodes", 0)
-        g = self.graph
-        if g is not None:
+        d["cuda_graph"] = bool(self.graphs)
+        main = next((g for g in self.graphs if not g.shallow), self.graphs[-1]) if self.graphs else None
+        if main is not None:  # the graph of the first positions past the shallow ones
+            d["graph_nodes"] = main.graph.n_nodes
             d["graph_host_copies"] = "in the graph" if self.copies_in_graph else "separate calls"
-            d["cuda_pdl"] = f"{g.pdl} ({g.n_programmatic} programmatic edges)"
-        if self.shallow is not None:
-            d["graph_nodes_shallow"] = f"{self.shallow[1].n_nodes} (positions below {self.shallow[0]})"
-        if self.deep is not None:
-            d["graph_deep"] = f"{self.deep[1].pdl} edges from position {self.deep[0]}"
+            d["cuda_pdl"] = f"{main.graph.pdl} ({main.graph.n_programmatic} programmatic edges)"
+        else:
+            d["graph_nodes"] = 0
+        shallow = [g for g in self.graphs if g.shallow]
+        if shallow:
+            d["graph_nodes_shallow"] = f"{shallow[0].graph.n_nodes} (positions below {shallow[-1].hi})"
+        deep = [g for g in self.graphs if g.exit_edges and g.graph.pdl == "exit"]
+        if deep:
+            d["graph_deep"] = f"exit edges from position {deep[0].lo}"
+        low = [g for g in self.graphs if g.low]
+        if low:
+            d["graph_low"] = f"{self.ops.att_tpw_low} tiles per warp below position {low[-1].hi}"
+        if self.ops.att_split == "warp":
+            d["decode_attention"] = f"warp split, {self.ops.att_tpw} tiles of 16 cells per warp and part"
         if "q8_0" in (self.options.type_k, self.options.type_v):
             d["q8_prefill"] = "an f16 copy first" if self.ops.q8_prefill == "f16" else "dequantized per tile"
         return d
 
     def drop_graphs(self) -> None:
         """Free the decode graphs; the next decode() captures them again (with the ops' settings of then)."""
-        for g in (self.graph, self.shallow[1] if self.shallow else None, self.deep[1] if self.deep else None):
-            if g is not None:
-                g.close()
-        self.graph = self.shallow = self.deep = None
+        for g in self.graphs:
+            g.graph.close()
+        self.graphs = []
 
     def close(self) -> None:
         self.drop_graphs()
