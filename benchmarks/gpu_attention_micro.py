@@ -5,8 +5,8 @@ that implies. Isolates the attention of a decode step from the rest of the model
     python benchmarks/gpu_attention_micro.py [--heads 32 --kv-heads 4 --ctx 16384 --kv f16]
         [--variants warp:4:4,tile:8] [--layers 8]
 
-A variant is ``tile:NW`` (the 64-cell staged-P kernel, NW warps) or ``warp:NW:TPW`` (independent warps, TPW
-16-cell tiles each). Each timed graph holds 32 launches that cycle over ``--layers`` layers' caches, so with
+A variant is ``tile:NW`` (the 64-cell staged-P kernel, NW warps) or ``warp:NW:TPW[:hoist]`` (independent warps,
+TPW 16-cell tiles each; ``hoist``: a q8_0 cache's cells of a tile all fetched before any is widened). Each timed graph holds 32 launches that cycle over ``--layers`` layers' caches, so with
 enough layers every launch reads its cache from DRAM as in a real decode step (``--layers 1``: L2-warm). The GPU
 runs a second of work before the first measurement so that its clocks have ramped up.
 """
@@ -35,8 +35,8 @@ def main() -> None:
     p.add_argument("--once", action="store_true", help="one eager launch per depth and variant (for ncu)")
     args = p.parse_args()
     for v in args.variants.split(","):
-        if not re.fullmatch(r"tile(:\d+)?|warp(:\d+:\d+)?", v):
-            p.error(f"--variants: {v!r} is neither tile[:NW] nor warp[:NW:TPW]")
+        if not re.fullmatch(r"tile(:\d+)?|warp(:\d+:\d+(:hoist)?)?", v):
+            p.error(f"--variants: {v!r} is neither tile[:NW] nor warp[:NW:TPW[:hoist]]")
     from numba import cuda
 
     from cuda_kernels import attention as att
@@ -74,8 +74,9 @@ def main() -> None:
         if kind == "tile":
             nw = int(shape[0]) if shape else att.NWD
             return att.split_kernel(d, q8, q8, nw), nw, BKV
-        nw, tpw = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (att.WS_WARPS, att.TPW)
-        return att.warp_split_kernel(d, q8, q8, nw, tpw), nw, att.part_cells(nw, tpw)
+        nw, tpw = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (att.WS_WARPS, att.TPW)
+        hoist = shape[-1:] == ["hoist"]
+        return att.warp_split_kernel(d, q8, q8, nw, tpw, hoist=hoist), nw, att.part_cells(nw, tpw)
 
     def launches(spec: str):
         split, nw, cells = kernels(spec)

@@ -142,6 +142,9 @@ def full_size_attention() -> None:
             RECORDED[(k.py_func, sig + extra)] = name
     low = att.warp_split_kernel(128, True, True, tpw=2)  # a q8_0 cache's shallow decode steps (ops.low_cells)
     RECORDED[(low.py_func, sig + tail)] = "warp_split 2 tiles D128 q8_0"
+    for tpw in (4, 2):  # SWEEPBENCH_CUDA_Q8_DECODE=hoist
+        k = att.warp_split_kernel(128, True, True, tpw=tpw, hoist=True)
+        RECORDED[(k.py_func, sig + tail)] = f"warp_split hoisted {tpw} tiles D128 q8_0"
 
 
 def missing_waits() -> list[str]:

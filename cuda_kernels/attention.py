@@ -79,6 +79,26 @@ def kv_store(k, v, kq, kd, vq, vd, posv, T, W, k_q8, v_q8):
     store4(v, src, vq, vd, posv[0] + t, j, W, v_q8, ok)
 
 
+def word_copier(n: int):
+    """Device function copy(words, base, out, o0): n words from words[base ..] into out[o0 ..], in 16-byte loads
+    where n fills them."""
+    key = ("copier", n)
+    if key in _CACHE:
+        return _CACHE[key]
+    VEC = n % 4 == 0
+
+    @device
+    def copy(words, base, out, o0):
+        for i in range(0, n, 4 if VEC else 1):
+            if VEC:
+                out[o0 + i], out[o0 + i + 1], out[o0 + i + 2], out[o0 + i + 3] = ldg4(words, base + i)
+            else:
+                out[o0 + i] = words[base + i]
+
+    _CACHE[key] = copy
+    return copy
+
+
 def row_loader(q8: bool, dims: int):
     """Device function load(words, scales, cell, col0, W, valid, out, o0): dims values of a cache row from column
     col0 as dims/2 f16 pairs into out[o0 ..] (q8_0 bytes widened with their block scales; 16-byte loads where the
@@ -87,7 +107,8 @@ def row_loader(q8: bool, dims: int):
     if key in _CACHE:
         return _CACHE[key]
     NW, NQ = dims // 2, dims // 4  # f16-pair words out; q8_0 words in
-    VEC = (NQ % 4 == 0) if q8 else (NW % 4 == 0)
+    VEC = NQ % 4 == 0
+    copy_words = word_copier(NW)
 
     @device
     def load(words, scales, cell, col0, W, valid, out, o0):
@@ -107,15 +128,47 @@ def row_loader(q8: bool, dims: int):
                     out[o0 + 2 * (i + u)] = q8_pair(wd, 0, d)
                     out[o0 + 2 * (i + u) + 1] = q8_pair(wd, 2, d)
         else:
-            base = cell * (W // 2) + col0 // 2
-            for i in range(0, NW, 4 if VEC else 1):
-                if VEC:
-                    out[o0 + i], out[o0 + i + 1], out[o0 + i + 2], out[o0 + i + 3] = ldg4(words, base + i)
-                else:
-                    out[o0 + i] = words[base + i]
+            copy_words(words, cell * (W // 2) + col0 // 2, out, o0)
 
     _CACHE[key] = load
     return load
+
+
+def q8_row_parts(dims: int):
+    """``row_loader``'s q8_0 load in two device functions, for a warp that fetches every cell of a tile before it
+    widens any (one wait for memory per tile step, not one per cell: a widen needs its loads, and the validity
+    branch of ``row_loader`` kept the next cell's loads behind it).
+
+    fetch(words, scales, cell, col0, W, valid, raw, r0, sc, s0): the dims/4 words (16-byte loads where they fill
+    them) into raw[r0 ..] and the block scales into sc[s0 ..]: one where dims divides 32 (the values then lie in
+    one block), else one per word. An invalid cell reads cell 0 instead: no branch.
+    widen(raw, r0, sc, s0, valid, out, o0): the dims/2 f16 pairs into out[o0 ..], zeros for an invalid cell (the
+    same bits as ``row_loader``)."""
+    key = ("q8parts", dims)
+    if key in _CACHE:
+        return _CACHE[key]
+    NQ = dims // 4
+    ONE = 32 % dims == 0
+    NS = 1 if ONE else NQ
+    copy_words = word_copier(NQ)
+
+    @device
+    def fetch(words, scales, cell, col0, W, valid, raw, r0, sc, s0):
+        c = cell if valid else 0
+        copy_words(words, c * (W // 4) + col0 // 4, raw, r0)
+        for j in range(NS):
+            sc[s0 + j] = scales[c * (W // 32) + (col0 + 4 * j) // 32]
+
+    @device
+    def widen(raw, r0, sc, s0, valid, out, o0):
+        for i in range(NQ):
+            d = sc[s0 + (0 if ONE else i)]
+            lo, hi = q8_pair(raw[r0 + i], 0, d), q8_pair(raw[r0 + i], 2, d)
+            out[o0 + 2 * i] = lo if valid else U32(0)
+            out[o0 + 2 * i + 1] = hi if valid else U32(0)
+
+    _CACHE[key] = (fetch, widen, NQ, NS)
+    return _CACHE[key]
 
 
 def split_kernel(D: int, k_q8: bool, v_q8: bool, nwd: int = NWD):
@@ -271,14 +324,16 @@ def part_cells(nw: int, tpw: int = TPW) -> int:
     return nw * TILE * tpw
 
 
-def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TPW, fused: bool = False):
+def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TPW, fused: bool = False,
+                      hoist: bool = False):
     """Flash-decoding split with independent warps, ``split_kernel``'s arguments and outputs (parts of
     ``part_cells(nw, tpw)`` cells) and then (out, xq, xa, counter, q8): grid (n_ctx / part, Hkv, T), block 32 * nw.
 
     ``fused``: the block that finishes a (token t0 + z, KV head hk) last (``counter[z * Hkv + hk]`` counts them,
     then goes back to 0) merges its parts 0 .. used-1 in that order and writes out (float32 [T, H*D]) and, with
     q8, its q8_1 copy xq / xa, as ``combine_kernel`` does. Meant for grids of a few parts (``FUSE_PARTS``):
-    one block then reads every part.
+    one block then reads every part. ``hoist``: a q8_0 side's cells of a tile are all fetched before any is
+    widened (``q8_row_parts``); the same bits.
 
     Warp w of block s takes the 16-cell tiles s*part + 16*(w + nw*i), i < tpw, and keeps its own online softmax
     (m, l, O) in registers: per tile, K and V of all 16 cells are loaded at once (one memory round trip),
@@ -287,7 +342,8 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
     shared memory. Lane (g, tq) loads dims tq*D/4 .. of K cells g and g+8 (16-byte loads; the head dim is summed
     in that permuted order, Q packed to match) and dims (D/8)*g .. (D/8)*g + D/8 - 1 of V cells 2tq, 2tq+1,
     2tq+8, 2tq+9 (O tile n, column c is dim (D/8)*c + n; two cells' words make a B register with one permute)."""
-    key = ("wsplit", D, k_q8, v_q8, nw, tpw, fused)
+    hoist = hoist and (k_q8 or v_q8)
+    key = ("wsplit", D, k_q8, v_q8, nw, tpw, fused, hoist)
     if key in _CACHE:
         return _CACHE[key]
     NKS, DPL, DV = D // 16, D // 4, D // 8  # k16 steps over the head dim; K dims per lane; V dims per lane
@@ -298,6 +354,10 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
     SO = nw * MAX_GROUP * D  # per warp, per tile row: its unnormalised O
 
     load_k, load_v = row_loader(k_q8, DPL), row_loader(v_q8, DV)
+    HK, HV = hoist and k_q8, hoist and v_q8  # which sides fetch a tile's cells first, then widen them
+    fetch_k, widen_k, NQK, NSK = q8_row_parts(DPL)
+    fetch_v, widen_v, NQV, NSV = q8_row_parts(DV)
+    KRA, KSA, VRA, VSA = 2 * NQK, 2 * NSK, 4 * NQV, 4 * NSV  # their local array sizes
     merge_last = _merge_last(D, CH, nw)
 
     def kernel(q, kq, kd, vq, vd, posv, part_o, part_ml, H, Hkv, n_parts, scale, t0, out, xq, xa, counter, q8):
@@ -327,16 +387,31 @@ def warp_split_kernel(D: int, k_q8: bool, v_q8: bool, nw: int = 4, tpw: int = TP
         kw = cuda.local.array(KA, np.uint32)  # [cells g, g+8][KW]
         vw = cuda.local.array(VA, np.uint32)  # [cells 2tq, 2tq+1, 2tq+8, 2tq+9][VW]
         sc = cuda.local.array(8, np.float32)  # [S tile][rows g, g+8 x cells 2tq, 2tq+1]
+        kr, ks = cuda.local.array(KRA, np.uint32), cuda.local.array(KSA, np.float32)  # hoisted K: words, scales
+        vr, vs = cuda.local.array(VRA, np.uint32), cuda.local.array(VSA, np.float32)  # ... and V's
         m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
         for it in range(tpw):
             if c0 + it * nw * TILE < n_kv:  # block-uniform (warp helpers below); a warp past n_kv adds nothing
                 b0 = c0 + (it * nw + w) * TILE
                 for h2 in range(2):
                     cell = b0 + g + 8 * h2
-                    load_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kw, h2 * KW)
+                    if HK:
+                        fetch_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kr, h2 * NQK, ks, h2 * NSK)
+                    else:
+                        load_k(kq, kd, cell, hk * D + tq * DPL, W, cell < n_kv, kw, h2 * KW)
                 for ci in range(4):
                     cell = b0 + 2 * tq + (ci & 1) + 8 * (ci >> 1)
-                    load_v(vq, vd, cell, hk * D + DV * g, W, cell < n_kv, vw, ci * VW)
+                    if HV:
+                        fetch_v(vq, vd, cell, hk * D + DV * g, W, cell < n_kv, vr, ci * NQV, vs, ci * NSV)
+                    else:
+                        load_v(vq, vd, cell, hk * D + DV * g, W, cell < n_kv, vw, ci * VW)
+                if HK:
+                    for h2 in range(2):
+                        widen_k(kr, h2 * NQK, ks, h2 * NSK, b0 + g + 8 * h2 < n_kv, kw, h2 * KW)
+                if HV:
+                    for ci in range(4):
+                        cell = b0 + 2 * tq + (ci & 1) + 8 * (ci >> 1)
+                        widen_v(vr, ci * NQV, vs, ci * NSV, cell < n_kv, vw, ci * VW)
                 for h2 in range(2):  # S = Q K^T for cells b0 + 8*h2 ..
                     z0 = np.float32(0)
                     d0, d1, d2, d3 = z0, z0, z0, z0

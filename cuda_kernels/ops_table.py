@@ -87,6 +87,13 @@ def att_tpw_setting() -> int:
     return int(_env_switch("SWEEPBENCH_CUDA_ATT_TPW", str(att.TPW), ("1", "2", "4", "8")))
 
 
+def q8_decode_setting() -> str:
+    """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``inline``
+    (the default; each cell's loads, then its widening to f16, cell after cell) or ``hoist`` (every cell of a
+    tile fetched first, then widened: ``attention.q8_row_parts``; not yet measured on the device). Same bits."""
+    return _env_switch("SWEEPBENCH_CUDA_Q8_DECODE", "inline", ("inline", "hoist"))
+
+
 # The warp split's tiles per warp below a depth, by cache type: a q8_0 cache's tile step costs about 4x an f16 one
 # (H100, gpu_attention_micro.py, qwen3 heads: per layer 14.3 -> 24.0 us from 128 to 256 cells at 4 tiles, f16
 # 11.2 -> 13.5), so shallow steps gain from shorter parts (2 tiles: 15.1 us at 512, 19.0 at 2048 against 24.0
@@ -170,6 +177,7 @@ class CudaOps:
         self.pdl_deep = pdl_deep_cells()  # ... order-port ones below this position, exit-port ones from it
         self.gemv_prefetch = prefetch_setting()  # one-token dense GEMVs prefetch their rows before the wait
         self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
+        self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -528,7 +536,7 @@ class CudaOps:
             # the same rule for a graph and an eager step: a position gets the same kernels, hence the same bits
             fused = warp and grid_x <= self.att_fuse_parts and tz * n_head_kv <= self.att_counter.size
             if warp:
-                split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, tpw, fused)
+                split = att.warp_split_kernel(head_dim, k_q8, v_q8, nwd, tpw, fused, self.q8_decode == "hoist")
                 self.launch(split, (grid_x, n_head_kv, tz), 32 * nwd, q.f, cache.kq[il], cache.kd[il], cache.vq[il],
                             cache.vd[il], self.posv, part_o, part_ml, n_head, n_head_kv, n_parts, scale, t0, out.f,
                             xq, xa, self.att_counter, True)

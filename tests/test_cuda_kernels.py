@@ -367,7 +367,8 @@ def test_attention_prefill_then_decode(ops, tk, tv, split):
         assert np.array_equal(out.q8[0].copy_to_host(), q8_1(got)[0])
 
 
-WS_CASES = [(32, "q8_0", "f16"), (96, "f16", "q8_0"), (128, "q8_0", "q8_0")] if REAL_GPU else [(96, "f16", "q8_0")]
+WS_CASES = ([(32, "q8_0", "f16"), (96, "f16", "q8_0"), (128, "q8_0", "q8_0")] if REAL_GPU
+            else [(96, "f16", "q8_0"), (32, "q8_0", "f16")])  # V: a scale per word; K: one scale per cell
 
 
 @pytest.mark.parametrize("fuse_parts", [0, 2] if REAL_GPU else [2])  # 2: both paths (the simulator's positions)
@@ -377,7 +378,8 @@ def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv, fuse_parts):
     second warp, or a tile's tail, lies past the last cell; head dims whose lane slices do not fill 16-byte loads;
     G = 3 query heads per KV head (rows 3..15 of the mma tile are zero). With fuse_parts 2, tokens spanning up to
     two parts are merged by the split's last block (no combine launch) and longer ones by the combine; the q8_1
-    copy is the output's either way."""
+    copy is the output's either way. Fetching a q8_0 side's cells before widening them (``hoist``) gives the same
+    bits."""
     ops.att_split, ops.att_ws_nw, ops.att_tpw, ops.att_fuse_parts = "warp", 2, 1, fuse_parts
     rng = np.random.default_rng(11)
     h, hkv, n_ctx = (6, 2, 96) if REAL_GPU else (3, 1, 96)  # the simulator: one KV head (G = 3 all the same)
@@ -406,6 +408,12 @@ def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv, fuse_parts):
         finally:
             ops.capturing, ops.graph_parts = False, None
         assert np.array_equal(got, again), (pos0, t)
+        ops.q8_decode = "hoist"
+        try:
+            hoisted = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        finally:
+            ops.q8_decode = "inline"
+        assert np.array_equal(got, hoisted), (pos0, t)
 
 
 @pytest.mark.parametrize("tk,tv", KV_PAIRS)

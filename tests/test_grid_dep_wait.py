@@ -129,18 +129,25 @@ def test_two_way_switches(monkeypatch, func, name, on, off, bad, choices):
         setting()
 
 
-def test_q8_prefill_setting(monkeypatch):
-    """SWEEPBENCH_CUDA_Q8_PREFILL: f16 when unset, stage on request, anything else a usage error naming both."""
+@pytest.mark.parametrize(("func", "name", "default", "other", "bad"), [
+    ("q8_prefill_setting", "SWEEPBENCH_CUDA_Q8_PREFILL", "f16", "stage", "fp16"),
+    ("q8_decode_setting", "SWEEPBENCH_CUDA_Q8_DECODE", "inline", "hoist", "early")])
+def test_q8_cache_settings(monkeypatch, func, name, default, other, bad):
+    """How attention reads a q8_0 cache: SWEEPBENCH_CUDA_Q8_PREFILL f16 when unset, stage on request;
+    SWEEPBENCH_CUDA_Q8_DECODE inline when unset (hoist is not measured on the device yet), hoist on request;
+    anything else a usage error naming both."""
     from cuda_kernels import ops_table
     from sweepbench.errors import UsageError
 
-    monkeypatch.delenv("SWEEPBENCH_CUDA_Q8_PREFILL", raising=False)
-    assert ops_table.q8_prefill_setting() == "f16"
-    monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", " STAGE ")
-    assert ops_table.q8_prefill_setting() == "stage"
-    monkeypatch.setenv("SWEEPBENCH_CUDA_Q8_PREFILL", "fp16")
-    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_Q8_PREFILL=fp16: choose stage or f16"):
-        ops_table.q8_prefill_setting()
+    setting = getattr(ops_table, func)
+    monkeypatch.delenv(name, raising=False)
+    assert setting() == default
+    monkeypatch.setenv(name, f" {other.upper()} ")
+    assert setting() == other
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(UsageError, match=f"{name}={bad}: choose ") as err:
+        setting()
+    assert sorted(str(err.value).split(": choose ")[1].split(" or ")) == sorted([default, other])
 
 
 def test_att_tpw_setting(monkeypatch):
@@ -155,3 +162,4 @@ def test_att_tpw_setting(monkeypatch):
     monkeypatch.setenv("SWEEPBENCH_CUDA_ATT_TPW", "3")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_ATT_TPW=3: choose 1, 2, 4 or 8"):
         ops_table.att_tpw_setting()
+

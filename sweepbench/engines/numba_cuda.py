@@ -270,6 +270,7 @@ class NumbaCudaEngine(ForwardEngine):
             d["decode_attention"] = f"warp split, {self.ops.att_tpw} tiles of 16 cells per warp and part"
         if "q8_0" in (self.options.type_k, self.options.type_v):
             d["q8_prefill"] = "an f16 copy first" if self.ops.q8_prefill == "f16" else "dequantized per tile"
+            d["q8_decode"] = self.ops.q8_decode
         return d
 
     def drop_graphs(self) -> None:
