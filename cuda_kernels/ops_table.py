@@ -80,11 +80,14 @@ def q8_prefill_setting() -> str:
     return _env_switch("SWEEPBENCH_CUDA_Q8_PREFILL", "f16", ("stage", "f16"))
 
 
+TPW_CHOICES = ("1", "2", "4", "8")  # tiles per warp and part the decode attention's switches accept
+
+
 def att_tpw_setting() -> int:
     """SWEEPBENCH_CUDA_ATT_TPW: 16-cell tiles each warp of the decode attention's warp split takes per part (1, 2,
     4 or 8; default ``attention.TPW``). Fewer tiles: more parts of fewer cells, a shorter chain of tile steps per
     block and a longer merge."""
-    return int(_env_switch("SWEEPBENCH_CUDA_ATT_TPW", str(att.TPW), ("1", "2", "4", "8")))
+    return int(_env_switch("SWEEPBENCH_CUDA_ATT_TPW", str(att.TPW), TPW_CHOICES))
 
 
 def q8_decode_setting() -> str:
@@ -111,7 +114,7 @@ def att_low_setting(kv_type: str) -> tuple[int, int]:
     if value == "off":
         return att.TPW, 0
     tpw, _, cells = value.partition(":")
-    if tpw not in ("1", "2", "4", "8") or not cells.isdigit():
+    if tpw not in TPW_CHOICES or not cells.isdigit():
         from sweepbench.errors import UsageError
 
         raise UsageError(f"{name}={value}: TPW:CELLS (TPW 1, 2, 4 or 8; e.g. 2:4096) or off")
