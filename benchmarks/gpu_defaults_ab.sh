@@ -12,29 +12,17 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-ab}
 mkdir -p "$OUT"
 source benchmarks/device_env.sh
-m=/tmp/models runs=/tmp/ab
-mkdir -p $m $runs
-for p in ling-mini-2.0 qwen3-30b-a3b; do
-  [[ -f $m/$p.gguf ]] || python3 -m sweepbench.cli synth $p --expert-type Q4_K --dense-type Q8_0 -o $m/$p.gguf >/dev/null
-done
-run() {  # NAME VAR=VALUE sweep-bench args...
-  local name=$1 var=$2; shift 2
-  env "$var" python3 -m sweepbench.cli sweep-bench --engine numba-cuda -fa on -o $runs/$name.jsonl "$@" \
-    > $runs/$name.log 2>&1
-  echo "== $name ($var)" >> "$OUT/ab.txt"
-  grep "^|" $runs/$name.log >> "$OUT/ab.txt"
-}
+m=/tmp/models AB_DIR=ab
+synth_preset ling-mini-2.0
+synth_preset qwen3-30b-a3b
 ling=(-m $m/ling-mini-2.0.gguf -c 4096 -ub 2048 -b 2048)
-run ling-deep128-r1 SWEEPBENCH_CUDA_PDL_DEEP=128 "${ling[@]}"
-run ling-deep512-r1 SWEEPBENCH_CUDA_PDL_DEEP=512 "${ling[@]}"
+ab_run ling-deep128-r1 SWEEPBENCH_CUDA_PDL_DEEP=128 -- "${ling[@]}"
+ab_run ling-deep512-r1 SWEEPBENCH_CUDA_PDL_DEEP=512 -- "${ling[@]}"
 q8=(-m $m/qwen3-30b-a3b.gguf -c 16384 -ub 2048 -b 2048 -n 32 -ctk q8_0 -ctv q8_0)
-run q8-f16 SWEEPBENCH_CUDA_Q8_PREFILL=f16 "${q8[@]}"
-run q8-stage SWEEPBENCH_CUDA_Q8_PREFILL=stage "${q8[@]}"
-tar -czf "$OUT/ab.tgz" -C /tmp ab  # (again at the end: a call cut short still returns these)
+ab_run q8-f16 SWEEPBENCH_CUDA_Q8_PREFILL=f16 -- "${q8[@]}"
+ab_run q8-stage SWEEPBENCH_CUDA_Q8_PREFILL=stage -- "${q8[@]}"
 SWEEPBENCH_CUDA_TESTS=gpu timeout 70 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
   tests/test_cuda_engine.py -k "shallow or programmatic or logits_match" > "$OUT/tests-graphs.log" 2>&1
 tail -2 "$OUT/tests-graphs.log"
-run ling-deep512-r2 SWEEPBENCH_CUDA_PDL_DEEP=512 "${ling[@]}"
-run ling-deep128-r2 SWEEPBENCH_CUDA_PDL_DEEP=128 "${ling[@]}"
-cat "$OUT/ab.txt"
-tar -czf "$OUT/ab.tgz" -C /tmp ab
+ab_run ling-deep512-r2 SWEEPBENCH_CUDA_PDL_DEEP=512 -- "${ling[@]}"
+ab_run ling-deep128-r2 SWEEPBENCH_CUDA_PDL_DEEP=128 -- "${ling[@]}"

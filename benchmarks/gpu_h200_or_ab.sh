@@ -24,18 +24,9 @@ if grep -q H200 "$OUT/gpu.txt"; then
 fi
 timeout 90 python3 benchmarks/gpu_attention_micro.py --kv q8_0 --depths 1,256,512,2048,8192,14336 \
   --variants warp:4:4,warp:4:4:hoist,warp:4:2,warp:4:2:hoist 2>&1 | grep -v Warn | tee "$OUT/micro.txt"
-m=/tmp/models runs=/tmp/q8ab
-mkdir -p $m $runs
-[[ -f $m/qwen3-30b-a3b.gguf ]] || python3 -m sweepbench.cli synth qwen3-30b-a3b --expert-type Q4_K --dense-type Q8_0 \
-  -o $m/qwen3-30b-a3b.gguf >/dev/null
-run() {  # NAME [VAR=VALUE ...]: one sweep-bench run with those switches
-  local name=$1; shift
-  env "$@" python3 -m sweepbench.cli sweep-bench --engine numba-cuda -fa on -m $m/qwen3-30b-a3b.gguf -c 16384 \
-    -ub 2048 -b 2048 -ctk q8_0 -ctv q8_0 -o $runs/$name.jsonl > $runs/$name.log 2>&1
-  echo "== $name ($*)" | tee -a "$OUT/q8ab.txt"
-  grep "^|" $runs/$name.log | tee -a "$OUT/q8ab.txt"
-  tar -czf "$OUT/q8ab.tgz" -C /tmp q8ab  # after each run: a call cut short still returns what ran
-}
-run defaults SWEEPBENCH_CUDA_Q8_DECODE=inline
-run hoist SWEEPBENCH_CUDA_Q8_DECODE=hoist
-run hoist-low-off SWEEPBENCH_CUDA_Q8_DECODE=hoist SWEEPBENCH_CUDA_ATT_LOW=off
+AB_DIR=q8ab
+synth_preset qwen3-30b-a3b
+q8=(-m /tmp/models/qwen3-30b-a3b.gguf -c 16384 -ub 2048 -b 2048 -ctk q8_0 -ctv q8_0)
+ab_run defaults SWEEPBENCH_CUDA_Q8_DECODE=inline -- "${q8[@]}"
+ab_run hoist SWEEPBENCH_CUDA_Q8_DECODE=hoist -- "${q8[@]}"
+ab_run hoist-low-off SWEEPBENCH_CUDA_Q8_DECODE=hoist SWEEPBENCH_CUDA_ATT_LOW=off -- "${q8[@]}"

@@ -17,22 +17,12 @@ for kv in q8_0 f16; do
   timeout 90 python3 benchmarks/gpu_attention_micro.py --kv $kv --depths 1,64,128,256,512,2048,14336 --variants $v \
     2>&1 | grep -v Warn | tee -a "$OUT/micro.txt"
 done
-m=/tmp/models runs=/tmp/q8ab
-mkdir -p $m $runs
-[[ -f $m/qwen3-30b-a3b.gguf ]] || python3 -m sweepbench.cli synth qwen3-30b-a3b --expert-type Q4_K --dense-type Q8_0 \
-  -o $m/qwen3-30b-a3b.gguf >/dev/null
-run() {  # NAME TPW sweep-bench args...
-  local name=$1 tpw=$2; shift 2
-  SWEEPBENCH_CUDA_ATT_TPW=$tpw python3 -m sweepbench.cli sweep-bench --engine numba-cuda -fa on \
-    -o $runs/$name.jsonl -m $m/qwen3-30b-a3b.gguf -c 4096 -ub 2048 -b 2048 -n 512 "$@" > $runs/$name.log 2>&1
-  echo "== $name (SWEEPBENCH_CUDA_ATT_TPW=$tpw)" >> "$OUT/q8ab.txt"
-  grep "^|" $runs/$name.log >> "$OUT/q8ab.txt"
-  tar -czf "$OUT/q8ab.tgz" -C /tmp q8ab  # after each run: a call cut short still returns what ran
-}
-run q8-tpw4 4 -ctk q8_0 -ctv q8_0
-run q8-tpw1 1 -ctk q8_0 -ctv q8_0
-run q8-tpw2 2 -ctk q8_0 -ctv q8_0
-run q8-tpw4-r2 4 -ctk q8_0 -ctv q8_0
-run f16-tpw4 4
-run f16-tpw1 1
-cat "$OUT/q8ab.txt"
+AB_DIR=q8ab
+synth_preset qwen3-30b-a3b
+q8=(-m /tmp/models/qwen3-30b-a3b.gguf -c 4096 -ub 2048 -b 2048 -n 512)
+ab_run q8-tpw4 SWEEPBENCH_CUDA_ATT_TPW=4 -- "${q8[@]}" -ctk q8_0 -ctv q8_0
+ab_run q8-tpw1 SWEEPBENCH_CUDA_ATT_TPW=1 -- "${q8[@]}" -ctk q8_0 -ctv q8_0
+ab_run q8-tpw2 SWEEPBENCH_CUDA_ATT_TPW=2 -- "${q8[@]}" -ctk q8_0 -ctv q8_0
+ab_run q8-tpw4-r2 SWEEPBENCH_CUDA_ATT_TPW=4 -- "${q8[@]}" -ctk q8_0 -ctv q8_0
+ab_run f16-tpw4 SWEEPBENCH_CUDA_ATT_TPW=4 -- "${q8[@]}"
+ab_run f16-tpw1 SWEEPBENCH_CUDA_ATT_TPW=1 -- "${q8[@]}"
