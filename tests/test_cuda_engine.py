@@ -115,6 +115,21 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
     assert "context" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("name", "value"), [("SWEEPBENCH_CUDA_ATT_LOW", "2:many"),
+                                             ("SWEEPBENCH_CUDA_ATT_TPW", "3"), ("SWEEPBENCH_CUDA_Q8_DECODE", "x")])
+def test_a_bad_decode_attention_switch_is_refused_before_the_weights_load(tiny_model, monkeypatch, name, value):
+    """One UsageError line naming the variable, raised before any weight is prepared."""
+    cuda_module()
+    from sweepbench.engines.numba_cuda import NumbaCudaEngine
+
+    monkeypatch.setenv(name, value)
+    engine = NumbaCudaEngine()
+    monkeypatch.setattr(engine, "prepare_weight", lambda *a: pytest.fail("a weight was prepared"))
+    with pytest.raises(UsageError) as err:
+        engine.load(str(tiny_model()), EngineOptions(n_ctx=64, type_k="q8_0", type_v="q8_0"))
+    assert str(err.value).startswith(f"{name}={value}") and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(("arch", "env", "deep"), [("qwen3moe", None, 512), ("bailingmoe2", None, 128),
                                                    ("bailingmoe2", "512", 512)])
 def test_the_deep_graph_starts_where_the_architecture_wants(tmp_path, monkeypatch, arch, env, deep):

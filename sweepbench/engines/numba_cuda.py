@@ -92,10 +92,10 @@ class NumbaCudaEngine(ForwardEngine):
             raise UsageError("--engine numba-cuda: numba-cuda sees no usable CUDA device")
         from cuda_kernels.ops_table import CudaOps, pdl_deep_cells
 
-        self.ops = CudaOps(max(options.n_ubatch, 1), options.n_ctx)
+        self.ops = CudaOps(max(options.n_ubatch, 1), options.n_ctx)  # (a bad switch fails here, before any weight)
+        self.ops.set_cache_type(options.type_k, options.type_v)  # the decode attention's shallow shape
         super().load(model_path, options)
         self.ops.pdl_deep = pdl_deep_cells(self.config.arch)  # its default depends on the architecture
-        self.ops.set_cache_type(options.type_k, options.type_v)  # ... and the decode attention's shallow shape
         inner = self._forward
 
         def forward(ops, w, cfg, cache, tokens, pos0, out_rows):
