@@ -91,17 +91,18 @@ def att_tpw_setting() -> int:
 
 
 def q8_decode_setting() -> str:
-    """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``inline``
-    (the default; each cell's loads, then its widening to f16, cell after cell) or ``hoist`` (every cell of a
-    tile fetched first, then widened: ``attention.q8_row_parts``; not yet measured on the device). Same bits."""
-    return _env_switch("SWEEPBENCH_CUDA_Q8_DECODE", "inline", ("inline", "hoist"))
+    """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``hoist``
+    (the default; every cell of a tile fetched first, then widened: ``attention.q8_row_parts``) or ``inline``
+    (each cell's loads, then its widening to f16, cell after cell: a memory wait per cell). Same bits. H100,
+    qwen3-30b-a3b -ub 2048 q8_0 cache: hoist S_TG +5% at N_KV 0, +10% from 4096 (benchmarks/NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_Q8_DECODE", "hoist", ("inline", "hoist"))
 
 
-# The warp split's tiles per warp below a depth, by cache type: a q8_0 cache's tile step costs about 4x an f16 one
-# (H100, gpu_attention_micro.py, qwen3 heads: per layer 14.3 -> 24.0 us from 128 to 256 cells at 4 tiles, f16
-# 11.2 -> 13.5), so shallow steps gain from shorter parts (2 tiles: 15.1 us at 512, 19.0 at 2048 against 24.0
-# and 25.0) and deep ones lose (41.5 against 30.3 us at 14336). benchmarks/NOTES.md, session of 2026-12-06.
-ATT_LOW_BY_KV = {"q8_0": (2, 4096)}  # cache type -> (tiles per warp, below this many cells)
+# The warp split's tiles per warp below a depth, by cache type: a q8_0 cache's tile step costs more than an f16
+# one (it widens every cell), so shallow steps gain from shorter parts and deep ones lose. H100,
+# gpu_attention_micro.py, qwen3 heads, hoisted loads, us per layer at 4 / 2 tiles: 19.1 / 12.4 at 512, 19.4 /
+# 16.3 at 2048, 20.5 / 17.5 at 8192, 20.9 / 31.9 at 14336. benchmarks/NOTES.md, sessions of 2026-12-06.
+ATT_LOW_BY_KV = {"q8_0": (2, 8192)}  # cache type -> (tiles per warp, below this many cells)
 
 
 def att_low_setting(kv_type: str) -> tuple[int, int]:

@@ -170,7 +170,7 @@ def test_decode_segments_give_each_position_the_eager_rule(n_ctx, shallow, low, 
 
 
 def test_a_q8_0_cache_takes_short_parts_at_shallow_depth(monkeypatch):
-    """With a q8_0 cache, decode attention below 4096 positions runs the warp split with 2 tiles per warp (a
+    """With a q8_0 cache, decode attention below 8192 positions runs the warp split with 2 tiles per warp (a
     graph captured with graph_low set: all its positions are below); f16 keeps 4 everywhere. SWEEPBENCH_CUDA_ATT_LOW
     overrides (TPW:CELLS or off; else a one-line usage error), and the fused merge's shallow graph turns it off."""
     cuda_module()
@@ -183,8 +183,8 @@ def test_a_q8_0_cache_takes_short_parts_at_shallow_depth(monkeypatch):
     ops.set_cache_type("f16", "f16")
     assert ops.low_cells() == 0 and ops._decode_tpw(0) == att.TPW
     ops.set_cache_type("f16", "q8_0")
-    assert ops.low_cells() == 4096
-    assert [ops._decode_tpw(p) for p in (0, 4095, 4096)] == [2, 2, att.TPW]
+    assert ops.low_cells() == 8192
+    assert [ops._decode_tpw(p) for p in (0, 8191, 8192)] == [2, 2, att.TPW]
     ops.capturing, ops.graph_low = True, False
     assert ops._decode_tpw(0) == att.TPW  # a capture follows its graph's flag, not the stand-in position 0
     ops.graph_low = True
@@ -214,7 +214,7 @@ def test_loading_a_q8_0_cache_sets_the_short_parts(tmp_path, monkeypatch):
     engine.load(str(_model(tmp_path, monkeypatch, "qwen3moe", "F16")),
                 EngineOptions(n_ctx=64, n_ubatch=8, type_k="q8_0", type_v="q8_0"))
     try:
-        assert (engine.ops.att_tpw_low, engine.ops.att_low_cells) == (2, 4096)
+        assert (engine.ops.att_tpw_low, engine.ops.att_low_cells) == (2, 8192)
     finally:
         engine.close()
 
