@@ -8,7 +8,7 @@
 #               cells), then qwen3-30b-a3b -ub 2048 -c 16384 with a q8_0 cache through the CLI, side by side: the
 #               defaults (hoisted loads, 2 tiles below 8192 positions), SWEEPBENCH_CUDA_ATT_LOW=2:4096, and the
 #               previous defaults (inline loads, 2:4096); $OUT/q8ab.tgz, tables in $OUT/q8ab.txt.
-#   DEADLINE_S=400 OUT=$OUT bash benchmarks/gpu_h200_or_ab.sh ARGS
+#   DEADLINE_S=400 [H100_AB=0: not the A/B] OUT=$OUT bash benchmarks/gpu_h200_or_ab.sh ARGS
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
@@ -23,6 +23,7 @@ if grep -q H200 "$OUT/gpu.txt"; then
   tar -czf "$OUT/gpu-runs.tgz" -C /tmp gpu-runs
   exit 0
 fi
+[[ ${H100_AB:-1} == 0 ]] && { echo "not an H200 and H100_AB=0: done"; exit 0; }
 for t in "tests/test_cuda_kernels.py -k attention" tests/test_cuda_engine.py; do
   # shellcheck disable=SC2086  # $t is a path and its -k filter
   SWEEPBENCH_CUDA_TESTS=gpu timeout 100 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE $t \
