@@ -140,9 +140,9 @@ def full_size_attention() -> None:
                                (f"warp_split fused D128 {kv}", att.warp_split_kernel(128, q8, q8, fused=True), tail),
                                (f"split(tile) D128 {kv}", att.split_kernel(128, q8, q8), ())):
             RECORDED[(k.py_func, sig + extra)] = name
-    low = att.warp_split_kernel(128, True, True, tpw=2)  # a q8_0 cache's shallow decode steps (ops.low_cells)
+    low = att.warp_split_kernel(128, True, True, tpw=2)  # SWEEPBENCH_CUDA_Q8_DECODE=inline, shallow steps
     RECORDED[(low.py_func, sig + tail)] = "warp_split 2 tiles D128 q8_0"
-    for tpw in (4, 2):  # SWEEPBENCH_CUDA_Q8_DECODE=hoist
+    for tpw in (4, 2):  # the default q8_0 decode (SWEEPBENCH_CUDA_Q8_DECODE=hoist)
         k = att.warp_split_kernel(128, True, True, tpw=tpw, hoist=True)
         RECORDED[(k.py_func, sig + tail)] = f"warp_split hoisted {tpw} tiles D128 q8_0"
 
