@@ -8,15 +8,17 @@
 #               cells), then qwen3-30b-a3b -ub 2048 -c 16384 with a q8_0 cache through the CLI, side by side: the
 #               defaults (hoisted loads, 2 tiles below 8192 positions), SWEEPBENCH_CUDA_ATT_LOW=2:4096, and the
 #               previous defaults (inline loads, 2:4096); $OUT/q8ab.tgz, tables in $OUT/q8ab.txt.
-#   DEADLINE_S=400 [H100_AB=0: not the A/B] OUT=$OUT bash benchmarks/gpu_h200_or_ab.sh ARGS
+#   DEADLINE_S=400 [H100_AB=0: not the A/B] [GRAPH_TESTS=0: not the tests] OUT=$OUT bash benchmarks/gpu_h200_or_ab.sh ARGS
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
 mkdir -p "$OUT"
 source benchmarks/device_env.sh
-SWEEPBENCH_CUDA_TESTS=gpu timeout 80 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
-  tests/test_cuda_engine.py -k "short_parts or programmatic" > "$OUT/tests-graphs.log" 2>&1
-tail -2 "$OUT/tests-graphs.log"
+if [[ ${GRAPH_TESTS:-1} != 0 ]]; then
+  SWEEPBENCH_CUDA_TESTS=gpu timeout 80 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
+    tests/test_cuda_engine.py -k "short_parts or programmatic" > "$OUT/tests-graphs.log" 2>&1
+  tail -2 "$OUT/tests-graphs.log"
+fi
 if grep -q H200 "$OUT/gpu.txt"; then
   timeout $((${DEADLINE_S:-400} - SECONDS)) python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 \
     | tee "$OUT/gpu-runs.log" | grep -v "^\[" | tail -40
