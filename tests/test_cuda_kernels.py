@@ -378,9 +378,10 @@ def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv, fuse_parts):
     second warp, or a tile's tail, lies past the last cell; head dims whose lane slices do not fill 16-byte loads;
     G = 3 query heads per KV head (rows 3..15 of the mma tile are zero). With fuse_parts 2, tokens spanning up to
     two parts are merged by the split's last block (no combine launch) and longer ones by the combine; the q8_1
-    copy is the output's either way. Fetching a q8_0 side's cells before widening them (``hoist``) gives the same
-    bits."""
+    copy is the output's either way. Fetching a q8_0 side's cells before widening them (``hoist``, the default)
+    gives the same bits as widening each cell right after its loads (``inline``)."""
     ops.att_split, ops.att_ws_nw, ops.att_tpw, ops.att_fuse_parts = "warp", 2, 1, fuse_parts
+    ops.q8_decode = "hoist"
     rng = np.random.default_rng(11)
     h, hkv, n_ctx = (6, 2, 96) if REAL_GPU else (3, 1, 96)  # the simulator: one KV head (G = 3 all the same)
     ours = DeviceKV(1, n_ctx, hkv * d, tk, tv)
@@ -408,12 +409,12 @@ def test_warp_split_decode_merges_warps_and_parts(ops, d, tk, tv, fuse_parts):
         finally:
             ops.capturing, ops.graph_parts = False, None
         assert np.array_equal(got, again), (pos0, t)
-        ops.q8_decode = "hoist"
+        ops.q8_decode = "inline"  # ``got`` came from the hoisted loads
         try:
-            hoisted = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+            inline = host(ops, ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
         finally:
-            ops.q8_decode = "inline"
-        assert np.array_equal(got, hoisted), (pos0, t)
+            ops.q8_decode = "hoist"
+        assert np.array_equal(got, inline), (pos0, t)
 
 
 @pytest.mark.parametrize("tk,tv", KV_PAIRS)
