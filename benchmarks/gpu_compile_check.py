@@ -125,8 +125,8 @@ def dry_run(quick: bool) -> None:
 
 
 def full_size_attention() -> None:
-    """The decode split kernels at the full models' head size (D = 128, f16 and q8_0 caches): the tiny models'
-    heads are smaller, and register use (hence blocks per SM) depends on D."""
+    """The decode split kernels (f16 and q8_0 caches) and the prefill kernel's variants at the full models' head
+    size (D = 128): the tiny models' heads are smaller, and register use (hence blocks per SM) depends on D."""
     from numba import types as nt
 
     from cuda_kernels import attention as att
@@ -145,6 +145,12 @@ def full_size_attention() -> None:
     for tpw in (4, 2):  # the default q8_0 decode (SWEEPBENCH_CUDA_Q8_DECODE=hoist)
         k = att.warp_split_kernel(128, True, True, tpw=tpw, hoist=True)
         RECORDED[(k.py_func, sig + tail)] = f"warp_split hoisted {tpw} tiles D128 q8_0"
+    from cuda_kernels import flash
+
+    prefill_sig = (f32, u32, f32, u32, f32, i32, f32, i64, i64, i64, nt.float32)
+    for variant in flash.VARIANTS:  # SWEEPBENCH_CUDA_FLASH; the f16 cache every default prefill reads
+        k = flash.prefill_kernel(128, False, False, variant)
+        RECORDED[(k.py_func, prefill_sig)] = f"prefill {variant} D128 f16"
 
 
 def missing_waits() -> list[str]:

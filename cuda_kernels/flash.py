@@ -1,6 +1,7 @@
 """Flash attention for prefill on the tensor cores (FlashAttention-2 style, f16 operands, f32 accumulators).
 
-Block (query tile of BQ = 128 rows, head h): 8 warps of 16 query rows (each staged K/V tile serves 128 rows). Q stays in registers as mma A fragments
+Block (query tile of BQ = 128 rows, head h; 32 in the simulator): 8 warps of 16 query rows (a staged K/V tile
+serves 128 rows). Q stays in registers as mma A fragments
 (scaled by 1/sqrt(D)). Per tile of BKV = 64 cache cells: K is staged in shared memory as [cell][dim] f16 pairs
 (exactly the B layout S = Q K^T needs), V transposed as [dim][cell pair] (the B layout of O += P V); S goes
 through an online softmax in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A
@@ -16,10 +17,12 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, grid_dep_wait, jit, mma_f16, pack_h2, prmt, shfl_xor
+from cuda_kernels.env import SIM, device, ex2, grid_dep_wait, jit, mma_f16, pack_h2, prmt, shfl_xor
 from cuda_kernels.tiles import q8_pair
 
-BQ, BKV = 128, 64
+# query rows, cache cells per tile; the simulator runs a block's threads as OS threads and emulates each mma, so
+# its blocks take 2 warps of query rows (the same code, a quarter of the threads)
+BQ, BKV = (32 if SIM else 128), 64
 THREADS = 32 * (BQ // 16)
 NEG = np.float32(-np.inf)
 U32 = np.uint32
@@ -87,15 +90,67 @@ def stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, D, sk, sv, tid,
                 sv[(4 * dq + 3) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x7632))
 
 
-def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
-    """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D]."""
-    key = (D, k_q8, v_q8)
+VARIANTS = ("staged", "pipelined", "ex2")  # SWEEPBENCH_CUDA_FLASH (ops_table.flash_setting)
+LOG2E = np.float32(1.4426950408889634)
+
+
+def tile_movers(D: int):
+    """(load, store) for the pipelined variant: ``load`` fetches a tile's K and V words into registers (kr:
+    2 words per K item, vr: 4 per V cell-pair item; the items ``stage_tile`` takes, in the same order) and
+    ``store`` puts them into shared memory in ``stage_tile``'s layout, so both variants stage the same bits.
+    A tile's loads are issued before the previous tile's compute and consumed after it: their latency hides
+    behind the mma work instead of stalling every warp of the block at the barrier."""
+    DQ = D // 4  # 4-dim items per cache row
+    NK, NV = BKV * DQ // THREADS, (BKV // 2) * DQ // THREADS  # K items, V cell-pair items per thread
+    KP, VP = tile_pitches(D)
+
+    @device
+    def load(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, kr, vr, tid):
+        for i in range(NK):
+            cc, dq = (tid + i * THREADS) // DQ, (tid + i * THREADS) % DQ
+            kr[2 * i], kr[2 * i + 1] = _stage_words(kq, kd, k_q8, c0 + cc, col0 + 4 * dq, W, c0 + cc < n_valid)
+        for i in range(NV):
+            cc, dq = (tid + i * THREADS) // DQ, (tid + i * THREADS) % DQ
+            c = c0 + 2 * cc
+            vr[4 * i], vr[4 * i + 1] = _stage_words(vq, vd, v_q8, c, col0 + 4 * dq, W, c < n_valid)
+            vr[4 * i + 2], vr[4 * i + 3] = _stage_words(vq, vd, v_q8, c + 1, col0 + 4 * dq, W, c + 1 < n_valid)
+
+    @device
+    def store(kr, vr, sk, sv, tid):
+        for i in range(NK):
+            cc, dq = (tid + i * THREADS) // DQ, (tid + i * THREADS) % DQ
+            sk[cc * KP + 2 * dq] = kr[2 * i]
+            sk[cc * KP + 2 * dq + 1] = kr[2 * i + 1]
+        for i in range(NV):
+            cc, dq = (tid + i * THREADS) // DQ, (tid + i * THREADS) % DQ
+            sv[(4 * dq) * VP + cc] = prmt(vr[4 * i], vr[4 * i + 2], U32(0x5410))
+            sv[(4 * dq + 1) * VP + cc] = prmt(vr[4 * i], vr[4 * i + 2], U32(0x7632))
+            sv[(4 * dq + 2) * VP + cc] = prmt(vr[4 * i + 1], vr[4 * i + 3], U32(0x5410))
+            sv[(4 * dq + 3) * VP + cc] = prmt(vr[4 * i + 1], vr[4 * i + 3], U32(0x7632))
+
+    return load, store, 2 * NK, 4 * NV
+
+
+def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str = "staged"):
+    """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D].
+
+    ``variant``: ``staged`` stages each tile (loads, then stores) between two barriers; ``pipelined`` loads the
+    next tile into registers before computing this one (``tile_movers``) and masks only the tiles a warp's
+    causal edge or the last cell cuts (the same bits); ``ex2`` is ``pipelined`` with the softmax in base 2 on
+    the special-function unit (Q pre-scaled by log2 e, one MUFU.EX2 per score instead of a precise expf, no
+    -inf tests: every row sees cell 0, so a row maximum is finite from the first tile on)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
+    key = (D, k_q8, v_q8, variant)
     if key in _CACHE:
         return _CACHE[key]
     KP, VP = tile_pitches(D)
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
     SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
+    PIPE, FAST = variant != "staged", variant == "ex2"
+    load_tile, store_tile, KR, VR = tile_movers(D)
+    QSCALE = LOG2E if FAST else np.float32(1)  # scores in base-2 units for ex2
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
         grid_dep_wait()
@@ -108,23 +163,33 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
         pos0 = posv[0]
         sk = cuda.shared.array(SK, np.uint32)
         sv = cuda.shared.array(SV, np.uint32)
+        kr = cuda.local.array(KR, np.uint32)
+        vr = cuda.local.array(VR, np.uint32)
         qa = cuda.local.array(QA, np.uint32)
         o = cuda.local.array(OA, np.float32)
         s = cuda.local.array(32, np.float32)
         r0 = q0 + 16 * w + g  # this thread's two query rows: r0 and r0 + 8
+        qs = scale * QSCALE
         for kk in range(NKS):
             for rr in range(2):
                 t = min(r0 + 8 * rr, T - 1)
                 b = (t * H + h) * D + kk * 16 + 2 * tq
-                qa[kk * 4 + rr] = pack_h2(q[b] * scale, q[b + 1] * scale)
-                qa[kk * 4 + 2 + rr] = pack_h2(q[b + 8] * scale, q[b + 9] * scale)
+                qa[kk * 4 + rr] = pack_h2(q[b] * qs, q[b + 1] * qs)
+                qa[kk * 4 + 2 + rr] = pack_h2(q[b + 8] * qs, q[b + 9] * qs)
         for i in range(OA):
             o[i] = np.float32(0)
         m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
         n_cells = pos0 + min(q0 + BQ, T)
+        if PIPE:
+            load_tile(kq, kd, vq, vd, k_q8, v_q8, 0, n_cells, hk * D, W, kr, vr, tid)
         for c0 in range(0, n_cells, BKV):
-            stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_cells, hk * D, W, D, sk, sv, tid, THREADS)
+            if PIPE:
+                store_tile(kr, vr, sk, sv, tid)
+            else:
+                stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_cells, hk * D, W, D, sk, sv, tid, THREADS)
             cuda.syncthreads()
+            if PIPE and c0 + BKV < n_cells:  # the next tile's loads, in flight during this tile's mma work
+                load_tile(kq, kd, vq, vd, k_q8, v_q8, c0 + BKV, n_cells, hk * D, W, kr, vr, tid)
             for nt in range(8):  # S = Q K^T, 16 rows x 64 cells per warp
                 z = np.float32(0)
                 d0, d1, d2, d3 = z, z, z, z
@@ -133,13 +198,16 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
                                              sk[(nt * 8 + g) * KP + kk * 8 + tq], sk[(nt * 8 + g) * KP + kk * 8 + tq + 4],
                                              d0, d1, d2, d3)
                 s[nt * 4], s[nt * 4 + 1], s[nt * 4 + 2], s[nt * 4 + 3] = d0, d1, d2, d3
+            # the warp's rows see cells up to pos0 + q0 + 16 w at least: tiles below that edge need no mask
+            if not PIPE or c0 + BKV - 1 > pos0 + q0 + 16 * w or c0 + BKV > n_cells:
+                for nt in range(8):
+                    for e in range(4):
+                        cell = c0 + nt * 8 + 2 * tq + (e & 1)
+                        lim = pos0 + r0 + 8 * (e >> 1)  # causal: the row's own position
+                        if cell > lim or cell >= n_cells:
+                            s[nt * 4 + e] = NEG
             mx0, mx1 = NEG, NEG
             for nt in range(8):
-                for e in range(4):
-                    cell = c0 + nt * 8 + 2 * tq + (e & 1)
-                    lim = pos0 + r0 + 8 * (e >> 1)  # causal: the row's own position
-                    if cell > lim or cell >= n_cells:
-                        s[nt * 4 + e] = NEG
                 mx0 = max(mx0, max(s[nt * 4], s[nt * 4 + 1]))
                 mx1 = max(mx1, max(s[nt * 4 + 2], s[nt * 4 + 3]))
             mx0 = max(mx0, shfl_xor(mx0, 1))
@@ -147,14 +215,20 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool):
             mx1 = max(mx1, shfl_xor(mx1, 1))
             mx1 = max(mx1, shfl_xor(mx1, 2))
             n0, n1 = max(m0, mx0), max(m1, mx1)
-            a0 = math.exp(m0 - n0) if n0 != NEG else np.float32(1)
-            a1 = math.exp(m1 - n1) if n1 != NEG else np.float32(1)
+            if FAST:  # n0, n1 finite (cell 0); ex2(-inf) = 0 for the first tile's m and the masked scores
+                a0, a1 = ex2(m0 - n0), ex2(m1 - n1)
+            else:
+                a0 = math.exp(m0 - n0) if n0 != NEG else np.float32(1)
+                a1 = math.exp(m1 - n1) if n1 != NEG else np.float32(1)
             m0, m1 = n0, n1
             l0, l1 = l0 * a0, l1 * a1
             for nt in range(8):
                 for e in range(4):
                     mm = m0 if e < 2 else m1
-                    p = math.exp(s[nt * 4 + e] - mm) if s[nt * 4 + e] != NEG else np.float32(0)
+                    if FAST:
+                        p = ex2(s[nt * 4 + e] - mm)
+                    else:
+                        p = math.exp(s[nt * 4 + e] - mm) if s[nt * 4 + e] != NEG else np.float32(0)
                     s[nt * 4 + e] = p
                     if e < 2:
                         l0 += p

@@ -90,6 +90,13 @@ def att_tpw_setting() -> int:
     return int(_env_switch("SWEEPBENCH_CUDA_ATT_TPW", str(att.TPW), TPW_CHOICES))
 
 
+def flash_setting() -> str:
+    """SWEEPBENCH_CUDA_FLASH: the prefill attention kernel's variant (``flash.prefill_kernel``): ``staged`` (the
+    default until a device A/B measures the others), ``pipelined`` (the next KV tile's loads in flight during this
+    tile's mma work; the same bits) or ``ex2`` (pipelined, softmax in base 2 on the special-function unit)."""
+    return _env_switch("SWEEPBENCH_CUDA_FLASH", "staged", flash.VARIANTS)
+
+
 def q8_decode_setting() -> str:
     """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``hoist``
     (the default; every cell of a tile fetched first, then widened: ``attention.q8_row_parts``) or ``inline``
@@ -182,6 +189,7 @@ class CudaOps:
         self.gemv_prefetch = prefetch_setting()  # one-token dense GEMVs prefetch their rows before the wait
         self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
         self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
+        self.flash = flash_setting()  # the prefill attention's variant
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -509,7 +517,7 @@ class CudaOps:
                     kq, k_q8 = self._q8_as_f16("k", kq, kd, n_words, cache), False
                 if v_q8:
                     vq, v_q8 = self._q8_as_f16("v", vq, vd, n_words, cache), False
-            kern = flash.prefill_kernel(head_dim, k_q8, v_q8)
+            kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash)
             self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, kq, kd, vq, vd, self.posv, out.f,
                         t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
             return out

@@ -35,3 +35,15 @@ def weight(qtype, n_rows: int, row_len: int, rng, n_mats: int = 1):
 
 def silu(g):
     return g / (np.float32(1) + np.exp(-g))
+
+
+def kv_batch(ops, act, ours, ref, rng, pos0: int, t: int, h: int, hkv: int, d: int) -> np.ndarray:
+    """A batch of t random rows at pos0: K and V stored into the device cache (ours) and the reference cache
+    (ref, sweepbench.ref_ops); returns its queries [t, h*d]. ``act`` wraps a host array as the ops' activation."""
+    from sweepbench import ref_ops
+
+    q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
+    ops.begin(np.zeros(t, np.int64), pos0)
+    ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
+    ref_ops.kv_store(ref, 0, k, v, pos0)
+    return q

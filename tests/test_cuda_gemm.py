@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_sim import REAL_GPU, cuda_module
-from cuda_twins import rel, weight
+from cuda_twins import kv_batch, rel, weight
 from gguf import GGMLQuantizationType as Q
 
 from sweepbench import ref_ops
@@ -113,10 +113,7 @@ def test_flash_attention_prefill(ops, tk, tv):
     h, hkv, d, n_ctx = (4, 2, 64, 200) if REAL_GPU else (2, 1, 32, 64)  # the simulator emulates every mma
     ours, ref = DeviceKV(1, n_ctx, hkv * d, tk, tv), ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
     for pos0, t in ((0, 5), (5, ops.gemv_max_t + 4)) if not REAL_GPU else ((0, 5), (5, 70), (75, 100)):
-        q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
-        ops.begin(np.zeros(t, np.int64), pos0)
-        ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
-        ref_ops.kv_store(ref, 0, k, v, pos0)
+        q = kv_batch(ops, act, ours, ref, rng, pos0, t, h, hkv, d)
         default, ops.q8_prefill = ops.q8_prefill, "stage"  # a q8_0 side dequantized per tile while staged
         try:
             got = ops.to_host(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
@@ -127,3 +124,35 @@ def test_flash_attention_prefill(ops, tk, tv):
                 assert np.array_equal(via_f16, got)
         finally:
             ops.q8_prefill = default
+
+
+@pytest.mark.parametrize("tk,tv", KV_MIXES)
+def test_flash_prefill_variants(tk, tv):
+    """The prefill attention's variants (SWEEPBENCH_CUDA_FLASH) over several 64-cell KV tiles: ``pipelined`` (the
+    next tile's loads in flight during this tile's mma work; a mask only on tiles that a warp's causal edge or the
+    last cell cuts) gives the staged kernel's bits; ``ex2`` (softmax in base 2 on the special-function unit) is
+    within the f16 tolerance of the reference. The checked batch at position 100 meets a tile below every row
+    (no mask), one that the causal edge cuts within the cells, and one that the last cell cuts; on the GPU also
+    a batch of 100 rows from position 0 (every tile cut) and one of 2 query blocks."""
+    from cuda_kernels import flash
+
+    rng = np.random.default_rng(51)
+    h, hkv, d, n_ctx = (4, 2, 64, 256) if REAL_GPU else (2, 1, 32, 136)
+    ops = CudaOps(max_tokens=128 if REAL_GPU else 32, n_ctx=n_ctx)
+    if not REAL_GPU:
+        ops.att_nw, ops.att_combine_nw, ops.gemv_nw = 1, 2, 1
+    ours, ref = DeviceKV(1, n_ctx, hkv * d, tk, tv), ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
+    checked = ((0, 100), (100, 30), (130, 120)) if REAL_GPU else ((100, 30),)
+    batches = [(p, min(32, 100 - p), False) for p in range(0, 100, 32)] if not REAL_GPU else []
+    for pos0, t, check in batches + [(p, t, True) for p, t in checked]:
+        q = kv_batch(ops, act, ours, ref, rng, pos0, t, h, hkv, d)
+        if not check:
+            continue
+        want = ref_ops.attention(q, ref, 0, pos0, h, hkv, d)
+        got = {}
+        for variant in flash.VARIANTS:
+            ops.flash = variant
+            got[variant] = ops.to_host(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+            assert rel(got[variant], want) < 4e-3, (variant, pos0, t)
+        assert np.array_equal(got["pipelined"], got["staged"]), (pos0, t)
+        assert not np.array_equal(got["ex2"], got["staged"]), (pos0, t)  # ex2 ran: its rounding differs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_sim import REAL_GPU, cuda_module
-from cuda_twins import q8_1, rel, silu, weight
+from cuda_twins import kv_batch, q8_1, rel, silu, weight
 from gguf import GGMLQuantizationType as Q
 
 from sweepbench import ref_ops
@@ -354,10 +354,7 @@ def test_attention_prefill_then_decode(ops, tk, tv, split):
     fill = [(p, 8, False) for p in range(5, 61, 8)] + [(61, 5, False)]  # cells 5 .. 65, no attention
     first = [(0, 3, True), (3, 1, True), (4, 1, True)] if REAL_GPU else [(0, 5, True)]
     for pos0, t, attend in first + fill + [(66, 2, True), (68, 1, True)]:
-        q, k, v = (rng.standard_normal((t, n * d)).astype(np.float32) for n in (h, hkv, hkv))
-        ops.begin(np.zeros(t, np.int64), pos0)
-        ops.kv_store(ours, 0, act(ops, k), act(ops, v), pos0)
-        ref_ops.kv_store(ref, 0, k, v, pos0)
+        q = kv_batch(ops, act, ours, ref, rng, pos0, t, h, hkv, d)
         if not attend:
             continue
         out = ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d)

@@ -268,6 +268,7 @@ class NumbaCudaEngine(ForwardEngine):
             d["graph_low"] = f"{self.ops.att_tpw_low} tiles per warp below position {low[-1].hi}"
         if self.ops.att_split == "warp":
             d["decode_attention"] = f"warp split, {self.ops.att_tpw} tiles of 16 cells per warp and part"
+        d["prefill_attention"] = f"flash, {self.ops.flash}"
         if "q8_0" in (self.options.type_k, self.options.type_v):
             d["q8_prefill"] = "an f16 copy first" if self.ops.q8_prefill == "f16" else "dequantized per tile"
             d["q8_decode"] = self.ops.q8_decode
