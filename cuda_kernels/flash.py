@@ -131,7 +131,7 @@ def tile_movers(D: int):
     return load, store, 2 * NK, 4 * NV
 
 
-def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str = "staged"):
+def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D].
 
     ``variant``: ``staged`` stages each tile (loads, then stores) between two barriers; ``pipelined`` loads the

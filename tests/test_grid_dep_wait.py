@@ -163,3 +163,20 @@ def test_att_tpw_setting(monkeypatch):
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_ATT_TPW=3: choose 1, 2, 4 or 8"):
         ops_table.att_tpw_setting()
 
+
+
+def test_flash_setting(monkeypatch):
+    """The prefill attention's variant: SWEEPBENCH_CUDA_FLASH ex2 when unset (the fastest on the H100), any of
+    the three on request, anything else a usage error naming all three."""
+    from cuda_kernels import flash
+    from cuda_kernels.ops_table import flash_setting
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_FLASH", raising=False)
+    assert flash_setting() == "ex2"
+    for variant in flash.VARIANTS:
+        monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", f" {variant.upper()} ")
+        assert flash_setting() == variant
+    monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", "fast")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH=fast: choose staged, pipelined or ex2"):
+        flash_setting()
