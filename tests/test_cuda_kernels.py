@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_sim import REAL_GPU, cuda_module
-from cuda_twins import kv_batch, q8_1, rel, silu, weight
+from cuda_twins import kv_batch, q8_1, rel, weight
 from gguf import GGMLQuantizationType as Q
 
 from sweepbench import ref_ops
