@@ -3,7 +3,8 @@ ubatch at several cache depths, on a random f16 cache (a q8_0 cache takes the sa
 with the attention FLOPs and the TFLOP/s they imply. Isolates what bounds S_PP at depth.
 
     python benchmarks/gpu_flash_micro.py [--heads 32 --kv-heads 4 --ub 2048 --depths 0,2048,8192,14336]
-        [--variants staged,pipelined,ex2] [--layers 4]
+        [--variants staged,pipelined,ex2] [--layers 4] [--once]
+    ncu --set full -k regex:prefill -c 1 python benchmarks/gpu_flash_micro.py --once --depths 14336 --variants ex2
 
 FLOPs count the causal work only (row t at position p sees p + 1 cells: 4 D FLOPs per cell and head, S = Q K^T
 and O = P V); the kernel also spends mma work on the masked half of each diagonal tile. Each timed graph holds 8
@@ -30,6 +31,7 @@ def main() -> None:
     p.add_argument("--depths", default="0,2048,8192,14336", help="N_KV before the ubatch")
     p.add_argument("--variants", default="staged,pipelined,ex2")
     p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--once", action="store_true", help="one eager launch per depth and variant, untimed (for ncu)")
     args = p.parse_args()
     from numba import cuda
 
@@ -65,7 +67,7 @@ def main() -> None:
                                           scale)) for i in range(8)]
 
     plans = {v: launches(v) for v in variants}
-    t_end = time.time() + 1.0  # clocks up
+    t_end = time.time() + (0.0 if args.once else 1.0)  # clocks up
     while time.time() < t_end:
         launches_us(stream, plans[variants[0]], reps=1)
     print(f"\n{h}/{hkv} heads of {d}, ubatch {t}, f16 cache, {nl} layers' caches cycled")
@@ -81,7 +83,7 @@ def main() -> None:
             stream.synchronize()
             outs[v] = out.copy_to_host()
         first = outs[variants[0]]
-        for v in variants:
+        for v in variants if not args.once else ():
             us = launches_us(stream, plans[v], reps=4)
             diff = float(np.max(np.abs(outs[v] - first)) / (np.max(np.abs(first)) + 1e-30))
             same = "same bits" if np.array_equal(outs[v], first) else f"{diff:.1e}"
