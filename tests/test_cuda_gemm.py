@@ -131,18 +131,19 @@ def test_flash_prefill_variants(tk, tv):
     """The prefill attention's variants (SWEEPBENCH_CUDA_FLASH) over several 64-cell KV tiles: ``pipelined`` (the
     next tile's loads in flight during this tile's mma work; a mask only on tiles that a warp's causal edge or the
     last cell cuts) gives the staged kernel's bits; ``ex2`` (softmax in base 2 on the special-function unit) is
-    within the f16 tolerance of the reference, and ``ex2-wide`` (16-byte branch-free loads) gives its bits. The checked batch at position 100 meets a tile below every row
-    (no mask), one that the causal edge cuts within the cells, and one that the last cell cuts; on the GPU also
-    a batch of 100 rows from position 0 (every tile cut) and one of 2 query blocks."""
+    within the f16 tolerance of the reference, and ``ex2-wide`` (16-byte branch-free loads) gives its bits. The
+    checked batch at position 100 meets a tile below every row (no mask), one that the causal edge cuts within
+    the cells, and one that the last cell cuts; on the GPU also a batch of 100 rows from position 0 (every tile
+    cut) and one of 200 rows (two query blocks of 128)."""
     from cuda_kernels import flash
 
     rng = np.random.default_rng(51)
-    h, hkv, d, n_ctx = (4, 2, 64, 256) if REAL_GPU else (2, 1, 32, 136)
-    ops = CudaOps(max_tokens=128 if REAL_GPU else 32, n_ctx=n_ctx)
+    h, hkv, d, n_ctx = (4, 2, 64, 384) if REAL_GPU else (2, 1, 32, 136)
+    ops = CudaOps(max_tokens=256 if REAL_GPU else 32, n_ctx=n_ctx)
     if not REAL_GPU:
         ops.att_nw, ops.att_combine_nw, ops.gemv_nw = 1, 2, 1
     ours, ref = DeviceKV(1, n_ctx, hkv * d, tk, tv), ref_ops.KVCache.allocate(1, n_ctx, hkv * d, tk, tv)
-    checked = ((0, 100), (100, 30), (130, 120)) if REAL_GPU else ((100, 30),)
+    checked = ((0, 100), (100, 30), (130, 200)) if REAL_GPU else ((100, 30),)
     batches = [(p, min(32, 100 - p), False) for p in range(0, 100, 32)] if not REAL_GPU else []
     for pos0, t, check in batches + [(p, t, True) for p, t in checked]:
         q = kv_batch(ops, act, ours, ref, rng, pos0, t, h, hkv, d)
