@@ -142,7 +142,8 @@ def wide_movers(D: int):
     ``ldg4`` per cell, the same column every tile, so the addresses are a multiply-add per item), and a cell
     past the last valid one reads that last cell and keeps zeros (a select, no branch around the load). The
     shared layout is ``stage_tile``'s: the same bits. Why: the 4-dim items' loads each sat in a branch with
-    their own address arithmetic, ~570 of the ~1380 instructions per warp and tile (nvdisasm, D = 128)."""
+    their own address arithmetic: 1376 instructions per warp and tile, 948 with these
+    (D = 128, benchmarks/gpu_sass_counts.py)."""
     DQ8 = D // 8  # 8-dim items per cache row
     NK, NV = BKV * DQ8 // THREADS, (BKV // 2) * DQ8 // THREADS  # K cells, V cell pairs per thread
     STEP = THREADS // DQ8  # rows between a thread's items

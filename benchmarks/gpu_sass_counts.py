@@ -1,0 +1,83 @@
+"""The prefill attention's variants as sm_90 machine code, without a GPU: per variant the registers, and the
+instructions per warp and KV tile (those between the tile loop's two barriers) by opcode.
+
+    python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide] [--nvdisasm PATH]
+
+Needs ptxas (the CUDA toolkit) and nvdisasm, which is not a dependency of sweepbench: ``pip download --no-deps
+nvidia-cuda-nvdisasm`` and unzip the wheel (nvidia/cu13/bin/nvdisasm), or a toolkit that has it.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import gpu_compile_check  # noqa: F401  (sets the sm_90 compile environment before numba loads)
+
+SHOWN = ("HMMA", "LDS", "LDG", "STS", "MUFU", "IMAD", "ISETP", "IADD3", "LEA", "BRA", "BSSY")
+
+
+def opcodes(sass: str) -> list[str]:
+    """The opcode of each instruction line of nvdisasm's output (predicates dropped), in order."""
+    ops = []
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(.*?);", line)
+        if m:
+            toks = m.group(1).split()
+            ops.append((toks[1] if toks[0].startswith("@") else toks[0]).split(".")[0])
+    return ops
+
+
+def tile_loop(ops: list[str]) -> collections.Counter:
+    """Opcode counts between the first two barriers (the kernel's tile loop: staged tile -> next barrier)."""
+    bars = [i for i, op in enumerate(ops) if op == "BAR"]
+    if len(bars) < 2:
+        raise SystemExit("error: fewer than two barriers in the kernel: not the prefill tile loop")
+    return collections.Counter(ops[bars[0]:bars[1] + 1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--variants", default="staged,pipelined,ex2,ex2-wide")
+    p.add_argument("--nvdisasm", default=shutil.which("nvdisasm"))
+    args = p.parse_args()
+    if not args.nvdisasm or not Path(args.nvdisasm).is_file() or not shutil.which("ptxas"):
+        print("error: needs ptxas on PATH and nvdisasm (--nvdisasm PATH); see this script's docstring",
+              file=sys.stderr)
+        return 2
+    from numba import cuda
+    from numba import types as nt
+
+    from cuda_kernels import flash
+
+    f32, u32, i32, i64 = nt.float32[::1], nt.uint32[::1], nt.int32[::1], nt.int64
+    sig = (f32, u32, f32, u32, f32, i32, f32, i64, i64, i64, nt.float32)
+    print(f"prefill attention, D = {args.dim}, f16 cache, sm_90; per warp and tile (between the barriers)")
+    print("| variant | registers | instructions | " + " | ".join(SHOWN) + " |")
+    print("|---|---:|---:|" + "---:|" * len(SHOWN))
+    for v in args.variants.split(","):
+        k = flash.prefill_kernel(args.dim, False, False, v)
+        ptx, _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
+        with tempfile.TemporaryDirectory() as d:
+            src, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
+            src.write_text(re.sub(r"^\.version \d+\.\d+", ".version 9.0", ptx, flags=re.M))
+            res = subprocess.run(["ptxas", "-arch=sm_90", "-v", str(src), "-o", str(cubin)], capture_output=True,
+                                 text=True, check=True)
+            regs = re.findall(r"Used (\d+) registers", res.stderr)
+            sass = subprocess.run([args.nvdisasm, "-c", str(cubin)], capture_output=True, text=True, check=True)
+        c = tile_loop(opcodes(sass.stdout))
+        print(f"| {v} | {regs[0] if regs else '?'} | {sum(c.values())} | " + " | ".join(str(c[o]) for o in SHOWN)
+              + " |", flush=True)
+    print("(staged loads and stores its tile before the first barrier, outside the span counted; the pipelined "
+          "variants load the next tile inside it and store it after the second)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
