@@ -173,7 +173,7 @@ def test_flash_setting(monkeypatch):
     from sweepbench.errors import UsageError
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_FLASH", raising=False)
-    assert flash_setting() == "ex2"
+    assert flash_setting() == "ex2-wide"
     for variant in flash.VARIANTS:
         monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", f" {variant.upper()} ")
         assert flash_setting() == variant
