@@ -1,18 +1,16 @@
 """Flash attention for prefill on the tensor cores (FlashAttention-2 style, f16 operands, f32 accumulators).
 
 Block (query tile of BQ = 128 rows, head h; 32 in the simulator): 8 warps of 16 query rows (a staged K/V tile
-serves 128 rows). Q stays in registers as mma A fragments
-(scaled by 1/sqrt(D)). Per tile of BKV = 64 cache cells: K is staged in shared memory as [cell][dim] f16 pairs
-(exactly the B layout S = Q K^T needs), V transposed as [dim][cell pair] (the B layout of O += P V); S goes
-through an online softmax in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A
-fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
+serves 128 rows). Q stays in registers as mma A fragments (scaled by log2(e)/sqrt(D)). Per tile of BKV = 64 cache
+cells: K is staged in shared memory as [cell][dim] f16 pairs (exactly the B layout S = Q K^T needs), V transposed
+as [dim][cell pair] (the B layout of O += P V), the next tile's loads in flight meanwhile; S goes through an online
+softmax in base 2 in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A fragment
+of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
 Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are first converted to f16 as a
-whole (``q8_to_f16_kernel``, the default), or dequantized while staged (the same bits; ``SWEEPBENCH_CUDA_Q8_PREFILL``).
-Never materialises the T x N_KV score matrix.
+whole (``q8_to_f16_kernel``, the default), or dequantized while staged (the same bits;
+``SWEEPBENCH_CUDA_Q8_PREFILL``). Never materialises the T x N_KV score matrix.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import cuda
@@ -48,58 +46,18 @@ def _stage_words(xq, xd, q8, cell, col, W, valid):
     return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
 
 
-SB = 4  # staging items a thread loads before it stores any (8 items per thread a tile: two batches)
-
-
-@device
-def stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, D, sk, sv, tid, nthreads):
-    """Cells c0 .. c0+BKV-1 (zeros from n_valid on), dims col0 .. col0+D-1 of the K and V caches into shared
-    memory: K as [cell][dim] f16 pairs (the B layout of S = Q K^T), V transposed as [dim][cell pair] (the B
-    layout of O += P V); q8_0 cells dequantized on the way. All nthreads threads of the block take part.
-
-    Loads go in batches of SB items per thread into registers, then to shared memory: a shared store between
-    two global loads would keep the second from issuing before the first returns (a memory latency per item)."""
-    KP, VP = D // 2 + PAD, BKV // 2 + PAD
-    nk, nv = BKV * (D // 4), (BKV // 2) * (D // 4)
-    ka_lo = cuda.local.array(SB, np.uint32)
-    ka_hi = cuda.local.array(SB, np.uint32)
-    a_lo = cuda.local.array(SB, np.uint32)
-    a_hi = cuda.local.array(SB, np.uint32)
-    b_lo = cuda.local.array(SB, np.uint32)
-    b_hi = cuda.local.array(SB, np.uint32)
-    step = nthreads * SB
-    for it0 in range(tid, max(nk, nv), step):  # a batch of K items and one of V items, loads first
-        for b in range(SB):
-            it = it0 + b * nthreads
-            cc, dq = it // (D // 4), it % (D // 4)
-            ka_lo[b], ka_hi[b] = _stage_words(kq, kd, k_q8, c0 + cc, col0 + 4 * dq, W, it < nk and c0 + cc < n_valid)
-            ok = it < nv
-            a_lo[b], a_hi[b] = _stage_words(vq, vd, v_q8, c0 + 2 * cc, col0 + 4 * dq, W, ok and c0 + 2 * cc < n_valid)
-            b_lo[b], b_hi[b] = _stage_words(vq, vd, v_q8, c0 + 2 * cc + 1, col0 + 4 * dq, W,
-                                            ok and c0 + 2 * cc + 1 < n_valid)
-        for b in range(SB):
-            it = it0 + b * nthreads
-            cc, dq = it // (D // 4), it % (D // 4)  # K: cell cc; V: cell pair cc
-            if it < nk:
-                sk[cc * KP + 2 * dq] = ka_lo[b]
-                sk[cc * KP + 2 * dq + 1] = ka_hi[b]
-            if it < nv:
-                sv[(4 * dq) * VP + cc] = prmt(a_lo[b], b_lo[b], U32(0x5410))
-                sv[(4 * dq + 1) * VP + cc] = prmt(a_lo[b], b_lo[b], U32(0x7632))
-                sv[(4 * dq + 2) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x5410))
-                sv[(4 * dq + 3) * VP + cc] = prmt(a_hi[b], b_hi[b], U32(0x7632))
-
-
-VARIANTS = ("staged", "pipelined", "ex2", "ex2-wide")  # SWEEPBENCH_CUDA_FLASH (ops_table.flash_setting)
+VARIANTS = ("ex2", "ex2-wide")  # SWEEPBENCH_CUDA_FLASH (ops_table.flash_setting): the tile movers below
 LOG2E = np.float32(1.4426950408889634)
 
 
 def tile_movers(D: int):
-    """(load, store) for the pipelined variant: ``load`` fetches a tile's K and V words into registers (kr:
-    2 words per K item, vr: 4 per V cell-pair item; the items ``stage_tile`` takes, in the same order) and
-    ``store`` puts them into shared memory in ``stage_tile``'s layout, so both variants stage the same bits.
-    A tile's loads are issued before the previous tile's compute and consumed after it: their latency hides
-    behind the mma work instead of stalling every warp of the block at the barrier."""
+    """(load, store, KR, VR) over 4-dim items, for any cache (q8_0 cells dequantized on the way) and head dim:
+    ``load`` fetches a tile's K and V words into registers (kr: 2 words per K item, vr: 4 per V cell-pair item)
+    and ``store`` puts them into shared memory: K as [cell][dim] f16 pairs (the B layout of S = Q K^T), V
+    transposed as [dim][cell pair] (the B layout of O += P V). A tile's loads are issued before the previous
+    tile's mma work and stored after it: their latency hides behind the compute instead of stalling every warp
+    of the block between two barriers (H100, qwen3 -ub 2048 at N_KV 14336: 5354 against 6612 us per layer for
+    the kernel that staged each tile between barriers, benchmarks/NOTES.md)."""
     DQ = D // 4  # 4-dim items per cache row
     NK, NV = BKV * DQ // THREADS, (BKV // 2) * DQ // THREADS  # K items, V cell-pair items per thread
     KP, VP = tile_pitches(D)
@@ -141,7 +99,7 @@ def wide_movers(D: int):
     """``tile_movers`` for f16 caches with 16-byte items: a thread takes dims 8j .. 8j+7 of its cells (one
     ``ldg4`` per cell, the same column every tile, so the addresses are a multiply-add per item), and a cell
     past the last valid one reads that last cell and keeps zeros (a select, no branch around the load). The
-    shared layout is ``stage_tile``'s: the same bits. Why: the 4-dim items' loads each sat in a branch with
+    shared layout is ``tile_movers``': the same bits. Why: the 4-dim items' loads each sat in a branch with
     their own address arithmetic: 1376 instructions per warp and tile, 948 with these
     (D = 128, benchmarks/gpu_sass_counts.py)."""
     DQ8 = D // 8  # 8-dim items per cache row
@@ -191,12 +149,12 @@ def wide_movers(D: int):
 def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D].
 
-    ``variant``: ``staged`` stages each tile (loads, then stores) between two barriers; ``pipelined`` loads the
-    next tile into registers before computing this one (``tile_movers``) and masks only the tiles a warp's
-    causal edge or the last cell cuts (the same bits); ``ex2`` is ``pipelined`` with the softmax in base 2 on
-    the special-function unit (Q pre-scaled by log2 e, one MUFU.EX2 per score instead of a precise expf, no
-    -inf tests: every row sees cell 0, so a row maximum is finite from the first tile on); ``ex2-wide`` is
-    ``ex2`` with 16-byte branch-free loads (``wide_movers``; f16 caches and head dims it fits, else ``ex2``)."""
+    ``variant`` picks the tile movers: ``ex2`` takes ``tile_movers``, ``ex2-wide`` ``wide_movers`` where they fit
+    (f16 caches, head dims ``wide_fits``; else ``tile_movers``); both stage the same bits. Either way the next
+    tile's loads are in flight during this tile's mma work, only the tiles that a warp's causal edge or the last
+    cell cuts are masked, and the softmax runs in base 2 on the special-function unit (Q pre-scaled by log2 e,
+    one MUFU.EX2 per score instead of a precise expf, no -inf tests: every row sees cell 0, so a row maximum is
+    finite from the first tile on)."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
     key = (D, k_q8, v_q8, variant)
@@ -206,10 +164,8 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
     SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
-    PIPE, FAST = variant != "staged", variant.startswith("ex2")
     wide = variant == "ex2-wide" and not (k_q8 or v_q8) and wide_fits(D)
     load_tile, store_tile, KR, VR = wide_movers(D) if wide else tile_movers(D)
-    QSCALE = LOG2E if FAST else np.float32(1)  # scores in base-2 units for ex2
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
         grid_dep_wait()
@@ -228,7 +184,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
         o = cuda.local.array(OA, np.float32)
         s = cuda.local.array(32, np.float32)
         r0 = q0 + 16 * w + g  # this thread's two query rows: r0 and r0 + 8
-        qs = scale * QSCALE
+        qs = scale * LOG2E  # scores in base-2 units
         for kk in range(NKS):
             for rr in range(2):
                 t = min(r0 + 8 * rr, T - 1)
@@ -239,26 +195,22 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
             o[i] = np.float32(0)
         m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
         n_cells = pos0 + min(q0 + BQ, T)
-        if PIPE:
-            load_tile(kq, kd, vq, vd, k_q8, v_q8, 0, n_cells, hk * D, W, kr, vr, tid)
+        load_tile(kq, kd, vq, vd, k_q8, v_q8, 0, n_cells, hk * D, W, kr, vr, tid)
         for c0 in range(0, n_cells, BKV):
-            if PIPE:
-                store_tile(kr, vr, sk, sv, tid)
-            else:
-                stage_tile(kq, kd, vq, vd, k_q8, v_q8, c0, n_cells, hk * D, W, D, sk, sv, tid, THREADS)
+            store_tile(kr, vr, sk, sv, tid)
             cuda.syncthreads()
-            if PIPE and c0 + BKV < n_cells:  # the next tile's loads, in flight during this tile's mma work
+            if c0 + BKV < n_cells:  # the next tile's loads, in flight during this tile's mma work
                 load_tile(kq, kd, vq, vd, k_q8, v_q8, c0 + BKV, n_cells, hk * D, W, kr, vr, tid)
             for nt in range(8):  # S = Q K^T, 16 rows x 64 cells per warp
                 z = np.float32(0)
                 d0, d1, d2, d3 = z, z, z, z
                 for kk in range(NKS):
+                    kb = (nt * 8 + g) * KP + kk * 8 + tq  # B fragment: cell nt*8+g, dim pairs kk*8+tq, +4
                     d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3],
-                                             sk[(nt * 8 + g) * KP + kk * 8 + tq], sk[(nt * 8 + g) * KP + kk * 8 + tq + 4],
-                                             d0, d1, d2, d3)
+                                             sk[kb], sk[kb + 4], d0, d1, d2, d3)
                 s[nt * 4], s[nt * 4 + 1], s[nt * 4 + 2], s[nt * 4 + 3] = d0, d1, d2, d3
             # the warp's rows see cells up to pos0 + q0 + 16 w at least: tiles below that edge need no mask
-            if not PIPE or c0 + BKV - 1 > pos0 + q0 + 16 * w or c0 + BKV > n_cells:
+            if c0 + BKV - 1 > pos0 + q0 + 16 * w or c0 + BKV > n_cells:
                 for nt in range(8):
                     for e in range(4):
                         cell = c0 + nt * 8 + 2 * tq + (e & 1)
@@ -274,20 +226,13 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
             mx1 = max(mx1, shfl_xor(mx1, 1))
             mx1 = max(mx1, shfl_xor(mx1, 2))
             n0, n1 = max(m0, mx0), max(m1, mx1)
-            if FAST:  # n0, n1 finite (cell 0); ex2(-inf) = 0 for the first tile's m and the masked scores
-                a0, a1 = ex2(m0 - n0), ex2(m1 - n1)
-            else:
-                a0 = math.exp(m0 - n0) if n0 != NEG else np.float32(1)
-                a1 = math.exp(m1 - n1) if n1 != NEG else np.float32(1)
+            a0, a1 = ex2(m0 - n0), ex2(m1 - n1)  # n0, n1 finite (cell 0); ex2(-inf) = 0: first m, masked s
             m0, m1 = n0, n1
             l0, l1 = l0 * a0, l1 * a1
             for nt in range(8):
                 for e in range(4):
                     mm = m0 if e < 2 else m1
-                    if FAST:
-                        p = ex2(s[nt * 4 + e] - mm)
-                    else:
-                        p = math.exp(s[nt * 4 + e] - mm) if s[nt * 4 + e] != NEG else np.float32(0)
+                    p = ex2(s[nt * 4 + e] - mm)
                     s[nt * 4 + e] = p
                     if e < 2:
                         l0 += p
@@ -328,7 +273,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
 
 def q8_to_f16_kernel():
     """(xq, xd, out, n_words): the first n_words words of a q8_0 cache (4 int8 values each, scale xd[i // 8])
-    as an f16 cache, out[2i], out[2i + 1]: the f16 pairs ``stage_tile`` would stage (the same ``q8_pair``, so the
+    as an f16 cache, out[2i], out[2i + 1]: the f16 pairs ``tile_movers`` would stage (the same ``q8_pair``, so the
     same bits). grid (ceil(n_words / 256),), block 256.
 
     Why: the prefill kernel stages a KV tile once per query tile and query head, so a q8_0 cell is dequantized

@@ -91,11 +91,10 @@ def att_tpw_setting() -> int:
 
 
 def flash_setting() -> str:
-    """SWEEPBENCH_CUDA_FLASH: the prefill attention kernel's variant (``flash.prefill_kernel``): ``ex2-wide`` (the
-    default: ex2 with 16-byte branch-free tile loads, ex2's bits; a q8_0 cache takes ex2's loads), ``ex2``
-    (pipelined, softmax in base 2 on the special-function unit), ``pipelined`` (the next KV tile's loads in flight
-    during this tile's mma work) or ``staged`` (each tile staged between two barriers; the same bits as pipelined).
-    H100, qwen3-30b-a3b -ub 2048 S_PP at N_KV 14336: staged 3691, ex2 4764, ex2-wide 5006 t/s (benchmarks/NOTES.md)."""
+    """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles: ``ex2-wide``
+    (the default: 16-byte branch-free loads, ``flash.wide_movers``; a q8_0 tile or a head dim they do not fit takes
+    ex2's) or ``ex2`` (4-byte loads, ``flash.tile_movers``); the same bits. H100, qwen3-30b-a3b -ub 2048 S_PP at
+    N_KV 14336: ex2 4764, ex2-wide 5006 t/s (benchmarks/NOTES.md)."""
     return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide", flash.VARIANTS)
 
 

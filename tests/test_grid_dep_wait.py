@@ -166,7 +166,7 @@ def test_att_tpw_setting(monkeypatch):
 
 
 def test_flash_setting(monkeypatch):
-    """The prefill attention's variant: SWEEPBENCH_CUDA_FLASH ex2 when unset (the fastest on the H100), any of
+    """The prefill attention's variant: SWEEPBENCH_CUDA_FLASH ex2-wide when unset (the fastest on the H100), any of
     the variants on request, anything else a usage error naming them all."""
     from cuda_kernels import flash
     from cuda_kernels.ops_table import flash_setting
@@ -178,5 +178,5 @@ def test_flash_setting(monkeypatch):
         monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", f" {variant.upper()} ")
         assert flash_setting() == variant
     monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", "fast")
-    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH=fast: choose staged, pipelined, ex2 or ex2-wide"):
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH=fast: choose ex2 or ex2-wide"):
         flash_setting()
