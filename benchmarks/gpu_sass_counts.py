@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gpu_compile_check  # noqa: F401  (sets the sm_90 compile environment before numba loads)
 
-SHOWN = ("HMMA", "LDS", "LDG", "STS", "MUFU", "IMAD", "ISETP", "IADD3", "LEA", "BRA", "BSSY")
+SHOWN = ("HMMA", "LDS", "LDSM", "LDG", "STS", "MUFU", "IMAD", "ISETP", "IADD3", "LEA", "BRA", "BSSY")
 
 
 def opcodes(sass: str) -> list[str]:

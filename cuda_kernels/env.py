@@ -170,13 +170,52 @@ if not SIM:
                 ary = context.make_array(aryty)(context, builder, value=args[0])
                 ptr = builder.gep(ary.data, [context.cast(builder, args[1], idxty, types.intp)])
                 fnty = ir.FunctionType(ir.LiteralStructType([reg] * 4), [ptr.type])
-                asm = ir.InlineAsm(fnty, f"ld.global.nc.v4.{ptx} {{$0,$1,$2,$3}}, [$4];", f"{cons},{cons},{cons},{cons},l")
+                asm = ir.InlineAsm(fnty, f"ld.global.nc.v4.{ptx} {{$0,$1,$2,$3}}, [$4];",
+                                   f"{cons},{cons},{cons},{cons},l")
                 st = builder.call(asm, [ptr])
                 return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
 
             return sig, codegen
 
         return intrinsic(typer)
+
+    @intrinsic
+    def smem_base(typingctx, arr):
+        """The shared-window address (32 bits) of a shared array's first element, for ``ldsm4``: taken once per
+        kernel, so each ldmatrix costs an add (or an immediate offset) instead of a 64-bit address conversion."""
+        if not (isinstance(arr, types.Array) and arr.ndim == 1):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+            fnty = ir.FunctionType(_I32, [ary.data.type])
+            asm = ir.InlineAsm(fnty, "{ .reg .u64 a; cvta.to.shared.u64 a, $1; cvt.u32.u64 $0, a; }", "=r,l")
+            return builder.call(asm, [ary.data])
+
+        return types.uint32(arr), codegen
+
+    @intrinsic
+    def ldsm4(typingctx, arr, base, i):
+        """One ldmatrix.x4 over a shared uint32 array (16-byte aligned; base = ``smem_base(arr)``; i a multiple
+        of 4): lane l names the 16-byte row arr[i:i+4]; the rows of lanes 8m .. 8m+7 are matrix m, and every
+        lane receives, as its m-th word, word (lane & 3) of row (lane >> 2) of matrix m: an mma B fragment's
+        word for 4 row bases in one instruction instead of 4 LDS. Ordered like a memory access (side effect,
+        memory clobber): it must not move across the barrier that publishes the tile."""
+        if not (isinstance(arr, types.Array) and isinstance(base, types.Integer) and isinstance(i, types.Integer)):
+            return None
+        sig = types.UniTuple(types.uint32, 4)(arr, base, i)
+
+        def codegen(context, builder, sig, args):
+            b = context.cast(builder, args[1], sig.args[1], types.uint32)
+            off = context.cast(builder, args[2], sig.args[2], types.uint32)
+            addr = builder.add(b, builder.shl(off, ir.Constant(_I32, 2)))
+            fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [_I32])
+            asm = ir.InlineAsm(fnty, "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {$0,$1,$2,$3}, [$4];",
+                               "=r,=r,=r,=r,r,~{memory}", side_effect=True)
+            st = builder.call(asm, [addr])
+            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+
+        return sig, codegen
 
     ldg4 = _ldg4_of(lambda dt: isinstance(dt, types.Integer) and dt.bitwidth == 32, _I32, "u32", "=r")  # words
     ldg4f = _ldg4_of(lambda dt: dt == types.float32, _F32, "f32", "=f")  # float32
@@ -435,3 +474,17 @@ else:
                 np.float32(d[g + 8, 2 * q] + c2), np.float32(d[g + 8, 2 * q + 1] + c3))
 
     mma_f16 = device(_mma_f16)
+
+    def _smem_base(arr):
+        return np.uint32(0)  # unused here: the twin reads arr itself
+
+    def _ldsm4(arr, base, i):
+        """ldmatrix.x4 from the warp's row addresses: word (lane & 3) of row (lane >> 2) of each matrix m (the
+        rows named by lanes 8m .. 8m+7); a row that is not 16-byte aligned is an error, as on the GPU."""
+        if int(i) % 4:
+            raise ValueError(f"ldsm4: row at word {int(i)} is not 16-byte aligned")
+        rows = _warp_vals(i)
+        g, q = _lane_id() >> 2, _lane_id() & 3
+        return tuple(np.uint32(arr[int(rows[8 * m + g]) + q]) for m in range(4))
+
+    smem_base, ldsm4 = device(_smem_base), device(_ldsm4)

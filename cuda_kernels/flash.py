@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import SIM, device, ex2, grid_dep_wait, jit, ldg4, mma_f16, pack_h2, prmt, shfl_xor
+from cuda_kernels.env import (SIM, device, ex2, grid_dep_wait, jit, ldg4, ldsm4, mma_f16, pack_h2, prmt, shfl_xor,
+                              smem_base)
 from cuda_kernels.tiles import q8_pair
 
 # query rows, cache cells per tile; the simulator runs a block's threads as OS threads and emulates each mma, so
@@ -23,6 +24,7 @@ from cuda_kernels.tiles import q8_pair
 BQ, BKV = (32 if SIM else 128), 64
 THREADS = 32 * (BQ // 16)
 NEG = np.float32(-np.inf)
+ALIGN = None if SIM else 16  # the staged tiles' alignment (ldmatrix rows); the simulator refuses the argument
 U32 = np.uint32
 _CACHE: dict = {}
 
@@ -46,7 +48,7 @@ def _stage_words(xq, xd, q8, cell, col, W, valid):
     return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
 
 
-VARIANTS = ("ex2", "ex2-wide")  # SWEEPBENCH_CUDA_FLASH (ops_table.flash_setting): the tile movers below
+VARIANTS = ("ex2", "ex2-wide", "ex2-wide-ldsm")  # SWEEPBENCH_CUDA_FLASH (ops_table.flash_setting)
 LOG2E = np.float32(1.4426950408889634)
 
 
@@ -154,7 +156,9 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     tile's loads are in flight during this tile's mma work, only the tiles that a warp's causal edge or the last
     cell cuts are masked, and the softmax runs in base 2 on the special-function unit (Q pre-scaled by log2 e,
     one MUFU.EX2 per score instead of a precise expf, no -inf tests: every row sees cell 0, so a row maximum is
-    finite from the first tile on)."""
+    finite from the first tile on). ``ex2-wide-ldsm`` also reads the mma B fragments of both products with
+    ldmatrix.x4 (``env.ldsm4``: 4 fragment words per instruction instead of one LDS each) where the head dim is
+    a multiple of 32; the same bits."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
     key = (D, k_q8, v_q8, variant)
@@ -164,8 +168,9 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
     SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
-    wide = variant == "ex2-wide" and not (k_q8 or v_q8) and wide_fits(D)
+    wide = variant.startswith("ex2-wide") and not (k_q8 or v_q8) and wide_fits(D)
     load_tile, store_tile, KR, VR = wide_movers(D) if wide else tile_movers(D)
+    LDSM = variant == "ex2-wide-ldsm" and D % 32 == 0  # fragment pairs: k16 steps of S, n8 tiles of O
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
         grid_dep_wait()
@@ -176,14 +181,19 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
         hk = h // (H // Hkv)
         W = Hkv * D
         pos0 = posv[0]
-        sk = cuda.shared.array(SK, np.uint32)
-        sv = cuda.shared.array(SV, np.uint32)
+        sk = cuda.shared.array(SK, np.uint32, alignment=ALIGN)  # 16-byte rows for ldmatrix
+        sv = cuda.shared.array(SV, np.uint32, alignment=ALIGN)
         kr = cuda.local.array(KR, np.uint32)
         vr = cuda.local.array(VR, np.uint32)
         qa = cuda.local.array(QA, np.uint32)
         o = cuda.local.array(OA, np.float32)
         s = cuda.local.array(32, np.float32)
         r0 = q0 + 16 * w + g  # this thread's two query rows: r0 and r0 + 8
+        # ldmatrix rows this lane names: K cell (lane & 7), 4 dim-pair words per matrix; V^T dim (lane & 7) of
+        # the n8 tile pair's (lane >> 4)-th tile, cell-pair words 4 ((lane >> 3) & 1) on
+        ka = (lane & 7) * KP + 4 * (lane >> 3)
+        va = (lane & 7) * VP + 4 * ((lane >> 3) & 1) + 8 * VP * (lane >> 4)
+        skb, svb = smem_base(sk), smem_base(sv)
         qs = scale * LOG2E  # scores in base-2 units
         for kk in range(NKS):
             for rr in range(2):
@@ -204,10 +214,19 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
             for nt in range(8):  # S = Q K^T, 16 rows x 64 cells per warp
                 z = np.float32(0)
                 d0, d1, d2, d3 = z, z, z, z
-                for kk in range(NKS):
-                    kb = (nt * 8 + g) * KP + kk * 8 + tq  # B fragment: cell nt*8+g, dim pairs kk*8+tq, +4
-                    d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3],
-                                             sk[kb], sk[kb + 4], d0, d1, d2, d3)
+                if LDSM:
+                    for k2 in range(NKS // 2):  # k16 steps 2 k2, 2 k2 + 1: their B words in one ldmatrix
+                        b0, b1, b2, b3 = ldsm4(sk, skb, ka + nt * 8 * KP + k2 * 16)
+                        kk = 2 * k2
+                        d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3],
+                                                 b0, b1, d0, d1, d2, d3)
+                        d0, d1, d2, d3 = mma_f16(qa[kk * 4 + 4], qa[kk * 4 + 5], qa[kk * 4 + 6], qa[kk * 4 + 7],
+                                                 b2, b3, d0, d1, d2, d3)
+                else:
+                    for kk in range(NKS):
+                        kb = (nt * 8 + g) * KP + kk * 8 + tq  # B fragment: cell nt*8+g, dim pairs kk*8+tq, +4
+                        d0, d1, d2, d3 = mma_f16(qa[kk * 4], qa[kk * 4 + 1], qa[kk * 4 + 2], qa[kk * 4 + 3],
+                                                 sk[kb], sk[kb + 4], d0, d1, d2, d3)
                 s[nt * 4], s[nt * 4 + 1], s[nt * 4 + 2], s[nt * 4 + 3] = d0, d1, d2, d3
             # the warp's rows see cells up to pos0 + q0 + 16 w at least: tiles below that edge need no mask
             if c0 + BKV - 1 > pos0 + q0 + 16 * w or c0 + BKV > n_cells:
@@ -248,11 +267,20 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
                 p1 = pack_h2(s[8 * j + 2], s[8 * j + 3])
                 p2 = pack_h2(s[8 * j + 4], s[8 * j + 5])
                 p3 = pack_h2(s[8 * j + 6], s[8 * j + 7])
-                for dt in range(NDT):
-                    d0, d1, d2, d3 = mma_f16(p0, p1, p2, p3, sv[(dt * 8 + g) * VP + j * 8 + tq],
-                                             sv[(dt * 8 + g) * VP + j * 8 + tq + 4], o[dt * 4], o[dt * 4 + 1],
-                                             o[dt * 4 + 2], o[dt * 4 + 3])
-                    o[dt * 4], o[dt * 4 + 1], o[dt * 4 + 2], o[dt * 4 + 3] = d0, d1, d2, d3
+                if LDSM:
+                    for dp in range(NDT // 2):  # n8 tiles 2 dp, 2 dp + 1: their B words in one ldmatrix
+                        b0, b1, b2, b3 = ldsm4(sv, svb, va + dp * 16 * VP + j * 8)
+                        i0, i1 = 8 * dp, 8 * dp + 4
+                        o[i0], o[i0 + 1], o[i0 + 2], o[i0 + 3] = mma_f16(p0, p1, p2, p3, b0, b1, o[i0], o[i0 + 1],
+                                                                         o[i0 + 2], o[i0 + 3])
+                        o[i1], o[i1 + 1], o[i1 + 2], o[i1 + 3] = mma_f16(p0, p1, p2, p3, b2, b3, o[i1], o[i1 + 1],
+                                                                         o[i1 + 2], o[i1 + 3])
+                else:
+                    for dt in range(NDT):
+                        vb = (dt * 8 + g) * VP + j * 8 + tq  # B fragment: dim dt*8+g, cell pairs j*8+tq, +4
+                        d0, d1, d2, d3 = mma_f16(p0, p1, p2, p3, sv[vb], sv[vb + 4], o[dt * 4], o[dt * 4 + 1],
+                                                 o[dt * 4 + 2], o[dt * 4 + 3])
+                        o[dt * 4], o[dt * 4 + 1], o[dt * 4 + 2], o[dt * 4 + 3] = d0, d1, d2, d3
             cuda.syncthreads()
         l0 += shfl_xor(l0, 1)
         l0 += shfl_xor(l0, 2)

@@ -178,5 +178,5 @@ def test_flash_setting(monkeypatch):
         monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", f" {variant.upper()} ")
         assert flash_setting() == variant
     monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", "fast")
-    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH=fast: choose ex2 or ex2-wide"):
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH=fast: choose ex2, ex2-wide or ex2-wide-ldsm"):
         flash_setting()
