@@ -1,7 +1,7 @@
 """The prefill attention's variants as sm_90 machine code, without a GPU: per variant the registers, and the
 instructions per warp and KV tile (those between the tile loop's two barriers) by opcode.
 
-    python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide] [--nvdisasm PATH]
+    python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide,ex2-wide-ldsm] [--nvdisasm PATH]
 
 Needs ptxas (the CUDA toolkit) and nvdisasm, which is not a dependency of sweepbench: ``pip download --no-deps
 nvidia-cuda-nvdisasm`` and unzip the wheel (nvidia/cu13/bin/nvdisasm), or a toolkit that has it.
@@ -44,7 +44,7 @@ def tile_loop(ops: list[str]) -> collections.Counter:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--variants", default="ex2,ex2-wide")
+    p.add_argument("--variants", default="ex2,ex2-wide,ex2-wide-ldsm")
     p.add_argument("--nvdisasm", default=shutil.which("nvdisasm"))
     args = p.parse_args()
     if not args.nvdisasm or not Path(args.nvdisasm).is_file() or not shutil.which("ptxas"):

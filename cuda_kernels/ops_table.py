@@ -91,12 +91,13 @@ def att_tpw_setting() -> int:
 
 
 def flash_setting() -> str:
-    """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles: ``ex2-wide``
-    (the default: 16-byte branch-free loads, ``flash.wide_movers``; a q8_0 tile or a head dim they do not fit takes
-    ex2's), ``ex2`` (4-byte loads, ``flash.tile_movers``) or ``ex2-wide-ldsm`` (ex2-wide with the mma B fragments
-    read by ldmatrix); the same bits. H100, qwen3-30b-a3b -ub 2048 S_PP at N_KV 14336: ex2 4764, ex2-wide 5006 t/s
-    (benchmarks/NOTES.md)."""
-    return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide", flash.VARIANTS)
+    """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles and reads its
+    mma B fragments: ``ex2-wide-ldsm`` (the default: 16-byte branch-free loads, ``flash.wide_movers``, and ldmatrix
+    reads; a q8_0 tile or a head dim the movers do not fit takes ex2's loads), ``ex2-wide`` (the same loads, one
+    LDS per fragment word) or ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads); all give the same bits.
+    H100, qwen3-30b-a3b -ub 2048 at N_KV 14336, one layer: 3983 / 3535 / 3175 us for ex2 / ex2-wide /
+    ex2-wide-ldsm (benchmarks/NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-ldsm", flash.VARIANTS)
 
 
 def q8_decode_setting() -> str:
