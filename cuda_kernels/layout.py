@@ -77,8 +77,8 @@ def repack(raw: np.ndarray, qtype, row_len: int, n_mats: int = 1) -> HostWeight:
     ns = row_len // 256
     if kind == "q4_k":
         blocks = raw.reshape(rows, ns, 144)
-        return HostWeight(kind, _words(blocks[:, :, 16:].reshape(rows, -1)), _words(blocks[:, :, :16].reshape(rows, -1)),
-                          n, row_len, n_mats)
+        qs, hdr = blocks[:, :, 16:].reshape(rows, -1), blocks[:, :, :16].reshape(rows, -1)  # nibbles; d, dmin, scales
+        return HostWeight(kind, _words(qs), _words(hdr), n, row_len, n_mats)
     if kind == "q6_k":
         blocks = raw.reshape(rows, ns, 210)
         hdr = np.concatenate([blocks[:, :, 192:210], np.zeros((rows, ns, 2), np.uint8)], axis=2)  # scales, d, pad

@@ -95,8 +95,8 @@ def flash_setting() -> str:
     mma B fragments: ``ex2-wide-ldsm`` (the default: 16-byte branch-free loads, ``flash.wide_movers``, and ldmatrix
     reads; a q8_0 tile or a head dim the movers do not fit takes ex2's loads), ``ex2-wide`` (the same loads, one
     LDS per fragment word) or ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads); all give the same bits.
-    H100, qwen3-30b-a3b -ub 2048 at N_KV 14336, one layer: 3983 / 3535 / 3175 us for ex2 / ex2-wide /
-    ex2-wide-ldsm (benchmarks/NOTES.md)."""
+    H100s, qwen3 heads, -ub 2048 at N_KV 14336, one layer side by side: ex2 3983 against ex2-wide 3560 us, and on
+    another H100 ex2-wide 3535 against ex2-wide-ldsm 3175 us (benchmarks/gpu_flash_micro.py, NOTES.md)."""
     return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-ldsm", flash.VARIANTS)
 
 
@@ -312,7 +312,8 @@ class CudaOps:
         out = self.new(t, e)
         xq, xa = self.pool.get(t * e // 4, np.uint32), self.pool.get(t * e // 16)
         out.attach_q8(xq, xa)
-        self.launch(ew.rms_norm, t, 32 * _blocks(e // 4, 32), a.f, b.f, res.f, w, out.f, xq, xa, e, np.float32(eps), add, True)
+        self.launch(ew.rms_norm, t, 32 * _blocks(e // 4, 32), a.f, b.f, res.f, w, out.f, xq, xa, e, np.float32(eps),
+                    add, True)
         return out
 
     def rms_norm_heads(self, x, w, eps: float, head_dim: int):
@@ -501,7 +502,8 @@ class CudaOps:
         pend, self._pending_kv = self._pending_kv, None
         if pend is not None:
             pc, pil, k, v = pend
-            fusable = (isinstance(q, LazyRope) and q.value is None and pc is cache and pil == il and _same_rotation(q, k))
+            fusable = (isinstance(q, LazyRope) and q.value is None and pc is cache and pil == il
+                       and _same_rotation(q, k))
             if fusable:
                 self._rope_store(q, k, v, cache, il)
             else:
@@ -666,8 +668,8 @@ class CudaOps:
         r, n = ids.n_tokens * ids.k, w.n_rows
         y = self.new(r, n)
         xq, xa, xf = self._inputs(x, w.kind)
-        self.launch(gemv.expert(w.kind, self.gemv_nw), (_blocks(n, self.gemv_nw), r), 32 * self.gemv_nw, w.qs, w.hdr, xq, xa,
-                    xf, ids.buf, y.f, n, w.row_len, div)
+        self.launch(gemv.expert(w.kind, self.gemv_nw), (_blocks(n, self.gemv_nw), r), 32 * self.gemv_nw, w.qs, w.hdr,
+                    xq, xa, xf, ids.buf, y.f, n, w.row_len, div)
         return y
 
     def expert_up_gate(self, x, w_gate, w_up, groups: Groups) -> Act:

@@ -109,6 +109,7 @@ class DeviceKV:
                 else:
                     q.append(cuda.device_array(n_ctx * n_embd_kv // 4, np.uint32))
                     d.append(cuda.device_array(n_ctx * n_embd_kv // 32, np.float32))
-        self.n_bytes = sum(a.nbytes for a in self.kq + self.vq) + sum(a.nbytes for a in self.kd + self.vd if a is not stub)
-        for a in self.kq + self.vq + [d for d in self.kd + self.vd if d is not stub]:
+        scales = [a for a in self.kd + self.vd if a is not stub]
+        self.n_bytes = sum(a.nbytes for a in self.kq + self.vq + scales)
+        for a in self.kq + self.vq + scales:
             _zero(a)  # a warm-up step reads cells no token wrote yet: zeros, not stale NaNs from a freed buffer
