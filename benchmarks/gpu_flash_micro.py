@@ -3,7 +3,7 @@ ubatch at several cache depths, on a random f16 cache (a q8_0 cache takes the sa
 with the attention FLOPs and the TFLOP/s they imply. Isolates what bounds S_PP at depth.
 
     python benchmarks/gpu_flash_micro.py [--heads 32 --kv-heads 4 --ub 2048 --depths 0,2048,8192,14336]
-        [--variants ex2,ex2-wide,ex2-wide-ldsm] [--layers 4] [--once]
+        [--variants ex2-wide,ex2-wide-ldsm,ex2-wide-ldsm-lean] [--layers 4] [--once]
     ncu --set full -k regex:prefill -c 1 python benchmarks/gpu_flash_micro.py --once --depths 14336 --variants ex2
 
 FLOPs count the causal work only (row t at position p sees p + 1 cells: 4 D FLOPs per cell and head, S = Q K^T
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--ub", type=int, default=2048, help="query rows of the ubatch")
     p.add_argument("--depths", default="0,2048,8192,14336", help="N_KV before the ubatch")
-    p.add_argument("--variants", default="ex2,ex2-wide,ex2-wide-ldsm")
+    p.add_argument("--variants", default="ex2-wide,ex2-wide-ldsm,ex2-wide-ldsm-lean")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--once", action="store_true", help="one eager launch per depth and variant, untimed (for ncu)")
     args = p.parse_args()

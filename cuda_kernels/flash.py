@@ -48,7 +48,7 @@ def _stage_words(xq, xd, q8, cell, col, W, valid):
     return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
 
 
-VARIANTS = ("ex2", "ex2-wide", "ex2-wide-ldsm")  # SWEEPBENCH_CUDA_FLASH (ops_table.flash_setting)
+VARIANTS = ("ex2", "ex2-wide", "ex2-wide-ldsm", "ex2-wide-ldsm-lean")  # SWEEPBENCH_CUDA_FLASH (ops_table)
 LOG2E = np.float32(1.4426950408889634)
 
 
@@ -97,13 +97,14 @@ def wide_fits(D: int) -> bool:
     return THREADS % (D // 8) == 0 and (BKV // 2) * (D // 8) % THREADS == 0
 
 
-def wide_movers(D: int):
+def wide_movers(D: int, lean: bool = False):
     """``tile_movers`` for f16 caches with 16-byte items: a thread takes dims 8j .. 8j+7 of its cells (one
     ``ldg4`` per cell, the same column every tile, so the addresses are a multiply-add per item), and a cell
     past the last valid one reads that last cell and keeps zeros (a select, no branch around the load). The
     shared layout is ``tile_movers``': the same bits. Why: the 4-dim items' loads each sat in a branch with
     their own address arithmetic: 1376 instructions per warp and tile, 948 with these
-    (D = 128, benchmarks/gpu_sass_counts.py)."""
+    (D = 128, benchmarks/gpu_sass_counts.py). ``lean``: a tile whole below the last cell (every tile but the
+    last) skips the clamps and selects (a block-uniform branch)."""
     DQ8 = D // 8  # 8-dim items per cache row
     NK, NV = BKV * DQ8 // THREADS, (BKV // 2) * DQ8 // THREADS  # K cells, V cell pairs per thread
     STEP = THREADS // DQ8  # rows between a thread's items
@@ -113,6 +114,16 @@ def wide_movers(D: int):
     @device
     def load(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, kr, vr, tid):
         row, w0, last = tid // DQ8, (col0 + 8 * (tid % DQ8)) // 2, n_valid - 1
+        if lean and c0 + BKV <= n_valid:
+            for i in range(NK):
+                b = 4 * i
+                kr[b], kr[b + 1], kr[b + 2], kr[b + 3] = ldg4(kq, (c0 + row + i * STEP) * (W // 2) + w0)
+            for i in range(NV):
+                c = c0 + 2 * (row + i * STEP)
+                for e in range(2):
+                    b = 8 * i + 4 * e
+                    vr[b], vr[b + 1], vr[b + 2], vr[b + 3] = ldg4(vq, (c + e) * (W // 2) + w0)
+            return
         for i in range(NK):
             c = c0 + row + i * STEP
             a0, a1, a2, a3 = ldg4(kq, min(c, last) * (W // 2) + w0)
@@ -158,7 +169,8 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     one MUFU.EX2 per score instead of a precise expf, no -inf tests: every row sees cell 0, so a row maximum is
     finite from the first tile on). ``ex2-wide-ldsm`` also reads the mma B fragments of both products with
     ldmatrix.x4 (``env.ldsm4``: 4 fragment words per instruction instead of one LDS each) where the head dim is
-    a multiple of 32; the same bits."""
+    a multiple of 32; the same bits. ``ex2-wide-ldsm-lean`` also skips the clamps of every tile but the last and
+    rescales O only for a thread whose row maximum moved (at depth most tiles move none: the same bits)."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
     key = (D, k_q8, v_q8, variant)
@@ -169,8 +181,9 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     NDT = D // 8  # n8 tiles over the head dim
     SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
     wide = variant.startswith("ex2-wide") and not (k_q8 or v_q8) and wide_fits(D)
-    load_tile, store_tile, KR, VR = wide_movers(D) if wide else tile_movers(D)
-    LDSM = variant == "ex2-wide-ldsm" and D % 32 == 0  # fragment pairs: k16 steps of S, n8 tiles of O
+    LEAN = variant == "ex2-wide-ldsm-lean"
+    load_tile, store_tile, KR, VR = wide_movers(D, LEAN) if wide else tile_movers(D)
+    LDSM = variant.startswith("ex2-wide-ldsm") and D % 32 == 0  # fragment pairs: k16 steps of S, n8 tiles of O
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
         grid_dep_wait()
@@ -257,11 +270,12 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
                         l0 += p
                     else:
                         l1 += p
-            for dt in range(NDT):
-                o[dt * 4] *= a0
-                o[dt * 4 + 1] *= a0
-                o[dt * 4 + 2] *= a1
-                o[dt * 4 + 3] *= a1
+            if not LEAN or a0 != 1 or a1 != 1:  # lean: O waits for a row whose maximum moved (x 1 keeps the bits)
+                for dt in range(NDT):
+                    o[dt * 4] *= a0
+                    o[dt * 4 + 1] *= a0
+                    o[dt * 4 + 2] *= a1
+                    o[dt * 4 + 3] *= a1
             for j in range(4):  # O += P V, k16 steps over cells
                 p0 = pack_h2(s[8 * j], s[8 * j + 1])
                 p1 = pack_h2(s[8 * j + 2], s[8 * j + 3])

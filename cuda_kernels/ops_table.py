@@ -94,7 +94,9 @@ def flash_setting() -> str:
     """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles and reads its
     mma B fragments: ``ex2-wide-ldsm`` (the default: 16-byte branch-free loads, ``flash.wide_movers``, and ldmatrix
     reads; a q8_0 tile or a head dim the movers do not fit takes ex2's loads), ``ex2-wide`` (the same loads, one
-    LDS per fragment word) or ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads); all give the same bits.
+    LDS per fragment word), ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads) or ``ex2-wide-ldsm-lean``
+    (the default's loads unclamped on whole tiles, O rescaled only where a row maximum moved; not yet measured);
+    all give the same bits.
     H100s, qwen3 heads, -ub 2048 at N_KV 14336, one layer side by side: ex2 3983 against ex2-wide 3560 us, and on
     another H100 ex2-wide 3535 against ex2-wide-ldsm 3175 us (benchmarks/gpu_flash_micro.py, NOTES.md)."""
     return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-ldsm", flash.VARIANTS)
