@@ -2,8 +2,9 @@
 # One device call for the issue-6 table (a call for an H200 here often gets an H100): the decode-graph and
 # end-to-end logits tests on the GPU ($OUT/tests-graphs.log; GRAPH_TESTS=0 skips them), then
 # benchmarks/gpu_sweep.py with ARGS (e.g. --only qwen3-30b-a3b:2048:q8kv ...), stopped DEADLINE_S seconds after
-# the start (default 400); JSONL in $OUT/gpu-runs-h200.tgz, or $OUT/gpu-runs-h100.tgz on another card (the same
-# table against the H200 anchors; ON_H100=stop skips it there).
+# the start (default 400); JSONL straight into $OUT/gpu-runs-h200/, or $OUT/gpu-runs-h100/ on another card (the
+# same table against the H200 anchors; ON_H100=stop skips it there). The rows are written as they are measured,
+# under $OUT, so a call cut off by its time limit still returns every row it finished.
 #   DEADLINE_S=560 [ON_H100=stop] [GRAPH_TESTS=0] OUT=$OUT bash benchmarks/gpu_table_call.sh ARGS
 # The A/Bs this script ran before (the short q8_0 decode parts, the hoisted q8_0 loads, the prefill variants) are
 # in benchmarks/NOTES.md with their commands.
@@ -20,6 +21,5 @@ fi
 card=h100
 grep -q H200 "$OUT/gpu.txt" && card=h200
 [[ $card != h200 && ${ON_H100:-table} == stop ]] && { echo "not an H200 and ON_H100=stop: done"; exit 0; }
-timeout $((${DEADLINE_S:-400} - SECONDS)) python3 benchmarks/gpu_sweep.py --runs-dir /tmp/gpu-runs "$@" 2>&1 \
+timeout $((${DEADLINE_S:-400} - SECONDS)) python3 benchmarks/gpu_sweep.py --runs-dir "$OUT/gpu-runs-$card" "$@" 2>&1 \
   | tee "$OUT/gpu-runs.log" | grep -v "^\[" | tail -40
-tar -czf "$OUT/gpu-runs-$card.tgz" -C /tmp gpu-runs
