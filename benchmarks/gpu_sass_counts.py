@@ -46,6 +46,7 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--variants", default="ex2,ex2-wide,ex2-wide-ldsm")
     p.add_argument("--nvdisasm", default=shutil.which("nvdisasm"))
+    p.add_argument("--listing", type=Path, help="write each variant's disassembly to this folder")
     args = p.parse_args()
     if not args.nvdisasm or not Path(args.nvdisasm).is_file() or not shutil.which("ptxas"):
         print("error: needs ptxas on PATH and nvdisasm (--nvdisasm PATH); see this script's docstring",
@@ -71,6 +72,9 @@ def main() -> int:
                                  text=True, check=True)
             regs = re.findall(r"Used (\d+) registers", res.stderr)
             sass = subprocess.run([args.nvdisasm, "-c", str(cubin)], capture_output=True, text=True, check=True)
+        if args.listing:
+            args.listing.mkdir(parents=True, exist_ok=True)
+            (args.listing / f"{v}.sass").write_text(sass.stdout)
         c = tile_loop(opcodes(sass.stdout))
         print(f"| {v} | {regs[0] if regs else '?'} | {sum(c.values())} | " + " | ".join(str(c[o]) for o in SHOWN)
               + " |", flush=True)
