@@ -194,28 +194,55 @@ if not SIM:
 
         return types.uint32(arr), codegen
 
+    def _ldsm4_of(trans: bool):
+        """An intrinsic (arr, base, i) -> 4 words: one ldmatrix.x4 over a shared uint32 array (16-byte aligned;
+        base = ``smem_base(arr)``; i a multiple of 4): lane l names the 16-byte row arr[i:i+4]; the rows of lanes
+        8m .. 8m+7 are matrix m (8 x 8 f16), and every lane receives, as its m-th word, word (lane & 3) of row
+        (lane >> 2) of matrix m, or with ``trans`` of matrix m transposed (halves (lane >> 2) of rows 2 (lane & 3)
+        and 2 (lane & 3) + 1): an mma B fragment's word for 4 row bases in one instruction instead of 4 LDS.
+        Ordered like a memory access (side effect, memory clobber): it must not move across the barrier that
+        publishes the tile."""
+        op = "ldmatrix.sync.aligned.m8n8.x4" + (".trans" if trans else "") + ".shared.b16"
+
+        def typer(typingctx, arr, base, i):
+            if not (isinstance(arr, types.Array) and isinstance(base, types.Integer) and isinstance(i, types.Integer)):
+                return None
+            sig = types.UniTuple(types.uint32, 4)(arr, base, i)
+
+            def codegen(context, builder, sig, args):
+                b = context.cast(builder, args[1], sig.args[1], types.uint32)
+                off = context.cast(builder, args[2], sig.args[2], types.uint32)
+                addr = builder.add(b, builder.shl(off, ir.Constant(_I32, 2)))
+                fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [_I32])
+                asm = ir.InlineAsm(fnty, op + " {$0,$1,$2,$3}, [$4];", "=r,=r,=r,=r,r,~{memory}", side_effect=True)
+                st = builder.call(asm, [addr])
+                return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+
+            return sig, codegen
+
+        return intrinsic(typer)
+
+    ldsm4, ldsm4t = _ldsm4_of(False), _ldsm4_of(True)
+
     @intrinsic
-    def ldsm4(typingctx, arr, base, i):
-        """One ldmatrix.x4 over a shared uint32 array (16-byte aligned; base = ``smem_base(arr)``; i a multiple
-        of 4): lane l names the 16-byte row arr[i:i+4]; the rows of lanes 8m .. 8m+7 are matrix m, and every
-        lane receives, as its m-th word, word (lane & 3) of row (lane >> 2) of matrix m: an mma B fragment's
-        word for 4 row bases in one instruction instead of 4 LDS. Ordered like a memory access (side effect,
-        memory clobber): it must not move across the barrier that publishes the tile."""
-        if not (isinstance(arr, types.Array) and isinstance(base, types.Integer) and isinstance(i, types.Integer)):
+    def sts4(typingctx, arr, base, i, a, b, c, d):
+        """arr[i:i+4] = a, b, c, d as one 16-byte shared store (st.shared.v4.b32; base = ``smem_base(arr)``, i a
+        multiple of 4): a quarter of the instructions of four 4-byte stores, and where the 8 lanes of each
+        quarter warp write 8 different 16-byte bank groups, one wavefront per quarter."""
+        words = (arr, base, i, a, b, c, d)
+        if not (isinstance(arr, types.Array) and all(isinstance(x, types.Integer) for x in words[1:])):
             return None
-        sig = types.UniTuple(types.uint32, 4)(arr, base, i)
 
         def codegen(context, builder, sig, args):
-            b = context.cast(builder, args[1], sig.args[1], types.uint32)
-            off = context.cast(builder, args[2], sig.args[2], types.uint32)
-            addr = builder.add(b, builder.shl(off, ir.Constant(_I32, 2)))
-            fnty = ir.FunctionType(ir.LiteralStructType([_I32] * 4), [_I32])
-            asm = ir.InlineAsm(fnty, "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {$0,$1,$2,$3}, [$4];",
-                               "=r,=r,=r,=r,r,~{memory}", side_effect=True)
-            st = builder.call(asm, [addr])
-            return context.make_tuple(builder, sig.return_type, [builder.extract_value(st, k) for k in range(4)])
+            vals = [context.cast(builder, v, t, types.uint32) for v, t in zip(args[1:], sig.args[1:])]
+            addr = builder.add(vals[0], builder.shl(vals[1], ir.Constant(_I32, 2)))
+            fnty = ir.FunctionType(ir.VoidType(), [_I32] * 5)
+            asm = ir.InlineAsm(fnty, "st.shared.v4.b32 [$0], {$1,$2,$3,$4};", "r,r,r,r,r,~{memory}",
+                               side_effect=True)
+            builder.call(asm, [addr] + vals[2:])
+            return context.get_dummy_value()
 
-        return sig, codegen
+        return types.void(*words), codegen
 
     ldg4 = _ldg4_of(lambda dt: isinstance(dt, types.Integer) and dt.bitwidth == 32, _I32, "u32", "=r")  # words
     ldg4f = _ldg4_of(lambda dt: dt == types.float32, _F32, "f32", "=f")  # float32
@@ -478,13 +505,32 @@ else:
     def _smem_base(arr):
         return np.uint32(0)  # unused here: the twin reads arr itself
 
+    def _ldsm_rows(i):
+        if int(i) % 4:
+            raise ValueError(f"ldsm4: row at word {int(i)} is not 16-byte aligned")
+        return _warp_vals(i)
+
     def _ldsm4(arr, base, i):
         """ldmatrix.x4 from the warp's row addresses: word (lane & 3) of row (lane >> 2) of each matrix m (the
         rows named by lanes 8m .. 8m+7); a row that is not 16-byte aligned is an error, as on the GPU."""
-        if int(i) % 4:
-            raise ValueError(f"ldsm4: row at word {int(i)} is not 16-byte aligned")
-        rows = _warp_vals(i)
+        rows = _ldsm_rows(i)
         g, q = _lane_id() >> 2, _lane_id() & 3
         return tuple(np.uint32(arr[int(rows[8 * m + g]) + q]) for m in range(4))
 
-    smem_base, ldsm4 = device(_smem_base), device(_ldsm4)
+    def _half(arr, row, col):
+        return (int(arr[row + (col >> 1)]) >> (16 * (col & 1))) & 0xFFFF
+
+    def _ldsm4t(arr, base, i):
+        """ldmatrix.x4.trans: each matrix transposed, so a lane's m-th word packs half (lane >> 2) of rows
+        2 (lane & 3) (low) and 2 (lane & 3) + 1 (high) of matrix m."""
+        rows = _ldsm_rows(i)
+        g, q = _lane_id() >> 2, _lane_id() & 3
+        return tuple(np.uint32(_half(arr, int(rows[8 * m + 2 * q]), g) | _half(arr, int(rows[8 * m + 2 * q + 1]), g)
+                               << 16) for m in range(4))
+
+    def _sts4(arr, base, i, a, b, c, d):
+        if int(i) % 4:
+            raise ValueError(f"sts4: word {int(i)} is not 16-byte aligned")
+        arr[i], arr[i + 1], arr[i + 2], arr[i + 3] = a, b, c, d
+
+    smem_base, ldsm4, ldsm4t, sts4 = device(_smem_base), device(_ldsm4), device(_ldsm4t), device(_sts4)

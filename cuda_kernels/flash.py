@@ -3,7 +3,8 @@
 Block (query tile of BQ = 128 rows, head h; 32 in the simulator): 8 warps of 16 query rows (a staged K/V tile
 serves 128 rows). Q stays in registers as mma A fragments (scaled by log2(e)/sqrt(D)). Per tile of BKV = 64 cache
 cells: K is staged in shared memory as [cell][dim] f16 pairs (exactly the B layout S = Q K^T needs), V transposed
-as [dim][cell pair] (the B layout of O += P V), the next tile's loads in flight meanwhile; S goes through an online
+as [dim][cell pair] (the B layout of O += P V; ``ex2-wide-trans``: V as [cell][dim] too, read through
+ldmatrix.trans), the next tile's loads in flight meanwhile; S goes through an online
 softmax in base 2 in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A fragment
 of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
 Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are first converted to f16 as a
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import (SIM, device, ex2, grid_dep_wait, jit, ldg4, ldsm4, mma_f16, pack_h2, prmt, shfl_xor,
-                              smem_base)
+from cuda_kernels.env import (SIM, device, ex2, grid_dep_wait, jit, ldg4, ldsm4, ldsm4t, mma_f16, pack_h2, prmt,
+                              shfl_xor, smem_base, sts4)
 from cuda_kernels.tiles import q8_pair
 
 # query rows, cache cells per tile; the simulator runs a block's threads as OS threads and emulates each mma, so
@@ -48,7 +49,8 @@ def _stage_words(xq, xd, q8, cell, col, W, valid):
     return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
 
 
-VARIANTS = ("ex2", "ex2-wide", "ex2-wide-ldsm", "ex2-wide-ldsm-lean")  # SWEEPBENCH_CUDA_FLASH (ops_table)
+# SWEEPBENCH_CUDA_FLASH (ops_table)
+VARIANTS = ("ex2", "ex2-wide", "ex2-wide-ldsm", "ex2-wide-ldsm-lean", "ex2-wide-trans")
 LOG2E = np.float32(1.4426950408889634)
 
 
@@ -76,7 +78,7 @@ def tile_movers(D: int):
             vr[4 * i + 2], vr[4 * i + 3] = _stage_words(vq, vd, v_q8, c + 1, col0 + 4 * dq, W, c + 1 < n_valid)
 
     @device
-    def store(kr, vr, sk, sv, tid):
+    def store(kr, vr, sk, sv, skb, svb, tid):
         for i in range(NK):
             cc, dq = (tid + i * THREADS) // DQ, (tid + i * THREADS) % DQ
             sk[cc * KP + 2 * dq] = kr[2 * i]
@@ -97,14 +99,18 @@ def wide_fits(D: int) -> bool:
     return THREADS % (D // 8) == 0 and (BKV // 2) * (D // 8) % THREADS == 0
 
 
-def wide_movers(D: int, lean: bool = False):
+def wide_movers(D: int, lean: bool = False, trans: bool = False):
     """``tile_movers`` for f16 caches with 16-byte items: a thread takes dims 8j .. 8j+7 of its cells (one
     ``ldg4`` per cell, the same column every tile, so the addresses are a multiply-add per item), and a cell
     past the last valid one reads that last cell and keeps zeros (a select, no branch around the load). The
     shared layout is ``tile_movers``': the same bits. Why: the 4-dim items' loads each sat in a branch with
     their own address arithmetic: 1376 instructions per warp and tile, 948 with these
     (D = 128, benchmarks/gpu_sass_counts.py). ``lean``: a tile whole below the last cell (every tile but the
-    last) skips the clamps and selects (a block-uniform branch)."""
+    last) skips the clamps and selects (a block-uniform branch). ``trans``: V staged like K, [cell][dim] (its
+    mma B fragments then come through ldmatrix.trans), and both tiles stored 16 bytes at a time (``sts4``): the
+    4-byte stores of the transposed V tile hit one bank from 16 lanes (the dims of a lane's 8-dim column are
+    8 x VP = 288 words apart, 0 mod 32): an H100 profile counted 10 shared wavefronts per store instruction, 41% of
+    the L1 data pipe's peak (benchmarks/NOTES.md)."""
     DQ8 = D // 8  # 8-dim items per cache row
     NK, NV = BKV * DQ8 // THREADS, (BKV // 2) * DQ8 // THREADS  # K cells, V cell pairs per thread
     STEP = THREADS // DQ8  # rows between a thread's items
@@ -139,8 +145,17 @@ def wide_movers(D: int, lean: bool = False):
                 vr[8 * i + 4 * e + 2], vr[8 * i + 4 * e + 3] = (a2, a3) if ok else (Z, Z)
 
     @device
-    def store(kr, vr, sk, sv, tid):
+    def store(kr, vr, sk, sv, skb, svb, tid):
         row, j8 = tid // DQ8, tid % DQ8
+        if trans:  # quarter warps write 8 consecutive 16-byte groups of a row (pitch KP = 4 mod 32): no conflict
+            for i in range(NK):
+                b = 4 * i
+                sts4(sk, skb, (row + i * STEP) * KP + 4 * j8, kr[b], kr[b + 1], kr[b + 2], kr[b + 3])
+            for i in range(NV):
+                for e in range(2):
+                    b = 8 * i + 4 * e
+                    sts4(sv, svb, (2 * (row + i * STEP) + e) * KP + 4 * j8, vr[b], vr[b + 1], vr[b + 2], vr[b + 3])
+            return
         for i in range(NK):
             base = (row + i * STEP) * KP + 4 * j8
             for w in range(4):
@@ -170,7 +185,9 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     finite from the first tile on). ``ex2-wide-ldsm`` also reads the mma B fragments of both products with
     ldmatrix.x4 (``env.ldsm4``: 4 fragment words per instruction instead of one LDS each) where the head dim is
     a multiple of 32; the same bits. ``ex2-wide-ldsm-lean`` also skips the clamps of every tile but the last and
-    rescales O only for a thread whose row maximum moved (at depth most tiles move none: the same bits)."""
+    rescales O only for a thread whose row maximum moved (at depth most tiles move none: the same bits).
+    ``ex2-wide-trans`` is lean with V staged untransposed and read through ldmatrix.trans, both tiles stored 16
+    bytes at a time (``wide_movers``' trans): the same fragments, so the same bits."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
     key = (D, k_q8, v_q8, variant)
@@ -179,11 +196,13 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     KP, VP = tile_pitches(D)
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
-    SK, SV, QA, OA = BKV * KP, D * VP, 4 * (D // 16), 4 * (D // 8)
     wide = variant.startswith("ex2-wide") and not (k_q8 or v_q8) and wide_fits(D)
-    LEAN = variant == "ex2-wide-ldsm-lean"
-    load_tile, store_tile, KR, VR = wide_movers(D, LEAN) if wide else tile_movers(D)
-    LDSM = variant.startswith("ex2-wide-ldsm") and D % 32 == 0  # fragment pairs: k16 steps of S, n8 tiles of O
+    LEAN = variant in ("ex2-wide-ldsm-lean", "ex2-wide-trans")
+    # fragment pairs through ldmatrix: k16 steps of S, n8 tiles of O
+    LDSM = (variant.startswith("ex2-wide-ldsm") or variant == "ex2-wide-trans") and D % 32 == 0
+    TRANS = variant == "ex2-wide-trans" and wide and LDSM  # V as [cell][dim] rows, read through ldmatrix.trans
+    load_tile, store_tile, KR, VR = wide_movers(D, LEAN, TRANS) if wide else tile_movers(D)
+    SK, SV, QA, OA = BKV * KP, (BKV * KP if TRANS else D * VP), 4 * (D // 16), 4 * (D // 8)
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):
         grid_dep_wait()
@@ -206,6 +225,8 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
         # the n8 tile pair's (lane >> 4)-th tile, cell-pair words 4 ((lane >> 3) & 1) on
         ka = (lane & 7) * KP + 4 * (lane >> 3)
         va = (lane & 7) * VP + 4 * ((lane >> 3) & 1) + 8 * VP * (lane >> 4)
+        # trans: V cell 8 ((lane >> 3) & 1) + (lane & 7) of the k16 step, dims of the pair's (lane >> 4)-th n8 tile
+        vt = ((lane & 7) + 8 * ((lane >> 3) & 1)) * KP + 4 * (lane >> 4)
         skb, svb = smem_base(sk), smem_base(sv)
         qs = scale * LOG2E  # scores in base-2 units
         for kk in range(NKS):
@@ -220,7 +241,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
         n_cells = pos0 + min(q0 + BQ, T)
         load_tile(kq, kd, vq, vd, k_q8, v_q8, 0, n_cells, hk * D, W, kr, vr, tid)
         for c0 in range(0, n_cells, BKV):
-            store_tile(kr, vr, sk, sv, tid)
+            store_tile(kr, vr, sk, sv, skb, svb, tid)
             cuda.syncthreads()
             if c0 + BKV < n_cells:  # the next tile's loads, in flight during this tile's mma work
                 load_tile(kq, kd, vq, vd, k_q8, v_q8, c0 + BKV, n_cells, hk * D, W, kr, vr, tid)
@@ -283,7 +304,10 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
                 p3 = pack_h2(s[8 * j + 6], s[8 * j + 7])
                 if LDSM:
                     for dp in range(NDT // 2):  # n8 tiles 2 dp, 2 dp + 1: their B words in one ldmatrix
-                        b0, b1, b2, b3 = ldsm4(sv, svb, va + dp * 16 * VP + j * 8)
+                        if TRANS:
+                            b0, b1, b2, b3 = ldsm4t(sv, svb, vt + j * 16 * KP + dp * 8)
+                        else:
+                            b0, b1, b2, b3 = ldsm4(sv, svb, va + dp * 16 * VP + j * 8)
                         i0, i1 = 8 * dp, 8 * dp + 4
                         o[i0], o[i0 + 1], o[i0 + 2], o[i0 + 3] = mma_f16(p0, p1, p2, p3, b0, b1, o[i0], o[i0 + 1],
                                                                          o[i0 + 2], o[i0 + 3])

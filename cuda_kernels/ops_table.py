@@ -95,8 +95,9 @@ def flash_setting() -> str:
     mma B fragments: ``ex2-wide-ldsm-lean`` (the default: 16-byte loads, ``flash.wide_movers``, unclamped on whole
     tiles, ldmatrix reads, O rescaled only where a row maximum moved; a q8_0 tile or a head dim the movers do not
     fit takes ex2's loads), ``ex2-wide-ldsm`` (the loads clamped on every tile, O rescaled on every tile),
-    ``ex2-wide`` (as that, one LDS per fragment word) or ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads);
-    all give the same bits.
+    ``ex2-wide`` (as that, one LDS per fragment word), ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads)
+    or ``ex2-wide-trans`` (lean with V staged untransposed and read through ldmatrix.trans, 16-byte shared
+    stores; not yet measured); all give the same bits.
     H100s, qwen3 heads, one layer side by side at N_KV 14336: -ub 2048 ex2 3983 against ex2-wide 3560 us, on
     another H100 ex2-wide 3535 against ex2-wide-ldsm 3175 us, on a third ex2-wide-ldsm 3175 against lean 3157 us
     (-ub 512: 813 against 782) (benchmarks/gpu_flash_micro.py, NOTES.md)."""

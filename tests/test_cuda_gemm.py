@@ -133,7 +133,8 @@ def test_flash_prefill_variants(tk, tv):
     edge or the last cell cuts, a base-2 softmax) is within the f16 tolerance of the reference, and ``ex2-wide``
     (16-byte branch-free loads; a q8_0 side reaches it as an f16 copy) gives its bits, and so does
     ``ex2-wide-ldsm`` (the mma B fragments read with ldmatrix: a swapped matrix or row would change them), and
-    ``ex2-wide-ldsm-lean`` (unclamped loads of whole tiles, O rescaled only where a row maximum moved). The
+    ``ex2-wide-ldsm-lean`` (unclamped loads of whole tiles, O rescaled only where a row maximum moved), and
+    ``ex2-wide-trans`` (V staged untransposed, its fragments read with ldmatrix.trans; 16-byte stores). The
     checked batch at position 100 meets a tile below every row (no mask), one that the causal edge cuts within
     the cells, and one that the last cell cuts; on the GPU also a batch of 100 rows from position 0 (every tile
     cut) and one of 200 rows (two query blocks of 128)."""
@@ -160,3 +161,4 @@ def test_flash_prefill_variants(tk, tv):
         assert flash.wide_fits(d) and np.array_equal(got["ex2-wide"], got["ex2"]), (pos0, t)
         assert d % 32 == 0 and np.array_equal(got["ex2-wide-ldsm"], got["ex2"]), (pos0, t)
         assert np.array_equal(got["ex2-wide-ldsm-lean"], got["ex2"]), (pos0, t)
+        assert np.array_equal(got["ex2-wide-trans"], got["ex2"]), (pos0, t)
