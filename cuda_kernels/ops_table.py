@@ -92,16 +92,16 @@ def att_tpw_setting() -> int:
 
 def flash_setting() -> str:
     """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles and reads its
-    mma B fragments: ``ex2-wide-ldsm-lean`` (the default: 16-byte loads, ``flash.wide_movers``, unclamped on whole
-    tiles, ldmatrix reads, O rescaled only where a row maximum moved; a q8_0 tile or a head dim the movers do not
-    fit takes ex2's loads), ``ex2-wide-ldsm`` (the loads clamped on every tile, O rescaled on every tile),
-    ``ex2-wide`` (as that, one LDS per fragment word), ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads)
-    or ``ex2-wide-trans`` (lean with V staged untransposed and read through ldmatrix.trans, 16-byte shared
-    stores; not yet measured); all give the same bits.
-    H100s, qwen3 heads, one layer side by side at N_KV 14336: -ub 2048 ex2 3983 against ex2-wide 3560 us, on
-    another H100 ex2-wide 3535 against ex2-wide-ldsm 3175 us, on a third ex2-wide-ldsm 3175 against lean 3157 us
-    (-ub 512: 813 against 782) (benchmarks/gpu_flash_micro.py, NOTES.md)."""
-    return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-ldsm-lean", flash.VARIANTS)
+    mma B fragments: ``ex2-wide-trans`` (the default: 16-byte loads, ``flash.wide_movers``, unclamped on whole
+    tiles; K and V staged as [cell][dim] rows by 16-byte shared stores; ldmatrix reads, .trans for V; O rescaled
+    only where a row maximum moved; a q8_0 tile or a head dim the movers do not fit takes ex2's loads),
+    ``ex2-wide-ldsm-lean`` (as that with V transposed by 4-byte stores, read with plain ldmatrix),
+    ``ex2-wide-ldsm`` (that with the loads clamped and O rescaled on every tile), ``ex2-wide`` (that with one
+    LDS per fragment word) or ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads); all give the same bits.
+    H100s, qwen3 heads, one layer at N_KV 14336, -ub 2048, each pair side by side: ex2 3983 against ex2-wide 3560
+    us; ex2-wide 3535 against ex2-wide-ldsm 3175; ex2-wide-ldsm 3175 against lean 3157; lean 3122 against trans
+    1955 (benchmarks/gpu_flash_micro.py, NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-trans", flash.VARIANTS)
 
 
 def q8_decode_setting() -> str:

@@ -166,14 +166,14 @@ def test_att_tpw_setting(monkeypatch):
 
 
 def test_flash_setting(monkeypatch):
-    """The prefill attention's variant: SWEEPBENCH_CUDA_FLASH ex2-wide-ldsm-lean when unset (the fastest on the H100),
+    """The prefill attention's variant: SWEEPBENCH_CUDA_FLASH ex2-wide-trans when unset (the fastest on the H100),
     any of the variants on request, anything else a usage error naming them all."""
     from cuda_kernels import flash
     from cuda_kernels.ops_table import flash_setting
     from sweepbench.errors import UsageError
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_FLASH", raising=False)
-    assert flash_setting() == "ex2-wide-ldsm-lean"
+    assert flash_setting() == "ex2-wide-trans"
     for variant in flash.VARIANTS:
         monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH", f" {variant.upper()} ")
         assert flash_setting() == variant
