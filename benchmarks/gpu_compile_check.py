@@ -151,14 +151,6 @@ def full_size_attention() -> None:
     for variant in flash.VARIANTS:  # SWEEPBENCH_CUDA_FLASH; the f16 cache every default prefill reads
         k = flash.prefill_kernel(128, False, False, variant)
         RECORDED[(k.py_func, prefill_sig)] = f"prefill {variant} D128 f16"
-    from cuda_kernels import gemm
-
-    for key, plain in list(gemm._CACHE.items()):  # SWEEPBENCH_CUDA_GEMM=ldsm twins of the GEMMs the dry run met
-        if not key[3]:
-            for (fn, types), name in list(RECORDED.items()):
-                if fn is plain.py_func:
-                    name = f"gemm ldsm {key[0]} g{key[1]:d} f{key[2]:d}"
-                    RECORDED[(gemm.kernel(*key[:3], True).py_func, types)] = name
 
 
 def missing_waits() -> list[str]:

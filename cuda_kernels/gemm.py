@@ -10,14 +10,7 @@ block). Each thread stages 16 activations (float32 -> f16) and 16 weights per st
 are issued before the current step's mma (register double buffering). Shared rows are padded to 20 words, so the
 fragment reads of a warp hit 32 distinct banks.
 
-``ldsm`` (``SWEEPBENCH_CUDA_GEMM=ldsm``): the same tiles staged with 16-byte stores (a quarter warp writes 8
-consecutive rows, whose 80-byte pitch puts them in 8 different bank groups) and the mma fragments read with
-ldmatrix.x4 (A: one per 16 x 16 step, B: one per two n8 tiles) instead of 4-byte LDS; the same fragments, so the
-same bits. Why: each 4-byte staging store of the plain version meets a 4-way bank conflict (20 x row + 8 x half
-covers 8 banks), so its stores cost 64 shared wavefronts per warp and step against 48 for all its fragment reads;
-with both changes 16 + 32 (the prefill attention gained 33-40% from the same fix, benchmarks/NOTES.md).
-
-Variants (``kernel(kind, gathered, fused, ldsm)``):
+Variants (``kernel(kind, gathered, fused)``):
     dense      rows m0 .. m0+BM of X and Y
     gathered   a tile of one expert's routed rows (``routing.group_rows``): X row = rows[i] // div, Y row = rows[i],
                weight rows e*N ..; blocks past the device-side tile count return at once
@@ -32,25 +25,23 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import SIM, grid_dep_wait, jit, ldg4f, ldsm4, mma_f16, pack_h2, smem_base, sts4
+from cuda_kernels.env import grid_dep_wait, jit, ldg4f, mma_f16, pack_h2
 from cuda_kernels.tiles import H16
 
 BM, BN, BK, PAD = 64, 64, 32, 20
 THREADS = 128
-ALIGN = None if SIM else 16  # ldsm's staged rows are 16-byte units; the simulator refuses the argument
 _CACHE: dict = {}
 
 
-def kernel(kind: str, gathered: bool, fused: bool, ldsm: bool = False):
+def kernel(kind: str, gathered: bool, fused: bool):
     """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
     Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS."""
-    key = (kind, gathered, fused, ldsm)
+    key = (kind, gathered, fused)
     if key in _CACHE:
         return _CACHE[key]
     deq = H16[kind]
     NACC = 64 if fused else 32
     SA, SB2 = BM * PAD, BN * PAD if fused else 1  # shared sizes must be compile-time constants
-    AL = ALIGN if ldsm else None
 
     def gemm(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert):
         grid_dep_wait()
@@ -67,18 +58,10 @@ def kernel(kind: str, gathered: bool, fused: bool, ldsm: bool = False):
             wrow0 = e * N
         else:
             i0, cnt, wrow0 = bx * BM, min(BM, M - bx * BM), 0
-        sa = cuda.shared.array(SA, np.uint32, alignment=AL)
-        sb = cuda.shared.array(SA, np.uint32, alignment=AL)
-        sb2 = cuda.shared.array(SB2, np.uint32, alignment=AL)
-        # the row and half-row (16 values) this thread stages; ldsm: a quarter warp's lanes on 8 consecutive rows
-        lr, lh = (tid % BM, tid // BM) if ldsm else (tid // 2, tid % 2)
-        sab, sbb, sb2b = smem_base(sa), smem_base(sb), smem_base(sb2)
-        # ldmatrix rows of this lane: A row (lane & 7) + 8 ((lane >> 3) & 1) of the 16-row step, k word 4 (lane >> 4);
-        # B row (lane & 7) + 8 (lane >> 4) of the n8 tile pair, k word 4 ((lane >> 3) & 1)
-        aa = (wm * 32 + (lane & 7) + 8 * ((lane >> 3) & 1)) * PAD + 4 * (lane >> 4)
-        ba = (wn * 32 + (lane & 7) + 8 * (lane >> 4)) * PAD + 4 * ((lane >> 3) & 1)
-        bf = cuda.local.array(8, np.uint32)
-        bf2 = cuda.local.array(8, np.uint32)
+        sa = cuda.shared.array(SA, np.uint32)
+        sb = cuda.shared.array(SA, np.uint32)
+        sb2 = cuda.shared.array(SB2, np.uint32)
+        lr, lh = tid // 2, tid % 2  # the row and half-row (16 values) this thread stages
         arow = -1
         if lr < cnt:
             arow = rows[i0 + lr] // div if gathered else i0 + lr
@@ -92,19 +75,11 @@ def kernel(kind: str, gathered: bool, fused: bool, ldsm: bool = False):
         nk = K // BK
         for kc in range(nk + 1):
             if kc > 0:  # stage step kc-1 (loaded last iteration) and multiply it
-                if ldsm:
-                    for j in range(0, 8, 4):
-                        at = lr * PAD + lh * 8 + j
-                        sts4(sa, sab, at, ra[j], ra[j + 1], ra[j + 2], ra[j + 3])
-                        sts4(sb, sbb, at, rb[j], rb[j + 1], rb[j + 2], rb[j + 3])
-                        if fused:
-                            sts4(sb2, sb2b, at, rb2[j], rb2[j + 1], rb2[j + 2], rb2[j + 3])
-                else:
-                    for j in range(8):
-                        sa[lr * PAD + lh * 8 + j] = ra[j]
-                        sb[lr * PAD + lh * 8 + j] = rb[j]
-                        if fused:
-                            sb2[lr * PAD + lh * 8 + j] = rb2[j]
+                for j in range(8):
+                    sa[lr * PAD + lh * 8 + j] = ra[j]
+                    sb[lr * PAD + lh * 8 + j] = rb[j]
+                    if fused:
+                        sb2[lr * PAD + lh * 8 + j] = rb2[j]
                 cuda.syncthreads()
             if kc < nk:  # global loads of step kc, in flight during the mma below
                 if arow >= 0:
@@ -123,28 +98,7 @@ def kernel(kind: str, gathered: bool, fused: bool, ldsm: bool = False):
                     for j in range(8):
                         rb[j] = np.uint32(0)
                         rb2[j] = np.uint32(0)
-            if kc > 0 and ldsm:
-                for kk in range(2):
-                    for pr in range(2):  # n8 tiles 2 pr, 2 pr + 1: b0, b1 of each
-                        bf[4 * pr], bf[4 * pr + 1], bf[4 * pr + 2], bf[4 * pr + 3] = ldsm4(
-                            sb, sbb, ba + pr * 16 * PAD + kk * 8)
-                        if fused:
-                            bf2[4 * pr], bf2[4 * pr + 1], bf2[4 * pr + 2], bf2[4 * pr + 3] = ldsm4(
-                                sb2, sb2b, ba + pr * 16 * PAD + kk * 8)
-                    for mi in range(2):
-                        a0, a1, a2, a3 = ldsm4(sa, sab, aa + mi * 16 * PAD + kk * 8)
-                        for ni in range(4):
-                            o = (mi * 4 + ni) * 4
-                            d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, bf[2 * ni], bf[2 * ni + 1], acc[o], acc[o + 1],
-                                                     acc[o + 2], acc[o + 3])
-                            acc[o], acc[o + 1], acc[o + 2], acc[o + 3] = d0, d1, d2, d3
-                            if fused:
-                                p = 32 + o
-                                d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, bf2[2 * ni], bf2[2 * ni + 1], acc[p],
-                                                         acc[p + 1], acc[p + 2], acc[p + 3])
-                                acc[p], acc[p + 1], acc[p + 2], acc[p + 3] = d0, d1, d2, d3
-                cuda.syncthreads()
-            elif kc > 0:
+            if kc > 0:
                 for kk in range(2):
                     for mi in range(2):
                         r = wm * 32 + mi * 16 + g

@@ -90,13 +90,6 @@ def att_tpw_setting() -> int:
     return int(_env_switch("SWEEPBENCH_CUDA_ATT_TPW", str(att.TPW), TPW_CHOICES))
 
 
-def gemm_setting() -> str:
-    """SWEEPBENCH_CUDA_GEMM: how the prompt-processing GEMMs (``gemm.kernel``) stage their tiles and read their
-    mma fragments: ``lds`` (the default: 4-byte stores and loads) or ``ldsm`` (16-byte stores without bank
-    conflicts, ldmatrix fragment reads; the same bits; not yet measured)."""
-    return _env_switch("SWEEPBENCH_CUDA_GEMM", "lds", ("lds", "ldsm"))
-
-
 def flash_setting() -> str:
     """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles and reads its
     mma B fragments: ``ex2-wide-trans`` (the default: 16-byte loads, ``flash.wide_movers``, unclamped on whole
@@ -204,7 +197,6 @@ class CudaOps:
         self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
         self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
         self.flash = flash_setting()  # the prefill attention's variant
-        self.gemm = gemm_setting()  # the prefill GEMMs' staging and fragment reads
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -402,7 +394,7 @@ class CudaOps:
         """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given."""
         fused = w_up is not None
         second = w_up if fused else w
-        k = gemm.kernel(w.kind, groups is not None, fused, self.gemm == "ldsm")
+        k = gemm.kernel(w.kind, groups is not None, fused)
         if groups is None:
             grid = (_blocks(m, gemm.BM), _blocks(w.n_rows, gemm.BN))
             self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,

@@ -82,30 +82,6 @@ def test_dense_swiglu(ops):
     assert rel(got, ref_ops.swiglu_ffn(x, wgf, wuf, wdf)) < 4e-3
 
 
-def test_gemm_ldsm_same_bits(ops):
-    """SWEEPBENCH_CUDA_GEMM=ldsm (16-byte staging stores, ldmatrix fragment reads) gives the plain GEMM's bits: a
-    dense Q4_K matmul over rows that leave a partial tile (M and N not multiples of 64), the fused gate/up SwiGLU
-    GEMM, and the expert GEMMs over grouped rows (a swapped ldmatrix row or matrix changes the bits)."""
-    rng = np.random.default_rng(32)
-    t, n, k, f = ops.gemv_max_t + 9, 70 if REAL_GPU else 40, 256, 64
-    kf = k if REAL_GPU else 64  # the simulator emulates every mma: the fused GEMM over two k steps there
-    (w, _), (wg, _), (wu, _) = weight(Q.Q4_K, n, k, rng), weight(Q.Q8_0, f, kf, rng), weight(Q.Q8_0, f, kf, rng)
-    x, xf = rng.standard_normal((t, k)).astype(np.float32), rng.standard_normal((t, kf)).astype(np.float32)
-    xe, nx = rng.standard_normal((t, 32)).astype(np.float32), 3
-    (eg, _), (eu, _) = weight(Q.Q8_0, 32, 32, rng, nx), weight(Q.Q8_0, 32, 32, rng, nx)
-    ids, _ = ops.route_softmax_topk(act(ops, rng.standard_normal((t, nx)).astype(np.float32)), 2, True)
-    groups = ops.group_rows_by_expert(ids, nx)
-    got = {}
-    for variant in ("lds", "ldsm"):
-        ops.gemm = variant
-        h = ops.new(t, f)
-        ops._gemm(wg, wu, act(ops, xf), h, t, None, 1)
-        got[variant] = (ops.to_host(ops.matmul(act(ops, x), w)), ops.to_host(h),
-                        ops.to_host(ops.expert_up_gate(act(ops, xe), eg, eu, groups)))
-    for plain, tiled in zip(got["lds"], got["ldsm"]):
-        assert np.array_equal(plain, tiled)
-
-
 def test_expert_gemms_over_grouped_rows(ops):
     rng = np.random.default_rng(31)
     t, e, f, x, k = ops.gemv_max_t + 4, 32, 32, 3, 2
