@@ -2,11 +2,11 @@
 
 Block (query tile of BQ = 128 rows, head h; 32 in the simulator): 8 warps of 16 query rows (a staged K/V tile
 serves 128 rows). Q stays in registers as mma A fragments (scaled by log2(e)/sqrt(D)). Per tile of BKV = 64 cache
-cells: K is staged in shared memory as [cell][dim] f16 pairs (exactly the B layout S = Q K^T needs), V transposed
-as [dim][cell pair] (the B layout of O += P V; ``ex2-wide-trans``: V as [cell][dim] too, read through
-ldmatrix.trans), the next tile's loads in flight meanwhile; S goes through an online
-softmax in base 2 in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the A fragment
-of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
+cells: K is staged in shared memory as [cell][dim] f16 pairs (exactly the B layout S = Q K^T needs), and so is V
+in the default ``ex2-wide-trans``, its B fragments read through ldmatrix.trans (the older variants stage V
+transposed, [dim][cell pair], the B layout of O += P V); the next tile's loads in flight meanwhile; S goes through
+an online softmax in base 2 in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the
+A fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
 Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are first converted to f16 as a
 whole (``q8_to_f16_kernel``, the default), or dequantized while staged (the same bits;
 ``SWEEPBENCH_CUDA_Q8_PREFILL``). Never materialises the T x N_KV score matrix.
