@@ -2,6 +2,11 @@
 instructions per warp and KV tile (those between the tile loop's two barriers) by opcode.
 
     python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide,ex2-wide-ldsm] [--nvdisasm PATH]
+    python benchmarks/gpu_sass_counts.py --gemm [--nvdisasm PATH]   # the prefill GEMMs' k loop, in issue order
+
+``--gemm`` compiles every GEMM the compile check's quick dry run meets and prints its k loop's instructions in
+program order, runs of one opcode collapsed (``4 LDG``): whether the next step's global loads are consumed
+before or after this step's mma shows there.
 
 Needs ptxas (the CUDA toolkit) and nvdisasm, which is not a dependency of sweepbench: ``pip download --no-deps
 nvidia-cuda-nvdisasm`` and unzip the wheel (nvidia/cu13/bin/nvdisasm), or a toolkit that has it.
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import re
 import shutil
 import subprocess
@@ -41,17 +47,56 @@ def tile_loop(ops: list[str]) -> collections.Counter:
     return collections.Counter(ops[bars[0]:bars[1] + 1])
 
 
+def sass_of(fn, sig, nvdisasm: str) -> tuple[str, str]:
+    """(registers, nvdisasm listing) of a kernel function compiled for sm_90."""
+    from numba import cuda
+
+    ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+    with tempfile.TemporaryDirectory() as d:
+        src, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
+        src.write_text(re.sub(r"^\.version \d+\.\d+", ".version 9.0", ptx, flags=re.M))
+        res = subprocess.run(["ptxas", "-arch=sm_90", "-v", str(src), "-o", str(cubin)], capture_output=True,
+                             text=True, check=True)
+        regs = re.findall(r"Used (\d+) registers", res.stderr)
+        sass = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True, check=True)
+    return (regs[0] if regs else "?"), sass.stdout
+
+
+def gemm_sequences(nvdisasm: str) -> None:
+    """Each GEMM of the quick dry run: its k loop (first barrier to the last) as runs of the opcodes that matter."""
+    gpu_compile_check._dry_patches()  # before cuda_kernels loads: its kernels become recorders
+    gpu_compile_check._patch_arrays()
+    gpu_compile_check.dry_run(True)
+    from cuda_kernels import gemm
+    kinds = {k.py_func: key for key, k in gemm._CACHE.items()}
+    keep = {"HMMA", "LDSM", "LDS", "STS", "LDG", "BAR", "F2FP", "I2F", "PRMT"}
+    for (fn, sig), _ in gpu_compile_check.RECORDED.items():
+        if fn not in kinds:
+            continue
+        regs, sass = sass_of(fn, sig, nvdisasm)
+        ops = [o for o in opcodes(sass) if o in keep]
+        bars = [i for i, o in enumerate(ops) if o == "BAR"]
+        runs = [(op, len(list(g))) for op, g in itertools.groupby(ops[bars[0]:bars[-1] + 1])]
+        kind, gathered, fused = kinds[fn][:3]
+        print(f"{kind} gathered={gathered} fused={fused}, {regs} registers:")
+        print("  " + "  ".join(f"{n} {op}" for op, n in runs), flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--variants", default="ex2,ex2-wide,ex2-wide-ldsm")
     p.add_argument("--nvdisasm", default=shutil.which("nvdisasm"))
     p.add_argument("--listing", type=Path, help="write each variant's disassembly to this folder")
+    p.add_argument("--gemm", action="store_true", help="the prefill GEMMs' k loops instead, in issue order")
     args = p.parse_args()
     if not args.nvdisasm or not Path(args.nvdisasm).is_file() or not shutil.which("ptxas"):
         print("error: needs ptxas on PATH and nvdisasm (--nvdisasm PATH); see this script's docstring",
               file=sys.stderr)
         return 2
+    if args.gemm:
+        gemm_sequences(args.nvdisasm)
+        return 0
     from numba import cuda
     from numba import types as nt
 
