@@ -97,7 +97,6 @@ def main() -> int:
     if args.gemm:
         gemm_sequences(args.nvdisasm)
         return 0
-    from numba import cuda
     from numba import types as nt
 
     from cuda_kernels import flash
@@ -109,19 +108,12 @@ def main() -> int:
     print("|---|---:|---:|" + "---:|" * len(SHOWN))
     for v in args.variants.split(","):
         k = flash.prefill_kernel(args.dim, False, False, v)
-        ptx, _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
-        with tempfile.TemporaryDirectory() as d:
-            src, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
-            src.write_text(re.sub(r"^\.version \d+\.\d+", ".version 9.0", ptx, flags=re.M))
-            res = subprocess.run(["ptxas", "-arch=sm_90", "-v", str(src), "-o", str(cubin)], capture_output=True,
-                                 text=True, check=True)
-            regs = re.findall(r"Used (\d+) registers", res.stderr)
-            sass = subprocess.run([args.nvdisasm, "-c", str(cubin)], capture_output=True, text=True, check=True)
+        regs, sass = sass_of(k.py_func, sig, args.nvdisasm)
         if args.listing:
             args.listing.mkdir(parents=True, exist_ok=True)
-            (args.listing / f"{v}.sass").write_text(sass.stdout)
-        c = tile_loop(opcodes(sass.stdout))
-        print(f"| {v} | {regs[0] if regs else '?'} | {sum(c.values())} | " + " | ".join(str(c[o]) for o in SHOWN)
+            (args.listing / f"{v}.sass").write_text(sass)
+        c = tile_loop(opcodes(sass))
+        print(f"| {v} | {regs} | {sum(c.values())} | " + " | ".join(str(c[o]) for o in SHOWN)
               + " |", flush=True)
     print("(the span counted loads the next tile and computes this one; the tile's stores follow the second barrier)")
     return 0
