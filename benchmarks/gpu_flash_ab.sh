@@ -3,13 +3,13 @@
 # ($OUT/tests.log), gpu_flash_micro.py (one layer; -ub 2048 at N_KV 0-14336, -ub 512 at 0 and 14336), then
 # qwen3-30b-a3b -ub 2048 -c 16384 -n 64 through the CLI with each of VARIANTS; $OUT/flashab.tgz, tables in
 # $OUT/flashab.txt.
-#   VARIANTS="ex2-wide-ldsm ex2-wide-ldsm-lean" OUT=$OUT bash benchmarks/gpu_flash_ab.sh   (~250 s on an H100)
+#   VARIANTS="ex2 ex2-wide-trans" OUT=$OUT bash benchmarks/gpu_flash_ab.sh   (~250 s on an H100)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sweepbench-gpu}
 mkdir -p "$OUT"
 source benchmarks/device_env.sh
-read -r -a variants <<< "${VARIANTS:-ex2-wide-ldsm ex2-wide-ldsm-lean}"
+read -r -a variants <<< "${VARIANTS:-ex2 ex2-wide-trans}"
 list=$(IFS=,; echo "${variants[*]}")
 SWEEPBENCH_CUDA_TESTS=gpu timeout 120 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
   tests/test_cuda_gemm.py -k flash > "$OUT/tests.log" 2>&1

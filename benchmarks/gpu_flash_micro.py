@@ -3,14 +3,15 @@ ubatch at several cache depths, on a random f16 cache (a q8_0 cache takes the sa
 with the attention FLOPs and the TFLOP/s they imply. Isolates what bounds S_PP at depth.
 
     python benchmarks/gpu_flash_micro.py [--heads 32 --kv-heads 4 --ub 2048 --depths 0,2048,8192,14336]
-        [--variants ex2-wide,ex2-wide-ldsm,ex2-wide-ldsm-lean] [--layers 4] [--once]
-    ncu --set full -k regex:prefill -c 1 python benchmarks/gpu_flash_micro.py --once --depths 14336 --variants ex2
+        [--variants ex2,ex2-wide-trans] [--layers 4] [--once]
+    ncu --clock-control none --set full -k regex:kernel -c 1 python benchmarks/gpu_flash_micro.py --once --depths 14336
 
 FLOPs count the causal work only (row t at position p sees p + 1 cells: 4 D FLOPs per cell and head, S = Q K^T
 and O = P V); the kernel also spends mma work on the masked half of each diagonal tile. Each timed graph holds 8
 launches that cycle over ``--layers`` layers' caches; the first variant's output is the one the others are
 compared with (the movers stage the same bits). The staged and pipelined kernels of the earlier A/Bs in
-benchmarks/NOTES.md are retired (``git show 0d6003f:cuda_kernels/flash.py`` has them); their figures stay there.
+benchmarks/NOTES.md are retired (``git show 0d6003f:cuda_kernels/flash.py`` has them), and so are ex2-wide,
+ex2-wide-ldsm and ex2-wide-ldsm-lean (``git show 9866145:cuda_kernels/flash.py``); their figures stay there.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--ub", type=int, default=2048, help="query rows of the ubatch")
     p.add_argument("--depths", default="0,2048,8192,14336", help="N_KV before the ubatch")
-    p.add_argument("--variants", default="ex2-wide,ex2-wide-ldsm,ex2-wide-ldsm-lean")
+    p.add_argument("--variants", default="ex2,ex2-wide-trans")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--once", action="store_true", help="one eager launch per depth and variant, untimed (for ncu)")
     args = p.parse_args()

@@ -1,9 +1,12 @@
 """The prefill attention's variants as sm_90 machine code, without a GPU: per variant the registers, and the
 instructions per warp and KV tile (those between the tile loop's two barriers) by opcode.
 
-    python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide,ex2-wide-ldsm] [--nvdisasm PATH]
+    python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide-trans] [--nvdisasm PATH]
     python benchmarks/gpu_sass_counts.py --gemm [--nvdisasm PATH]   # the prefill GEMMs' k loop, in issue order
+    python benchmarks/gpu_sass_counts.py --ptx-hashes [--variants ...]  # a hash of each variant's PTX (no tools)
 
+``--ptx-hashes`` prints a hash of each variant's sm_90 PTX (f16 and q8_0 caches, head dims 64 and 128; kernel
+names normalised): run at two commits, equal hashes mean a refactor left that variant's code as it was.
 ``--gemm`` compiles every GEMM the compile check's quick dry run meets and prints its k loop's instructions in
 program order, runs of one opcode collapsed (``4 LDG``): whether the next step's global loads are consumed
 before or after this step's mma shows there.
@@ -62,6 +65,30 @@ def sass_of(fn, sig, nvdisasm: str) -> tuple[str, str]:
     return (regs[0] if regs else "?"), sass.stdout
 
 
+def prefill_sig():
+    from numba import types as nt
+
+    f32, u32, i32, i64 = nt.float32[::1], nt.uint32[::1], nt.int32[::1], nt.int64
+    return (f32, u32, f32, u32, f32, i32, f32, i64, i64, i64, nt.float32)
+
+
+def ptx_hashes(variants: list[str]) -> None:
+    """variant, cache, head dim and a hash of its PTX (the mangled kernel names replaced)."""
+    import hashlib
+
+    from numba import cuda
+
+    from cuda_kernels import flash
+
+    for v in variants:
+        for q8 in (False, True):
+            for d in (64, 128):
+                ptx, _ = cuda.compile_ptx(flash.prefill_kernel(d, q8, q8, v).py_func, prefill_sig(), cc=(9, 0))
+                body = re.sub(r"_Z\w+", "K", "\n".join(x for x in ptx.splitlines() if not x.startswith("//")))
+                cache = "q8_0" if q8 else "f16"
+                print(f"{v} {cache} D{d} {hashlib.sha1(body.encode()).hexdigest()[:12]}", flush=True)
+
+
 def gemm_sequences(nvdisasm: str) -> None:
     """Each GEMM of the quick dry run: its k loop (first barrier to the last) as runs of the opcodes that matter."""
     gpu_compile_check._dry_patches()  # before cuda_kernels loads: its kernels become recorders
@@ -85,11 +112,15 @@ def gemm_sequences(nvdisasm: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--variants", default="ex2,ex2-wide,ex2-wide-ldsm")
+    p.add_argument("--variants", default="ex2,ex2-wide-trans")
     p.add_argument("--nvdisasm", default=shutil.which("nvdisasm"))
     p.add_argument("--listing", type=Path, help="write each variant's disassembly to this folder")
     p.add_argument("--gemm", action="store_true", help="the prefill GEMMs' k loops instead, in issue order")
+    p.add_argument("--ptx-hashes", action="store_true", help="a hash of each variant's PTX instead")
     args = p.parse_args()
+    if args.ptx_hashes:
+        ptx_hashes(args.variants.split(","))
+        return 0
     if not args.nvdisasm or not Path(args.nvdisasm).is_file() or not shutil.which("ptxas"):
         print("error: needs ptxas on PATH and nvdisasm (--nvdisasm PATH); see this script's docstring",
               file=sys.stderr)
@@ -97,12 +128,9 @@ def main() -> int:
     if args.gemm:
         gemm_sequences(args.nvdisasm)
         return 0
-    from numba import types as nt
-
     from cuda_kernels import flash
 
-    f32, u32, i32, i64 = nt.float32[::1], nt.uint32[::1], nt.int32[::1], nt.int64
-    sig = (f32, u32, f32, u32, f32, i32, f32, i64, i64, i64, nt.float32)
+    sig = prefill_sig()
     print(f"prefill attention, D = {args.dim}, f16 cache, sm_90; per warp and tile (between the barriers)")
     print("| variant | registers | instructions | " + " | ".join(SHOWN) + " |")
     print("|---|---:|---:|" + "---:|" * len(SHOWN))

@@ -3,10 +3,11 @@
 Block (query tile of BQ = 128 rows, head h; 32 in the simulator): 8 warps of 16 query rows (a staged K/V tile
 serves 128 rows). Q stays in registers as mma A fragments (scaled by log2(e)/sqrt(D)). Per tile of BKV = 64 cache
 cells: K is staged in shared memory as [cell][dim] f16 pairs (exactly the B layout S = Q K^T needs), and so is V
-in the default ``ex2-wide-trans``, its B fragments read through ldmatrix.trans (the older variants stage V
-transposed, [dim][cell pair], the B layout of O += P V); the next tile's loads in flight meanwhile; S goes through
-an online softmax in base 2 in registers (row max and sum over the 4 lanes of a row quad) and its f16 copy is the
-A fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A layout of one k16 step).
+in the default ``ex2-wide-trans``, its B fragments read through ldmatrix.trans (``ex2`` and a q8_0 cache staged
+per tile take V transposed, [dim][cell pair], the B layout of O += P V); the next tile's loads in flight
+meanwhile; S goes through an online softmax in base 2 in registers (row max and sum over the 4 lanes of a row
+quad) and its f16 copy is the A fragment of P V directly (the accumulator layout of two adjacent n8 tiles is the A
+layout of one k16 step).
 Causal: query row t at position pos0 + t sees cells 0 .. pos0 + t. q8_0 caches are first converted to f16 as a
 whole (``q8_to_f16_kernel``, the default), or dequantized while staged (the same bits;
 ``SWEEPBENCH_CUDA_Q8_PREFILL``). Never materialises the T x N_KV score matrix.
@@ -49,8 +50,7 @@ def _stage_words(xq, xd, q8, cell, col, W, valid):
     return xq[cell * (W // 2) + col // 2], xq[cell * (W // 2) + col // 2 + 1]
 
 
-# SWEEPBENCH_CUDA_FLASH (ops_table)
-VARIANTS = ("ex2", "ex2-wide", "ex2-wide-ldsm", "ex2-wide-ldsm-lean", "ex2-wide-trans")
+VARIANTS = ("ex2", "ex2-wide-trans")  # SWEEPBENCH_CUDA_FLASH (ops_table)
 LOG2E = np.float32(1.4426950408889634)
 
 
@@ -99,18 +99,16 @@ def wide_fits(D: int) -> bool:
     return THREADS % (D // 8) == 0 and (BKV // 2) * (D // 8) % THREADS == 0
 
 
-def wide_movers(D: int, lean: bool = False, trans: bool = False):
-    """``tile_movers`` for f16 caches with 16-byte items: a thread takes dims 8j .. 8j+7 of its cells (one
-    ``ldg4`` per cell, the same column every tile, so the addresses are a multiply-add per item), and a cell
-    past the last valid one reads that last cell and keeps zeros (a select, no branch around the load). The
-    shared layout is ``tile_movers``': the same bits. Why: the 4-dim items' loads each sat in a branch with
-    their own address arithmetic: 1376 instructions per warp and tile, 948 with these
-    (D = 128, benchmarks/gpu_sass_counts.py). ``lean``: a tile whole below the last cell (every tile but the
-    last) skips the clamps and selects (a block-uniform branch). ``trans``: V staged like K, [cell][dim] (its
-    mma B fragments then come through ldmatrix.trans), and both tiles stored 16 bytes at a time (``sts4``): the
-    4-byte stores of the transposed V tile hit one bank from 16 lanes (the dims of a lane's 8-dim column are
-    8 x VP = 288 words apart, 0 mod 32): an H100 profile counted 10 shared wavefronts per store instruction, 41% of
-    the L1 data pipe's peak (benchmarks/NOTES.md)."""
+def wide_movers(D: int):
+    """``tile_movers`` for f16 caches with 16-byte items, staging both tiles as [cell][dim] rows: a thread takes
+    dims 8j .. 8j+7 of its cells (one ``ldg4`` per cell, the same column every tile, so the addresses are a
+    multiply-add per item) and stores them 16 bytes at a time (``sts4``); V's mma B fragments then come through
+    ldmatrix.trans. A tile whole below the last cell (every tile but the last) takes plain loads; the last one
+    clamps each cell to the last valid one and keeps zeros past it (a select, no branch around the load).
+    Why, measured on H100s (benchmarks/NOTES.md): the 4-dim items' loads each sat in a branch with their own
+    address arithmetic (1376 instructions per warp and tile, 948 with 16-byte loads); and V staged transposed by
+    4-byte stores hit one bank from 16 lanes (a lane's 8-dim column spans 8 x VP = 288 words, 0 mod 32): 10 shared
+    wavefronts per store, 41% of the L1 data pipe's peak; untransposed, the kernel ran 33-40% faster."""
     DQ8 = D // 8  # 8-dim items per cache row
     NK, NV = BKV * DQ8 // THREADS, (BKV // 2) * DQ8 // THREADS  # K cells, V cell pairs per thread
     STEP = THREADS // DQ8  # rows between a thread's items
@@ -120,8 +118,8 @@ def wide_movers(D: int, lean: bool = False, trans: bool = False):
     @device
     def load(kq, kd, vq, vd, k_q8, v_q8, c0, n_valid, col0, W, kr, vr, tid):
         row, w0, last = tid // DQ8, (col0 + 8 * (tid % DQ8)) // 2, n_valid - 1
-        if lean and c0 + BKV <= n_valid:  # written out: a helper shared with the clamped path below cost the
-            for i in range(NK):  # default's machine code 14 instructions per tile (750 -> 764) and its registers
+        if c0 + BKV <= n_valid:  # written out: a helper shared with the clamped path below cost the machine
+            for i in range(NK):  # code 14 instructions per tile (750 -> 764) and its registers
                 b = 4 * i
                 kr[b], kr[b + 1], kr[b + 2], kr[b + 3] = ldg4(kq, (c0 + row + i * STEP) * (W // 2) + w0)
             for i in range(NV):
@@ -147,29 +145,14 @@ def wide_movers(D: int, lean: bool = False, trans: bool = False):
     @device
     def store(kr, vr, sk, sv, skb, svb, tid):
         row, j8 = tid // DQ8, tid % DQ8
-        if trans:  # quarter warps write 8 consecutive 16-byte groups of a row (pitch KP = 4 mod 32): no conflict
-            for i in range(NK):
-                b = 4 * i
-                sts4(sk, skb, (row + i * STEP) * KP + 4 * j8, kr[b], kr[b + 1], kr[b + 2], kr[b + 3])
-            for i in range(NV):
-                for e in range(2):
-                    b = 8 * i + 4 * e
-                    sts4(sv, svb, (2 * (row + i * STEP) + e) * KP + 4 * j8, vr[b], vr[b + 1], vr[b + 2], vr[b + 3])
-            return
+        # quarter warps write 8 consecutive 16-byte groups of a row (pitch KP = 4 mod 32): no bank conflict
         for i in range(NK):
-            base = (row + i * STEP) * KP + 4 * j8
-            for w in range(4):
-                sk[base + w] = kr[4 * i + w]
+            b = 4 * i
+            sts4(sk, skb, (row + i * STEP) * KP + 4 * j8, kr[b], kr[b + 1], kr[b + 2], kr[b + 3])
         for i in range(NV):
-            pair = row + i * STEP
-            for h in range(2):  # dims 8 j8 + 4 h .. +3: words 2h, 2h+1 of each cell
-                d4 = 2 * j8 + h
-                lo, hi = vr[8 * i + 2 * h], vr[8 * i + 2 * h + 1]  # the pair's first cell
-                lo2, hi2 = vr[8 * i + 4 + 2 * h], vr[8 * i + 4 + 2 * h + 1]  # its second
-                sv[(4 * d4) * VP + pair] = prmt(lo, lo2, U32(0x5410))
-                sv[(4 * d4 + 1) * VP + pair] = prmt(lo, lo2, U32(0x7632))
-                sv[(4 * d4 + 2) * VP + pair] = prmt(hi, hi2, U32(0x5410))
-                sv[(4 * d4 + 3) * VP + pair] = prmt(hi, hi2, U32(0x7632))
+            for e in range(2):
+                b = 8 * i + 4 * e
+                sts4(sv, svb, (2 * (row + i * STEP) + e) * KP + 4 * j8, vr[b], vr[b + 1], vr[b + 2], vr[b + 3])
 
     return load, store, 4 * NK, 8 * NV
 
@@ -177,17 +160,17 @@ def wide_movers(D: int, lean: bool = False, trans: bool = False):
 def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D].
 
-    ``variant`` picks the tile movers: ``ex2`` takes ``tile_movers``, ``ex2-wide`` ``wide_movers`` where they fit
-    (f16 caches, head dims ``wide_fits``; else ``tile_movers``); both stage the same bits. Either way the next
+    ``variant``: ``ex2`` takes ``tile_movers`` (4-byte items, any cache, V staged transposed, fragments read by
+    LDS), ``ex2-wide-trans`` ``wide_movers`` where they fit (f16 caches, head dims ``wide_fits``), with the mma B
+    fragments of both products read by ldmatrix.x4 (``env.ldsm4``, ``.trans`` for V; over ``tile_movers``' layout
+    the plain one where the head dim is a multiple of 32) and O rescaled only for a thread whose row maximum
+    moved (at depth most tiles move none: a factor of exactly 1 otherwise, so the same bits). Either way the next
     tile's loads are in flight during this tile's mma work, only the tiles that a warp's causal edge or the last
     cell cuts are masked, and the softmax runs in base 2 on the special-function unit (Q pre-scaled by log2 e,
     one MUFU.EX2 per score instead of a precise expf, no -inf tests: every row sees cell 0, so a row maximum is
-    finite from the first tile on). ``ex2-wide-ldsm`` also reads the mma B fragments of both products with
-    ldmatrix.x4 (``env.ldsm4``: 4 fragment words per instruction instead of one LDS each) where the head dim is
-    a multiple of 32; the same bits. ``ex2-wide-ldsm-lean`` also skips the clamps of every tile but the last and
-    rescales O only for a thread whose row maximum moved (at depth most tiles move none: the same bits).
-    ``ex2-wide-trans`` is lean with V staged untransposed and read through ldmatrix.trans, both tiles stored 16
-    bytes at a time (``wide_movers``' trans): the same fragments, so the same bits."""
+    finite from the first tile on). Both give the same bits. The intermediate variants of the H100 A/Bs
+    (``ex2-wide``, ``ex2-wide-ldsm``, ``ex2-wide-ldsm-lean``) are retired; ``git show 9866145:cuda_kernels/flash.py``
+    has them."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
     key = (D, k_q8, v_q8, variant)
@@ -196,12 +179,11 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     KP, VP = tile_pitches(D)
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
-    wide = variant.startswith("ex2-wide") and not (k_q8 or v_q8) and wide_fits(D)
-    LEAN = variant in ("ex2-wide-ldsm-lean", "ex2-wide-trans")
-    # fragment pairs through ldmatrix: k16 steps of S, n8 tiles of O
-    LDSM = (variant.startswith("ex2-wide-ldsm") or variant == "ex2-wide-trans") and D % 32 == 0
-    TRANS = variant == "ex2-wide-trans" and wide and LDSM  # V as [cell][dim] rows, read through ldmatrix.trans
-    load_tile, store_tile, KR, VR = wide_movers(D, LEAN, TRANS) if wide else tile_movers(D)
+    LEAN = variant == "ex2-wide-trans"
+    # V as [cell][dim] rows, read through ldmatrix.trans (wide_fits implies a head dim multiple of 32)
+    TRANS = LEAN and not (k_q8 or v_q8) and wide_fits(D)
+    LDSM = LEAN and D % 32 == 0  # fragment pairs through ldmatrix: k16 steps of S, n8 tiles of O
+    load_tile, store_tile, KR, VR = wide_movers(D) if TRANS else tile_movers(D)
     SK, SV, QA, OA = BKV * KP, (BKV * KP if TRANS else D * VP), 4 * (D // 16), 4 * (D // 8)
 
     def kernel(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale):

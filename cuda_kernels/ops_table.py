@@ -92,15 +92,11 @@ def att_tpw_setting() -> int:
 
 def flash_setting() -> str:
     """SWEEPBENCH_CUDA_FLASH: how the prefill attention (``flash.prefill_kernel``) moves its KV tiles and reads its
-    mma B fragments: ``ex2-wide-trans`` (the default: 16-byte loads, ``flash.wide_movers``, unclamped on whole
-    tiles; K and V staged as [cell][dim] rows by 16-byte shared stores; ldmatrix reads, .trans for V; O rescaled
-    only where a row maximum moved; a q8_0 tile or a head dim the movers do not fit takes ex2's loads),
-    ``ex2-wide-ldsm-lean`` (as that with V transposed by 4-byte stores, read with plain ldmatrix),
-    ``ex2-wide-ldsm`` (that with the loads clamped and O rescaled on every tile), ``ex2-wide`` (that with one
-    LDS per fragment word) or ``ex2`` (4-byte loads, ``flash.tile_movers``, LDS reads); all give the same bits.
-    H100s, qwen3 heads, one layer at N_KV 14336, -ub 2048, each pair side by side: ex2 3983 against ex2-wide 3560
-    us; ex2-wide 3535 against ex2-wide-ldsm 3175; ex2-wide-ldsm 3175 against lean 3157; lean 3122 against trans
-    1955 (benchmarks/gpu_flash_micro.py, NOTES.md)."""
+    mma B fragments: ``ex2-wide-trans`` (the default: 16-byte loads, ``flash.wide_movers``; K and V staged as
+    [cell][dim] rows by 16-byte shared stores; ldmatrix reads, .trans for V; a q8_0 tile or a head dim the movers
+    do not fit takes ex2's loads) or ``ex2`` (4-byte loads, ``flash.tile_movers``, V transposed, LDS reads); the
+    same bits. H100s, qwen3 heads, one layer at N_KV 14336, -ub 2048: ex2 3983 us, ex2-wide-trans 1955 us, the
+    variants between them measured step by step (benchmarks/gpu_flash_micro.py, NOTES.md)."""
     return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-trans", flash.VARIANTS)
 
 
