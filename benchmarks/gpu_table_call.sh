@@ -25,6 +25,9 @@ if [[ ${GRAPH_TESTS:-1} != 0 ]]; then
 fi
 card=h100
 grep -q H200 /tmp/gpu.txt && card=h200
-[[ $card != h200 && ${ON_H100:-table} == stop ]] && { echo "not an H200 and ON_H100=stop: done" | tee -a "$log"; exit 0; }
+if [[ $card != h200 && ${ON_H100:-table} == stop ]]; then
+  echo "not an H200 and ON_H100=stop: done" | tee -a "$log"
+  exit 0
+fi
 timeout $((${DEADLINE_S:-400} - SECONDS)) python3 benchmarks/gpu_sweep.py --runs-dir "$OUT/gpu-runs-$card" "$@" 2>&1 \
   | tee -a "$log" | grep -v "^\[" | tail -40
