@@ -1,6 +1,8 @@
-# Sourced by the device scripts, from the repository root with $OUT set: the wheels the GPU image lacks (.whl/,
+# Sourced by the device scripts, from the repository root: the wheels the GPU image lacks (.whl/,
 # see benchmarks/NOTES.md) on the Python path, the kernel cache, and the card's name and clocks in $OUT/gpu.txt;
-# and two helpers of the A/B scripts (below).
+# and two helpers of the A/B scripts (below). $OUT defaults to /tmp/sweepbench-gpu.
+OUT=${OUT:-/tmp/sweepbench-gpu}
+mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD

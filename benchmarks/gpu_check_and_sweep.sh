@@ -15,8 +15,6 @@
 #   SWEEP_RUNS_DIR=NAME (JSONL under /tmp/NAME, returned as $OUT/NAME.tgz; default gpu-runs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/sweepbench-gpu}
-mkdir -p "$OUT"
 mode=${1:-all}
 shift || true
 source benchmarks/device_env.sh

@@ -9,8 +9,6 @@
 #   OUT=$OUT bash benchmarks/gpu_defaults_ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/sweepbench-ab}
-mkdir -p "$OUT"
 source benchmarks/device_env.sh
 m=/tmp/models AB_DIR=ab
 synth_preset ling-mini-2.0

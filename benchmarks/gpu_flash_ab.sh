@@ -6,8 +6,6 @@
 #   VARIANTS="ex2 ex2-wide-trans" OUT=$OUT bash benchmarks/gpu_flash_ab.sh   (~250 s on an H100)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/sweepbench-gpu}
-mkdir -p "$OUT"
 source benchmarks/device_env.sh
 read -r -a variants <<< "${VARIANTS:-ex2 ex2-wide-trans}"
 list=$(IFS=,; echo "${variants[*]}")

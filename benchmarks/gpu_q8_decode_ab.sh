@@ -9,8 +9,6 @@
 #   OUT=$OUT bash benchmarks/gpu_q8_decode_ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/sweepbench-q8ab}
-mkdir -p "$OUT"
 source benchmarks/device_env.sh
 v=warp:4:4,warp:4:2,warp:4:1
 for kv in q8_0 f16; do

@@ -12,8 +12,6 @@
 # in benchmarks/NOTES.md with their commands.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/sweepbench-gpu}
-mkdir -p "$OUT"
 source benchmarks/device_env.sh > /dev/null
 mv "$OUT/gpu.txt" /tmp/gpu.txt
 log=$OUT/gpu-runs.log

@@ -7,7 +7,8 @@ concern at these sizes: a 2048-token ubatch reads each weight tile once per 64 r
 
 Block: BM x BN outputs (64 x 64), 4 warps of 32 x 32 (2 x 4 m16n8k16 tiles), K in steps of BK = 32 (one quant
 block). Each thread stages 16 activations (float32 -> f16) and 16 weights per step; the next step's global loads
-are issued before the current step's mma (register double buffering). Shared rows are padded to 20 words, so the
+are issued before the current step's mma (register double buffering), and with ``late`` their conversion to f16
+waits until after that mma. Shared rows are padded to 20 words, so the
 fragment reads of a warp hit 32 distinct banks.
 
 Variants (``kernel(kind, gathered, fused)``):
@@ -25,23 +26,49 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import grid_dep_wait, jit, ldg4f, mma_f16, pack_h2
-from cuda_kernels.tiles import H16
+from cuda_kernels.env import device, grid_dep_wait, jit, ldg4f, mma_f16, pack_h2
+from cuda_kernels.tiles import H16, RAW
 
 BM, BN, BK, PAD = 64, 64, 32, 20
 THREADS = 128
 _CACHE: dict = {}
 
 
-def kernel(kind: str, gathered: bool, fused: bool):
+def kernel(kind: str, gathered: bool, fused: bool, late: bool = False):
     """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
-    Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS."""
-    key = (kind, gathered, fused)
+    Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS. ``late``: a step's loaded words stay raw until
+    the next iteration stages them, so the mma in between covers the loads' latency (else converted at once)."""
+    key = (kind, gathered, fused, late)
     if key in _CACHE:
         return _CACHE[key]
-    deq = H16[kind]
+    load, conv = H16[kind]
     NACC = 64 if fused else 32
     SA, SB2 = BM * PAD, BN * PAD if fused else 1  # shared sizes must be compile-time constants
+
+    @device
+    def fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, wr, wr2):
+        """Issue the global loads of step kc: 16 activations into xr, the weight words into wr (wr2)."""
+        if arow >= 0:
+            for v in range(4):
+                xr[4 * v], xr[4 * v + 1], xr[4 * v + 2], xr[4 * v + 3] = ldg4f(x, arow * K + kc * BK + lh * 16 + 4 * v)
+        if brow >= 0:
+            load(qs, hdr, brow, kc, lh, K, wr)
+            if fused:
+                load(qs2, hdr2, brow, kc, lh, K, wr2)
+
+    @device
+    def convert(arow, brow, kc, lh, xr, wr, wr2, ra, rb, rb2):
+        """Step kc's loaded words -> the f16 pairs it stages (zeros for rows past the tile's edge)."""
+        for j in range(8):
+            ra[j] = pack_h2(xr[2 * j], xr[2 * j + 1]) if arow >= 0 else np.uint32(0)
+        if brow >= 0:
+            conv(wr, kc, lh, rb)
+            if fused:
+                conv(wr2, kc, lh, rb2)
+        else:
+            for j in range(8):
+                rb[j] = np.uint32(0)
+                rb2[j] = np.uint32(0)
 
     def gemm(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert):
         grid_dep_wait()
@@ -66,7 +93,10 @@ def kernel(kind: str, gathered: bool, fused: bool):
         if lr < cnt:
             arow = rows[i0 + lr] // div if gathered else i0 + lr
         brow = wrow0 + n0 + lr if n0 + lr < N else -1
-        ra = cuda.local.array(8, np.uint32)
+        xr = cuda.local.array(16, np.float32)  # [16] activations as loaded
+        wr = cuda.local.array(RAW, np.uint32)  # weight words as loaded
+        wr2 = cuda.local.array(RAW, np.uint32)
+        ra = cuda.local.array(8, np.uint32)  # [16] as f16 pairs, to stage
         rb = cuda.local.array(8, np.uint32)
         rb2 = cuda.local.array(8, np.uint32)
         acc = cuda.local.array(NACC, np.float32)
@@ -75,6 +105,8 @@ def kernel(kind: str, gathered: bool, fused: bool):
         nk = K // BK
         for kc in range(nk + 1):
             if kc > 0:  # stage step kc-1 (loaded last iteration) and multiply it
+                if late:
+                    convert(arow, brow, kc - 1, lh, xr, wr, wr2, ra, rb, rb2)
                 for j in range(8):
                     sa[lr * PAD + lh * 8 + j] = ra[j]
                     sb[lr * PAD + lh * 8 + j] = rb[j]
@@ -82,22 +114,9 @@ def kernel(kind: str, gathered: bool, fused: bool):
                         sb2[lr * PAD + lh * 8 + j] = rb2[j]
                 cuda.syncthreads()
             if kc < nk:  # global loads of step kc, in flight during the mma below
-                if arow >= 0:
-                    for v in range(4):
-                        f0, f1, f2, f3 = ldg4f(x, arow * K + kc * BK + lh * 16 + 4 * v)
-                        ra[2 * v] = pack_h2(f0, f1)
-                        ra[2 * v + 1] = pack_h2(f2, f3)
-                else:
-                    for j in range(8):
-                        ra[j] = np.uint32(0)
-                if brow >= 0:
-                    deq(qs, hdr, brow, kc, lh, K, rb)
-                    if fused:
-                        deq(qs2, hdr2, brow, kc, lh, K, rb2)
-                else:
-                    for j in range(8):
-                        rb[j] = np.uint32(0)
-                        rb2[j] = np.uint32(0)
+                fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, wr, wr2)
+                if not late:
+                    convert(arow, brow, kc, lh, xr, wr, wr2, ra, rb, rb2)
             if kc > 0:
                 for kk in range(2):
                     for mi in range(2):

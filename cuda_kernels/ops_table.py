@@ -100,6 +100,13 @@ def flash_setting() -> str:
     return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-trans", flash.VARIANTS)
 
 
+def gemm_setting() -> str:
+    """SWEEPBENCH_CUDA_GEMM: when the prefill GEMMs (``gemm.kernel``) convert a step's loaded words to f16:
+    ``early`` (the default: right after the loads, which then wait out their latency before the step's mma) or
+    ``late`` (kept raw and converted as the next iteration stages them, after the mma); the same bits."""
+    return _env_switch("SWEEPBENCH_CUDA_GEMM", "early", ("early", "late"))
+
+
 def q8_decode_setting() -> str:
     """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``hoist``
     (the default; every cell of a tile fetched first, then widened: ``attention.q8_row_parts``) or ``inline``
@@ -193,6 +200,7 @@ class CudaOps:
         self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
         self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
         self.flash = flash_setting()  # the prefill attention's variant
+        self.gemm_late = gemm_setting() == "late"  # the prefill GEMMs convert their loads after the mma
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -390,7 +398,7 @@ class CudaOps:
         """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given."""
         fused = w_up is not None
         second = w_up if fused else w
-        k = gemm.kernel(w.kind, groups is not None, fused)
+        k = gemm.kernel(w.kind, groups is not None, fused, self.gemm_late)
         if groups is None:
             grid = (_blocks(m, gemm.BM), _blocks(w.n_rows, gemm.BN))
             self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,

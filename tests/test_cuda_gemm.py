@@ -38,22 +38,24 @@ ALL = [Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.IQ4_XS, Q.F16, Q.F32]
 
 @pytest.mark.parametrize("qtype", ALL, ids=lambda q: q.name)
 def test_tile_dequantizers(qtype):
-    """Each 16-value f16 tile the GEMM stages equals the dequantized weights rounded to f16 (scales rounded too)."""
-    from cuda_kernels.env import unpack_h2  # noqa: F401  (the kernel below resolves it as a global)
-    from cuda_kernels.tiles import H16
+    """Each 16-value f16 tile the GEMM stages (its raw loads, then their conversion) equals the dequantized weights
+    rounded to f16 (scales rounded too)."""
+    from cuda_kernels.tiles import H16, RAW
 
     rng = np.random.default_rng(40 + int(qtype))
     n, k = 3, 512
     w, wf = weight(qtype, n, k, rng)
-    deq = H16[w.kind]
+    load, conv = H16[w.kind]
 
     @cuda.jit
     def tiles(qs, hdr, out, n_rows, K):
         i = cuda.grid(1)
+        raw = cuda.local.array(RAW, np.uint32)
         words = cuda.local.array(8, np.uint32)
         if i < n_rows * (K // 16):
             row, c, half = i // (K // 16), (i % (K // 16)) // 2, i % 2
-            deq(qs, hdr, row, c, half, K, words)
+            load(qs, hdr, row, c, half, K, raw)
+            conv(raw, c, half, words)
             for j in range(8):
                 out[i * 8 + j] = words[j]
 
@@ -101,6 +103,32 @@ def test_expert_gemms_over_grouped_rows(ops):
     h = ref_ops.expert_up_gate(xin, stack(wgf), stack(wuf), g)
     ref = ref_ops.combine(ref_ops.expert_down(h, stack(wdf), g), rw)
     assert rel(ops.to_host(out), ref) < 4e-3
+
+
+@pytest.mark.parametrize("qtype", ALL if REAL_GPU else [Q.Q8_0], ids=lambda q: q.name)
+def test_gemm_late_conversion_same_bits(ops, qtype):
+    """SWEEPBENCH_CUDA_GEMM=late (a step's loads kept raw and converted after the next mma) gives early's bits in
+    the fused gate/up expert GEMM over grouped rows (tiles cut by their row count and by N = 40), and on the GPU
+    also in the dense GEMM and the grouped down projection, over several k steps: a conversion with the wrong
+    step's scales or a lost edge row would change them. (The simulator takes 2 s per block and k step.)"""
+    rng = np.random.default_rng(32 + int(qtype))
+    t, x, k = ops.gemv_max_t + 5, 3 if REAL_GPU else 2, 2
+    e, f = (256, 256) if REAL_GPU else (64, 40)  # K = e: 8 steps over one k-quant super-block, or q8_0's 2
+    (wg, _), (wu, _) = (weight(qtype, f, e, rng, x) for _ in range(2))
+    xin = rng.standard_normal((t, e)).astype(np.float32)
+    groups = ops.group_rows_by_expert(ops.route_softmax_topk(act(ops, rng.standard_normal((t, x))), k, True)[0], x)
+    got = {}
+    for late in (False, True):
+        ops.gemm_late = late
+        h = ops.expert_up_gate(act(ops, xin), wg, wu, groups)
+        got[late] = [ops.to_host(h)]
+        if REAL_GPU:
+            got[late].append(ops.to_host(ops.expert_down(h, weight(qtype, e, f, np.random.default_rng(1), x)[0],
+                                                         groups)))
+            got[late].append(ops.to_host(ops.matmul(act(ops, xin), weight(qtype, 70, e, np.random.default_rng(2))[0])))
+    ops.gemm_late = False
+    for early, late in zip(got[False], got[True]):
+        assert np.abs(early).max() > 0 and np.array_equal(early, late)
 
 
 KV_MIXES = [("f16", "f16"), ("q8_0", "q8_0"), ("f16", "q8_0")] if REAL_GPU else [("f16", "q8_0")]
