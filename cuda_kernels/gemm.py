@@ -7,8 +7,8 @@ concern at these sizes: a 2048-token ubatch reads each weight tile once per 64 r
 
 Block: BM x BN outputs (64 x 64), 4 warps of 32 x 32 (2 x 4 m16n8k16 tiles), K in steps of BK = 32 (one quant
 block). Each thread stages 16 activations (float32 -> f16) and 16 weights per step; the next step's global loads
-are issued before the current step's mma (register double buffering), and with ``late`` their conversion to f16
-waits until after that mma. Shared rows are padded to 20 words, so the
+are issued before the current step's mma (register double buffering), and with ``late`` (the default) their
+conversion to f16 waits until after that mma. Shared rows are padded to 20 words, so the
 fragment reads of a warp hit 32 distinct banks.
 
 Variants (``kernel(kind, gathered, fused)``):
@@ -34,7 +34,7 @@ THREADS = 128
 _CACHE: dict = {}
 
 
-def kernel(kind: str, gathered: bool, fused: bool, late: bool = False):
+def kernel(kind: str, gathered: bool, fused: bool, late: bool = True):
     """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
     Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS. ``late``: a step's loaded words stay raw until
     the next iteration stages them, so the mma in between covers the loads' latency (else converted at once)."""

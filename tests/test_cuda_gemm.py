@@ -117,7 +117,7 @@ def test_gemm_late_conversion_same_bits(ops, qtype):
     (wg, _), (wu, _) = (weight(qtype, f, e, rng, x) for _ in range(2))
     xin = rng.standard_normal((t, e)).astype(np.float32)
     groups = ops.group_rows_by_expert(ops.route_softmax_topk(act(ops, rng.standard_normal((t, x))), k, True)[0], x)
-    got = {}
+    got, default = {}, ops.gemm_late
     for late in (False, True):
         ops.gemm_late = late
         h = ops.expert_up_gate(act(ops, xin), wg, wu, groups)
@@ -126,7 +126,7 @@ def test_gemm_late_conversion_same_bits(ops, qtype):
             got[late].append(ops.to_host(ops.expert_down(h, weight(qtype, e, f, np.random.default_rng(1), x)[0],
                                                          groups)))
             got[late].append(ops.to_host(ops.matmul(act(ops, xin), weight(qtype, 70, e, np.random.default_rng(2))[0])))
-    ops.gemm_late = False
+    ops.gemm_late = default
     for early, late in zip(got[False], got[True]):
         assert np.abs(early).max() > 0 and np.array_equal(early, late)
 
