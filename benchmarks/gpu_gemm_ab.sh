@@ -3,11 +3,11 @@
 # logits and graph tests on the GPU ($OUT/tests.log), then qwen3-30b-a3b through the CLI with each of VARIANTS in
 # ROUNDS rounds, alternating which runs first (-c 4096 -ub 2048 -n 32, then -c 2048 -ub 512 -n 32: the GEMMs
 # do not depend on N_KV); tables in $OUT/gemmab.txt, JSONL and logs in $OUT/gemmab.tgz.
-#   VARIANTS="early late" ROUNDS=2 OUT=$OUT bash benchmarks/gpu_gemm_ab.sh   (~300 s on an H100)
+#   VARIANTS="late late-swz" ROUNDS=2 OUT=$OUT bash benchmarks/gpu_gemm_ab.sh   (~500 s on an H100, tests included)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/device_env.sh
-read -r -a variants <<< "${VARIANTS:-early late}"
+read -r -a variants <<< "${VARIANTS:-late late-swz}"
 SWEEPBENCH_CUDA_TESTS=gpu timeout 200 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
   tests/test_cuda_gemm.py tests/test_cuda_engine.py -k "not flash and (gemm or dequantizers or short_parts \
 or programmatic or logits_match)" > "$OUT/tests.log" 2>&1

@@ -104,8 +104,8 @@ def gemm_sequences(nvdisasm: str) -> None:
         ops = [o for o in opcodes(sass) if o in keep]
         bars = [i for i, o in enumerate(ops) if o == "BAR"]
         runs = [(op, len(list(g))) for op, g in itertools.groupby(ops[bars[0]:bars[-1] + 1])]
-        kind, gathered, fused, late = kinds[fn]
-        print(f"{kind} gathered={gathered} fused={fused} late={late}, {regs} registers:")
+        kind, gathered, fused, late, swz = kinds[fn]
+        print(f"{kind} gathered={gathered} fused={fused} late={late} swz={swz}, {regs} registers:")
         print("  " + "  ".join(f"{n} {op}" for op, n in runs), flush=True)
 
 

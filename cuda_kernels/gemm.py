@@ -26,24 +26,37 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import device, grid_dep_wait, jit, ldg4f, mma_f16, pack_h2
+from cuda_kernels.env import SIM, device, grid_dep_wait, jit, ldg4f, mma_f16, pack_h2, smem_base, sts4
 from cuda_kernels.tiles import H16, RAW
 
 BM, BN, BK, PAD = 64, 64, 32, 20
+ALIGN = None if SIM else 16  # swizzled rows: 16-byte stores; the simulator refuses the argument
 THREADS = 128
 _CACHE: dict = {}
 
 
-def kernel(kind: str, gathered: bool, fused: bool, late: bool = True):
+def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool = False):
     """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
     Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS. ``late``: a step's loaded words stay raw until
-    the next iteration stages them, so the mma in between covers the loads' latency (else converted at once)."""
-    key = (kind, gathered, fused, late)
+    the next iteration stages them, so the mma in between covers the loads' latency (else converted at once).
+    ``swz``: tiles staged by 16-byte stores into unpadded rows whose four 16-byte chunks are swizzled (chunk c of
+    row r at c ^ ((r >> 1) & 3)): each quarter warp's stores and each fragment read then hit 32 distinct banks
+    (the padded rows' 4-byte stores have 4-way conflicts: 2/3 of the shared wavefronts, ncu, NOTES.md)."""
+    key = (kind, gathered, fused, late, swz)
     if key in _CACHE:
         return _CACHE[key]
     load, conv = H16[kind]
     NACC = 64 if fused else 32
-    SA, SB2 = BM * PAD, BN * PAD if fused else 1  # shared sizes must be compile-time constants
+    RW = 16 if swz else PAD  # words per staged row
+    SA, SB2 = BM * RW, BN * RW if fused else 1  # shared sizes must be compile-time constants
+    AL = ALIGN if swz else None
+
+    @device
+    def at(r, kk, hi, sw, tq):
+        """The word of staged row r holding k pair 8 kk + 4 hi + tq (an mma fragment's word; sw: r's swizzle)."""
+        if swz:
+            return r * RW + ((((2 * kk + hi) ^ sw) << 2) + tq)
+        return r * PAD + kk * 8 + tq + 4 * hi
 
     @device
     def fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, wr, wr2):
@@ -85,10 +98,12 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True):
             wrow0 = e * N
         else:
             i0, cnt, wrow0 = bx * BM, min(BM, M - bx * BM), 0
-        sa = cuda.shared.array(SA, np.uint32)
-        sb = cuda.shared.array(SA, np.uint32)
-        sb2 = cuda.shared.array(SB2, np.uint32)
+        sa = cuda.shared.array(SA, np.uint32, alignment=AL)  # [BM, RW]
+        sb = cuda.shared.array(SA, np.uint32, alignment=AL)  # [BN, RW]
+        sb2 = cuda.shared.array(SB2, np.uint32, alignment=AL)
         lr, lh = tid // 2, tid % 2  # the row and half-row (16 values) this thread stages
+        sw, sws = ((g >> 1) & 3, (lr >> 1) & 3) if swz else (0, 0)  # the chunk swizzle of read and staged rows
+        sab, sbb, sb2b = smem_base(sa), smem_base(sb), smem_base(sb2)  # for sts4 (unused without swz)
         arow = -1
         if lr < cnt:
             arow = rows[i0 + lr] // div if gathered else i0 + lr
@@ -107,11 +122,19 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True):
             if kc > 0:  # stage step kc-1 (loaded last iteration) and multiply it
                 if late:
                     convert(arow, brow, kc - 1, lh, xr, wr, wr2, ra, rb, rb2)
-                for j in range(8):
-                    sa[lr * PAD + lh * 8 + j] = ra[j]
-                    sb[lr * PAD + lh * 8 + j] = rb[j]
-                    if fused:
-                        sb2[lr * PAD + lh * 8 + j] = rb2[j]
+                if swz:
+                    for q in range(2):  # logical chunks 2 lh + q of row lr
+                        w = lr * RW + (((2 * lh + q) ^ sws) << 2)
+                        sts4(sa, sab, w, ra[4 * q], ra[4 * q + 1], ra[4 * q + 2], ra[4 * q + 3])
+                        sts4(sb, sbb, w, rb[4 * q], rb[4 * q + 1], rb[4 * q + 2], rb[4 * q + 3])
+                        if fused:
+                            sts4(sb2, sb2b, w, rb2[4 * q], rb2[4 * q + 1], rb2[4 * q + 2], rb2[4 * q + 3])
+                else:
+                    for j in range(8):
+                        sa[lr * RW + lh * 8 + j] = ra[j]
+                        sb[lr * RW + lh * 8 + j] = rb[j]
+                        if fused:
+                            sb2[lr * RW + lh * 8 + j] = rb2[j]
                 cuda.syncthreads()
             if kc < nk:  # global loads of step kc, in flight during the mma below
                 fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, wr, wr2)
@@ -121,22 +144,21 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True):
                 for kk in range(2):
                     for mi in range(2):
                         r = wm * 32 + mi * 16 + g
-                        a0 = sa[r * PAD + kk * 8 + tq]
-                        a1 = sa[(r + 8) * PAD + kk * 8 + tq]
-                        a2 = sa[r * PAD + kk * 8 + tq + 4]
-                        a3 = sa[(r + 8) * PAD + kk * 8 + tq + 4]
+                        a0 = sa[at(r, kk, 0, sw, tq)]
+                        a1 = sa[at(r + 8, kk, 0, sw, tq)]
+                        a2 = sa[at(r, kk, 1, sw, tq)]
+                        a3 = sa[at(r + 8, kk, 1, sw, tq)]
                         for ni in range(4):
                             c = wn * 32 + ni * 8 + g
                             o = (mi * 4 + ni) * 4
-                            d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, sb[c * PAD + kk * 8 + tq],
-                                                     sb[c * PAD + kk * 8 + tq + 4], acc[o], acc[o + 1], acc[o + 2],
-                                                     acc[o + 3])
+                            d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, sb[at(c, kk, 0, sw, tq)], sb[at(c, kk, 1, sw, tq)],
+                                                     acc[o], acc[o + 1], acc[o + 2], acc[o + 3])
                             acc[o], acc[o + 1], acc[o + 2], acc[o + 3] = d0, d1, d2, d3
                             if fused:
                                 p = 32 + o
-                                d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, sb2[c * PAD + kk * 8 + tq],
-                                                         sb2[c * PAD + kk * 8 + tq + 4], acc[p], acc[p + 1],
-                                                         acc[p + 2], acc[p + 3])
+                                d0, d1, d2, d3 = mma_f16(a0, a1, a2, a3, sb2[at(c, kk, 0, sw, tq)],
+                                                         sb2[at(c, kk, 1, sw, tq)], acc[p], acc[p + 1], acc[p + 2],
+                                                         acc[p + 3])
                                 acc[p], acc[p + 1], acc[p + 2], acc[p + 3] = d0, d1, d2, d3
                 cuda.syncthreads()
         for mi in range(2):

@@ -101,11 +101,13 @@ def flash_setting() -> str:
 
 
 def gemm_setting() -> str:
-    """SWEEPBENCH_CUDA_GEMM: when the prefill GEMMs (``gemm.kernel``) convert a step's loaded words to f16:
-    ``late`` (the default: kept raw and converted as the next iteration stages them, after the mma in between) or
-    ``early`` (right after the loads, which then wait out their latency before the step's mma); the same bits.
-    H100, qwen3-30b-a3b through the CLI, S_PP: early -> late +8.7% at -ub 2048, +6-8% at -ub 512 (NOTES.md)."""
-    return _env_switch("SWEEPBENCH_CUDA_GEMM", "late", ("early", "late"))
+    """SWEEPBENCH_CUDA_GEMM: how the prefill GEMMs (``gemm.kernel``) convert and stage a step's loaded words:
+    ``late`` (the default: kept raw and converted as the next iteration stages them, after the mma in between),
+    ``early`` (converted right after the loads, which then wait out their latency before the step's mma) or
+    ``late-swz`` (late, staged by 16-byte stores into swizzled unpadded rows: no bank conflicts; not yet
+    measured); the same bits. H100, qwen3-30b-a3b through the CLI, S_PP: early -> late +8.7% at -ub 2048, +6-8%
+    at -ub 512 (NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_GEMM", "late", ("early", "late", "late-swz"))
 
 
 def q8_decode_setting() -> str:
@@ -201,7 +203,7 @@ class CudaOps:
         self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
         self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
         self.flash = flash_setting()  # the prefill attention's variant
-        self.gemm_late = gemm_setting() == "late"  # the prefill GEMMs convert their loads after the mma
+        self.gemm = gemm_setting()  # the prefill GEMMs' variant
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -399,7 +401,7 @@ class CudaOps:
         """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given."""
         fused = w_up is not None
         second = w_up if fused else w
-        k = gemm.kernel(w.kind, groups is not None, fused, self.gemm_late)
+        k = gemm.kernel(w.kind, groups is not None, fused, self.gemm != "early", self.gemm == "late-swz")
         if groups is None:
             grid = (_blocks(m, gemm.BM), _blocks(w.n_rows, gemm.BN))
             self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,

@@ -106,29 +106,33 @@ def test_expert_gemms_over_grouped_rows(ops):
 
 
 @pytest.mark.parametrize("qtype", ALL if REAL_GPU else [Q.Q8_0], ids=lambda q: q.name)
-def test_gemm_late_conversion_same_bits(ops, qtype):
-    """SWEEPBENCH_CUDA_GEMM=late (a step's loads kept raw and converted after the next mma) gives early's bits in
-    the fused gate/up expert GEMM over grouped rows (tiles cut by their row count and by N = 40), and on the GPU
-    also in the dense GEMM and the grouped down projection, over several k steps: a conversion with the wrong
-    step's scales or a lost edge row would change them. (The simulator takes 2 s per block and k step.)"""
+def test_gemm_variants_same_bits(ops, qtype):
+    """SWEEPBENCH_CUDA_GEMM: ``late`` (a step's loads kept raw and converted after the next mma) and ``late-swz``
+    (staged by 16-byte stores into swizzled rows) give early's bits in the fused gate/up expert GEMM over grouped
+    rows (tiles cut by their row count and by N = 40), and on the GPU also in the dense GEMM and the grouped down
+    projection, over several k steps: a conversion with the wrong step's scales, a lost edge row or a chunk
+    swizzled differently by its store and its read would change them. (The simulator takes 2 s per block and
+    k step.)"""
     rng = np.random.default_rng(32 + int(qtype))
     t, x, k = ops.gemv_max_t + 5, 3 if REAL_GPU else 2, 2
     e, f = (256, 256) if REAL_GPU else (64, 40)  # K = e: 8 steps over one k-quant super-block, or q8_0's 2
     (wg, _), (wu, _) = (weight(qtype, f, e, rng, x) for _ in range(2))
     xin = rng.standard_normal((t, e)).astype(np.float32)
     groups = ops.group_rows_by_expert(ops.route_softmax_topk(act(ops, rng.standard_normal((t, x))), k, True)[0], x)
-    got, default = {}, ops.gemm_late
-    for late in (False, True):
-        ops.gemm_late = late
+    got, default = {}, ops.gemm
+    for variant in ("early", "late", "late-swz"):
+        ops.gemm = variant
         h = ops.expert_up_gate(act(ops, xin), wg, wu, groups)
-        got[late] = [ops.to_host(h)]
+        got[variant] = [ops.to_host(h)]
         if REAL_GPU:
-            got[late].append(ops.to_host(ops.expert_down(h, weight(qtype, e, f, np.random.default_rng(1), x)[0],
-                                                         groups)))
-            got[late].append(ops.to_host(ops.matmul(act(ops, xin), weight(qtype, 70, e, np.random.default_rng(2))[0])))
-    ops.gemm_late = default
-    for early, late in zip(got[False], got[True]):
-        assert np.abs(early).max() > 0 and np.array_equal(early, late)
+            got[variant].append(ops.to_host(ops.expert_down(h, weight(qtype, e, f, np.random.default_rng(1), x)[0],
+                                                            groups)))
+            got[variant].append(ops.to_host(ops.matmul(act(ops, xin),
+                                                       weight(qtype, 70, e, np.random.default_rng(2))[0])))
+    ops.gemm = default
+    for variant in ("late", "late-swz"):
+        for early, other in zip(got["early"], got[variant]):
+            assert np.abs(early).max() > 0 and np.array_equal(early, other), variant
 
 
 KV_MIXES = [("f16", "f16"), ("q8_0", "q8_0"), ("f16", "q8_0")] if REAL_GPU else [("f16", "q8_0")]
