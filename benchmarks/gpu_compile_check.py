@@ -27,6 +27,7 @@ os.environ.setdefault("SWEEPBENCH_CUDA_GRIDDEP", "1")  # compile as for sm_90: e
 from numba import cuda, typeof  # noqa: E402
 
 RECORDED: dict = {}
+MAX_REGS: dict = {}  # function -> its jit's register cap (``max_registers``), passed on to ptxas
 
 
 class _Recorder:
@@ -51,7 +52,14 @@ class _Stream:
 def _dry_patches():
     import cuda_kernels.env as env
 
-    env.jit = lambda fn=None, **kw: _Recorder(fn) if fn is not None else (lambda f: _Recorder(f))
+    def jit(fn=None, **kw):
+        if fn is None:
+            return lambda f: jit(f, **kw)
+        if kw.get("max_registers"):
+            MAX_REGS[fn] = kw["max_registers"]
+        return _Recorder(fn)
+
+    env.jit = jit
     cuda.device_array = lambda n, dtype=np.float32, **kw: wrap(np.zeros(n, dtype))
     cuda.to_device = lambda a, stream=None, **kw: wrap(np.array(a))
     cuda.pinned_array = lambda n, dtype=np.float32: np.zeros(n, dtype)
@@ -179,7 +187,8 @@ def compile_all(ptxas: bool) -> int:
             with tempfile.TemporaryDirectory() as d:
                 src = Path(d) / "k.ptx"
                 src.write_text(re.sub(r"^\.version \d+\.\d+", ".version 9.0", ptx, flags=re.M))
-                out = subprocess.run(["ptxas", "-arch=sm_90", "-v", str(src), "-o", str(Path(d) / "k.cubin")],
+                cap = [f"--maxrregcount={MAX_REGS[fn]}"] if fn in MAX_REGS else []
+                out = subprocess.run(["ptxas", "-arch=sm_90", "-v", *cap, str(src), "-o", str(Path(d) / "k.cubin")],
                                      capture_output=True, text=True)
                 regs = re.findall(r"Used (\d+) registers", out.stderr)
                 stack = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores", out.stderr)

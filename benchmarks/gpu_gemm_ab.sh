@@ -2,7 +2,8 @@
 # The prefill GEMMs' variants side by side on one GPU (SWEEPBENCH_CUDA_GEMM): the GEMM tests and the end-to-end
 # logits and graph tests on the GPU ($OUT/tests.log), then qwen3-30b-a3b through the CLI with each of VARIANTS in
 # ROUNDS rounds, alternating which runs first (-c 4096 -ub 2048 -n 32, then -c 2048 -ub 512 -n 32: the GEMMs
-# do not depend on N_KV); tables in $OUT/gemmab.txt, JSONL and logs in $OUT/gemmab.tgz.
+# do not depend on N_KV); tables in $OUT/gemmab.txt, JSONL and logs in $OUT/gemmab.tgz. A variant NAME+rN also
+# caps the GEMMs at N registers (SWEEPBENCH_CUDA_GEMM_REGS), e.g. late-swz+r128.
 #   VARIANTS="late late-swz" ROUNDS=2 OUT=$OUT bash benchmarks/gpu_gemm_ab.sh   (~500 s on an H100, tests included)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,8 @@ for r in $(seq "${ROUNDS:-2}"); do
   order=("${variants[@]}")
   (( r % 2 == 0 )) && order=($(printf '%s\n' "${variants[@]}" | tac))
   for v in "${order[@]}"; do
-    ab_run "$v-2048-r$r" SWEEPBENCH_CUDA_GEMM="$v" -- -m $m -c 4096 -ub 2048 -b 2048 -n 32
-    ab_run "$v-512-r$r" SWEEPBENCH_CUDA_GEMM="$v" -- -m $m -c 2048 -ub 512 -b 512 -n 32
+    sw=(SWEEPBENCH_CUDA_GEMM="${v%%+r*}" SWEEPBENCH_CUDA_GEMM_REGS="$( [[ $v == *+r* ]] && echo "${v##*+r}" || echo 0)")
+    ab_run "$v-2048-r$r" "${sw[@]}" -- -m $m -c 4096 -ub 2048 -b 2048 -n 32
+    ab_run "$v-512-r$r" "${sw[@]}" -- -m $m -c 2048 -ub 512 -b 512 -n 32
   done
 done

@@ -26,8 +26,11 @@ MAX_THREADS = 1024  # exchange buffers of the simulator versions cover the large
 
 
 def jit(*args, **kw):
-    """``cuda.jit`` with the disk cache on where it works (compile time never lands in a measured row)."""
-    if not SIM:
+    """``cuda.jit`` with the disk cache on where it works (compile time never lands in a measured row); the
+    simulator takes no register cap (``max_registers``)."""
+    if SIM:
+        kw.pop("max_registers", None)
+    else:
         kw.setdefault("cache", True)
     return cuda.jit(*args, **kw)
 

@@ -35,14 +35,16 @@ THREADS = 128
 _CACHE: dict = {}
 
 
-def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool = False):
+def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool = False, regs: int = 0):
     """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
     Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS. ``late``: a step's loaded words stay raw until
     the next iteration stages them, so the mma in between covers the loads' latency (else converted at once).
     ``swz``: tiles staged by 16-byte stores into unpadded rows whose four 16-byte chunks are swizzled (chunk c of
     row r at c ^ ((r >> 1) & 3)): each quarter warp's stores and each fragment read then hit 32 distinct banks
-    (the padded rows' 4-byte stores have 4-way conflicts: 2/3 of the shared wavefronts, ncu, NOTES.md)."""
-    key = (kind, gathered, fused, late, swz)
+    (the padded rows' 4-byte stores have 4-way conflicts: 2/3 of the shared wavefronts, ncu, NOTES.md).
+    ``regs``: a cap on registers per thread (0: none); such a kernel skips the disk cache, whose key may not
+    tell the cap."""
+    key = (kind, gathered, fused, late, swz, regs)
     if key in _CACHE:
         return _CACHE[key]
     load, conv = H16[kind]
@@ -176,7 +178,7 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
                                     v = v / (np.float32(1) + math.exp(-v)) * acc[32 + o]
                                 y[orow * N + col] = v
 
-    _CACHE[key] = jit(gemm)
+    _CACHE[key] = jit(gemm, max_registers=regs, cache=False) if regs else jit(gemm)
     return _CACHE[key]
 
 

@@ -110,6 +110,13 @@ def gemm_setting() -> str:
     return _env_switch("SWEEPBENCH_CUDA_GEMM", "late", ("early", "late", "late-swz"))
 
 
+def gemm_regs_setting() -> int:
+    """SWEEPBENCH_CUDA_GEMM_REGS: a cap on the prefill GEMMs' registers per thread, ``0`` (the default: none) or
+    ``128`` (4 blocks of 128 threads per SM instead of 3: with local ptxas the dense GEMMs fit in 124 without
+    spilling, the grouped ones spill 20-140 bytes; not yet measured)."""
+    return int(_env_switch("SWEEPBENCH_CUDA_GEMM_REGS", "0", ("0", "128")))
+
+
 def q8_decode_setting() -> str:
     """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``hoist``
     (the default; every cell of a tile fetched first, then widened: ``attention.q8_row_parts``) or ``inline``
@@ -204,6 +211,7 @@ class CudaOps:
         self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
         self.flash = flash_setting()  # the prefill attention's variant
         self.gemm = gemm_setting()  # the prefill GEMMs' variant
+        self.gemm_regs = gemm_regs_setting()  # ... and their register cap (0: none)
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -401,7 +409,8 @@ class CudaOps:
         """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given."""
         fused = w_up is not None
         second = w_up if fused else w
-        k = gemm.kernel(w.kind, groups is not None, fused, self.gemm != "early", self.gemm == "late-swz")
+        k = gemm.kernel(w.kind, groups is not None, fused, self.gemm != "early", self.gemm == "late-swz",
+                        self.gemm_regs)
         if groups is None:
             grid = (_blocks(m, gemm.BM), _blocks(w.n_rows, gemm.BN))
             self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,

@@ -108,20 +108,21 @@ def test_expert_gemms_over_grouped_rows(ops):
 @pytest.mark.parametrize("qtype", ALL if REAL_GPU else [Q.Q8_0], ids=lambda q: q.name)
 def test_gemm_variants_same_bits(ops, qtype):
     """SWEEPBENCH_CUDA_GEMM: ``late`` (a step's loads kept raw and converted after the next mma) and ``late-swz``
-    (staged by 16-byte stores into swizzled rows) give early's bits in the fused gate/up expert GEMM over grouped
-    rows (tiles cut by their row count and by N = 40), and on the GPU also in the dense GEMM and the grouped down
-    projection, over several k steps: a conversion with the wrong step's scales, a lost edge row or a chunk
-    swizzled differently by its store and its read would change them. (The simulator takes 2 s per block and
-    k step.)"""
+    (staged by 16-byte stores into swizzled rows; on the GPU also capped at 128 registers) give early's bits in
+    the fused gate/up expert GEMM over grouped rows (tiles cut by their row count and by N = 40), and on the GPU
+    also in the dense GEMM and the grouped down projection, over several k steps: a conversion with the wrong
+    step's scales, a lost edge row or a chunk swizzled differently by its store and its read would change them.
+    (The simulator takes 2 s per block and k step.)"""
     rng = np.random.default_rng(32 + int(qtype))
     t, x, k = ops.gemv_max_t + 5, 3 if REAL_GPU else 2, 2
     e, f = (256, 256) if REAL_GPU else (64, 40)  # K = e: 8 steps over one k-quant super-block, or q8_0's 2
     (wg, _), (wu, _) = (weight(qtype, f, e, rng, x) for _ in range(2))
     xin = rng.standard_normal((t, e)).astype(np.float32)
     groups = ops.group_rows_by_expert(ops.route_softmax_topk(act(ops, rng.standard_normal((t, x))), k, True)[0], x)
-    got, default = {}, ops.gemm
-    for variant in ("early", "late", "late-swz"):
-        ops.gemm = variant
+    got, default = {}, (ops.gemm, ops.gemm_regs)
+    for variant in ("early", "late", "late-swz") + (("late-swz+r128",) if REAL_GPU else ()):
+        ops.gemm, _, regs = variant.partition("+r")
+        ops.gemm_regs = int(regs or 0)
         h = ops.expert_up_gate(act(ops, xin), wg, wu, groups)
         got[variant] = [ops.to_host(h)]
         if REAL_GPU:
@@ -129,8 +130,8 @@ def test_gemm_variants_same_bits(ops, qtype):
                                                             groups)))
             got[variant].append(ops.to_host(ops.matmul(act(ops, xin),
                                                        weight(qtype, 70, e, np.random.default_rng(2))[0])))
-    ops.gemm = default
-    for variant in ("late", "late-swz"):
+    ops.gemm, ops.gemm_regs = default
+    for variant in got:
         for early, other in zip(got["early"], got[variant]):
             assert np.abs(early).max() > 0 and np.array_equal(early, other), variant
 
