@@ -508,15 +508,16 @@ else:
     def _smem_base(arr):
         return np.uint32(0)  # unused here: the twin reads arr itself
 
-    def _ldsm_rows(i):
+    def _aligned16(i, op):
+        """A word index i of a 16-byte access: an error where it is not a multiple of 4, as on the GPU."""
         if int(i) % 4:
-            raise ValueError(f"ldsm4: row at word {int(i)} is not 16-byte aligned")
-        return _warp_vals(i)
+            raise ValueError(f"{op}: word {int(i)} is not 16-byte aligned")
 
     def _ldsm4(arr, base, i):
         """ldmatrix.x4 from the warp's row addresses: word (lane & 3) of row (lane >> 2) of each matrix m (the
         rows named by lanes 8m .. 8m+7); a row that is not 16-byte aligned is an error, as on the GPU."""
-        rows = _ldsm_rows(i)
+        _aligned16(i, "ldsm4")
+        rows = _warp_vals(i)
         g, q = _lane_id() >> 2, _lane_id() & 3
         return tuple(np.uint32(arr[int(rows[8 * m + g]) + q]) for m in range(4))
 
@@ -526,14 +527,14 @@ else:
     def _ldsm4t(arr, base, i):
         """ldmatrix.x4.trans: each matrix transposed, so a lane's m-th word packs half (lane >> 2) of rows
         2 (lane & 3) (low) and 2 (lane & 3) + 1 (high) of matrix m."""
-        rows = _ldsm_rows(i)
+        _aligned16(i, "ldsm4t")
+        rows = _warp_vals(i)
         g, q = _lane_id() >> 2, _lane_id() & 3
         return tuple(np.uint32(_half(arr, int(rows[8 * m + 2 * q]), g) | _half(arr, int(rows[8 * m + 2 * q + 1]), g)
                                << 16) for m in range(4))
 
     def _sts4(arr, base, i, a, b, c, d):
-        if int(i) % 4:
-            raise ValueError(f"sts4: word {int(i)} is not 16-byte aligned")
+        _aligned16(i, "sts4")
         arr[i], arr[i + 1], arr[i + 2], arr[i + 3] = a, b, c, d
 
     smem_base, ldsm4, ldsm4t, sts4 = device(_smem_base), device(_ldsm4), device(_ldsm4t), device(_sts4)

@@ -179,10 +179,10 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     KP, VP = tile_pitches(D)
     NKS = D // 16  # k16 steps over the head dim
     NDT = D // 8  # n8 tiles over the head dim
-    LEAN = variant == "ex2-wide-trans"
+    PLAIN = variant == "ex2"  # 4-byte movers, LDS fragment reads, O rescaled on every tile
     # V as [cell][dim] rows, read through ldmatrix.trans (wide_fits implies a head dim multiple of 32)
-    TRANS = LEAN and not (k_q8 or v_q8) and wide_fits(D)
-    LDSM = LEAN and D % 32 == 0  # fragment pairs through ldmatrix: k16 steps of S, n8 tiles of O
+    TRANS = not PLAIN and not (k_q8 or v_q8) and wide_fits(D)
+    LDSM = not PLAIN and D % 32 == 0  # fragment pairs through ldmatrix: k16 steps of S, n8 tiles of O
     load_tile, store_tile, KR, VR = wide_movers(D) if TRANS else tile_movers(D)
     SK, SV, QA, OA = BKV * KP, (BKV * KP if TRANS else D * VP), 4 * (D // 16), 4 * (D // 8)
 
@@ -273,7 +273,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
                         l0 += p
                     else:
                         l1 += p
-            if not LEAN or a0 != 1 or a1 != 1:  # lean: O waits for a row whose maximum moved (x 1 keeps the bits)
+            if PLAIN or a0 != 1 or a1 != 1:  # else O waits for a row whose maximum moved (x 1 keeps the bits)
                 for dt in range(NDT):
                     o[dt * 4] *= a0
                     o[dt * 4 + 1] *= a0

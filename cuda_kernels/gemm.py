@@ -42,8 +42,8 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
     ``swz``: tiles staged by 16-byte stores into unpadded rows whose four 16-byte chunks are swizzled (chunk c of
     row r at c ^ ((r >> 1) & 3)): each quarter warp's stores and each fragment read then hit 32 distinct banks
     (the padded rows' 4-byte stores have 4-way conflicts: 2/3 of the shared wavefronts, ncu, NOTES.md).
-    ``regs``: a cap on registers per thread (0: none); such a kernel skips the disk cache, whose key may not
-    tell the cap."""
+    ``regs``: a cap on registers per thread (0: none); such a kernel skips the disk cache, whose key (signature,
+    bytecode, closure values) does not hold the cap."""
     key = (kind, gathered, fused, late, swz, regs)
     if key in _CACHE:
         return _CACHE[key]
