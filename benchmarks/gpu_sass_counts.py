@@ -4,9 +4,11 @@ instructions per warp and KV tile (those between the tile loop's two barriers) b
     python benchmarks/gpu_sass_counts.py [--dim 128] [--variants ex2,ex2-wide-trans] [--nvdisasm PATH]
     python benchmarks/gpu_sass_counts.py --gemm [--nvdisasm PATH]   # the prefill GEMMs' k loop, in issue order
     python benchmarks/gpu_sass_counts.py --ptx-hashes [--variants ...]  # a hash of each variant's PTX (no tools)
+    python benchmarks/gpu_sass_counts.py --ptx-hashes --gemm            # ... of each GEMM variant's
 
 ``--ptx-hashes`` prints a hash of each variant's sm_90 PTX (f16 and q8_0 caches, head dims 64 and 128; kernel
-names normalised): run at two commits, equal hashes mean a refactor left that variant's code as it was.
+names normalised), or with ``--gemm`` of each SWEEPBENCH_CUDA_GEMM variant's dense Q8_0 and fused grouped Q4_K
+GEMM: run at two commits, equal hashes mean a refactor left that variant's code as it was.
 ``--gemm`` compiles every GEMM the compile check's quick dry run meets and prints its k loop's instructions in
 program order, runs of one opcode collapsed (``4 LDG``): whether the next step's global loads are consumed
 before or after this step's mma shows there.
@@ -72,21 +74,41 @@ def prefill_sig():
     return (f32, u32, f32, u32, f32, i32, f32, i64, i64, i64, nt.float32)
 
 
-def ptx_hashes(variants: list[str]) -> None:
-    """variant, cache, head dim and a hash of its PTX (the mangled kernel names replaced)."""
+def ptx_hash(fn, sig) -> str:
+    """A hash of a kernel's sm_90 PTX, comments dropped and mangled names replaced (they carry addresses)."""
     import hashlib
 
     from numba import cuda
 
+    ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+    body = re.sub(r"_Z\w+", "K", "\n".join(x for x in ptx.splitlines() if not x.startswith("//")))
+    return hashlib.sha1(body.encode()).hexdigest()[:12]
+
+
+def ptx_hashes(variants: list[str]) -> None:
+    """variant, cache, head dim and a hash of its PTX."""
     from cuda_kernels import flash
 
     for v in variants:
         for q8 in (False, True):
             for d in (64, 128):
-                ptx, _ = cuda.compile_ptx(flash.prefill_kernel(d, q8, q8, v).py_func, prefill_sig(), cc=(9, 0))
-                body = re.sub(r"_Z\w+", "K", "\n".join(x for x in ptx.splitlines() if not x.startswith("//")))
                 cache = "q8_0" if q8 else "f16"
-                print(f"{v} {cache} D{d} {hashlib.sha1(body.encode()).hexdigest()[:12]}", flush=True)
+                print(f"{v} {cache} D{d} {ptx_hash(flash.prefill_kernel(d, q8, q8, v).py_func, prefill_sig())}",
+                      flush=True)
+
+
+def gemm_ptx_hashes() -> None:
+    """Each SWEEPBENCH_CUDA_GEMM variant's dense Q8_0 and fused grouped Q4_K GEMM, and a hash of its PTX."""
+    from numba import types as nt
+
+    from cuda_kernels import gemm
+
+    u32, f32, i32, i64 = nt.uint32[::1], nt.float32[::1], nt.int32[::1], nt.int64
+    sig = (u32, u32, u32, u32, f32, f32, i64, i64, i64, i32, i32, i32, i64, i64)
+    for name, late, swz in (("early", False, False), ("late", True, False), ("late-swz", True, True)):
+        for kind, gathered, fused in (("q8_0", False, False), ("q4_k", True, True)):
+            k = gemm.kernel(kind, gathered, fused, late, *((True,) if swz else ()))  # as before swz existed
+            print(f"{name} {kind} gathered={gathered} fused={fused} {ptx_hash(k.py_func, sig)}", flush=True)
 
 
 def gemm_sequences(nvdisasm: str) -> None:
@@ -119,7 +141,7 @@ def main() -> int:
     p.add_argument("--ptx-hashes", action="store_true", help="a hash of each variant's PTX instead")
     args = p.parse_args()
     if args.ptx_hashes:
-        ptx_hashes(args.variants.split(","))
+        gemm_ptx_hashes() if args.gemm else ptx_hashes(args.variants.split(","))
         return 0
     if not args.nvdisasm or not Path(args.nvdisasm).is_file() or not shutil.which("ptxas"):
         print("error: needs ptxas on PATH and nvdisasm (--nvdisasm PATH); see this script's docstring",

@@ -181,3 +181,20 @@ def test_flash_setting(monkeypatch):
     choices = "ex2 or ex2-wide-trans"
     with pytest.raises(UsageError, match=f"SWEEPBENCH_CUDA_FLASH=fast: choose {choices}"):
         flash_setting()
+
+
+def test_gemm_settings(monkeypatch):
+    """The prefill GEMMs: SWEEPBENCH_CUDA_GEMM late (measured fastest on the H100) and SWEEPBENCH_CUDA_GEMM_REGS 0
+    (no cap) when unset, the other choices on request, anything else a usage error naming the choices."""
+    from cuda_kernels.ops_table import gemm_regs_setting, gemm_setting
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_GEMM", raising=False)
+    monkeypatch.delenv("SWEEPBENCH_CUDA_GEMM_REGS", raising=False)
+    assert (gemm_setting(), gemm_regs_setting()) == ("late", 0)
+    monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM", " Late-SWZ ")
+    monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_REGS", "128")
+    assert (gemm_setting(), gemm_regs_setting()) == ("late-swz", 128)
+    monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_REGS", "96")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_GEMM_REGS=96: choose 0 or 128"):
+        gemm_regs_setting()
