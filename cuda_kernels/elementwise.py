@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from cuda_kernels.dequant import DEQUANT
-from cuda_kernels.env import device, grid_dep_wait, jit, shfl_xor, warp_max, warp_sum
+from cuda_kernels.env import device, grid_dep_wait, jit, pack_h2, shfl_xor, warp_max, warp_sum
 
 U32 = np.uint32
 
@@ -88,9 +88,10 @@ def block_max(v):
 
 
 @jit
-def rms_norm(x, y, res, w, out, xq, xa, E, eps, add, q8):
+def rms_norm(x, y, res, w, out, xq, xa, xh, E, eps, add, q8, h16):
     """Per row t (block t, E/4 threads rounded up to whole warps): s = x (+ y, written to res if add);
-    out = s / sqrt(mean(s^2) + eps) * w; with q8, also the q8_1 quantization of out.
+    out = s / sqrt(mean(s^2) + eps) * w; with q8, also the q8_1 quantization of out; with h16, out as f16 pairs
+    in xh (uint32 [T, E/2], round to nearest even: the prefill GEMMs' activations, ``gemm.kernel``'s xh).
     x, y, res, out float32 [T, E]; w float32 [E]."""
     grid_dep_wait()
     t, i = cuda.blockIdx.x, cuda.threadIdx.x
@@ -121,6 +122,8 @@ def rms_norm(x, y, res, w, out, xq, xa, E, eps, add, q8):
             if i % 8 == 0:
                 xa[j // 4] = d
                 xa[j // 4 + 1] = s
+        if h16:
+            xh[b // 2], xh[b // 2 + 1] = pack_h2(o0, o1), pack_h2(o2, o3)
 
 
 @device

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from cuda_kernels.env import SIM, device, grid_dep_wait, jit, ldg4f, mma_f16, pack_h2, smem_base, sts4
+from cuda_kernels.env import SIM, device, grid_dep_wait, jit, ldg4, ldg4f, mma_f16, pack_h2, smem_base, sts4
 from cuda_kernels.tiles import H16, RAW
 
 BM, BN, BK, PAD = 64, 64, 32, 20
@@ -35,7 +35,8 @@ THREADS = 128
 _CACHE: dict = {}
 
 
-def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool = False, regs: int = 0):
+def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool = False, regs: int = 0,
+           xh: bool = False, yh: bool = False):
     """(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert) -> y.
     Grid: (ceil(M / BM) or max tiles, ceil(N / BN)), block THREADS. ``late``: a step's loaded words stay raw until
     the next iteration stages them, so the mma in between covers the loads' latency (else converted at once).
@@ -43,8 +44,11 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
     row r at c ^ ((r >> 1) & 3)): each quarter warp's stores and each fragment read then hit 32 distinct banks
     (the padded rows' 4-byte stores have 4-way conflicts: 2/3 of the shared wavefronts, ncu, NOTES.md).
     ``regs``: a cap on registers per thread (0: none); such a kernel skips the disk cache, whose key (signature,
-    bytecode, closure values) does not hold the cap."""
-    key = (kind, gathered, fused, late, swz, regs)
+    bytecode, closure values) does not hold the cap.
+    ``xh``: x holds f16 pairs (uint32 words [M, K/2], RNE-rounded by its producer as ``pack_h2`` rounds here: the
+    same bits), half the bytes and registers of float32 rows. ``yh``: y written so (N even): what a following GEMM
+    reads with ``xh``."""
+    key = (kind, gathered, fused, late, swz, regs, xh, yh)
     if key in _CACHE:
         return _CACHE[key]
     load, conv = H16[kind]
@@ -61,21 +65,32 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
         return r * PAD + kk * 8 + tq + 4 * hi
 
     @device
-    def fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, wr, wr2):
-        """Issue the global loads of step kc: 16 activations into xr, the weight words into wr (wr2)."""
+    def fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, xw, wr, wr2):
+        """Issue the global loads of step kc: 16 activations into xr (f16 pairs into xw with xh), the weight words
+        into wr (wr2)."""
         if arow >= 0:
-            for v in range(4):
-                xr[4 * v], xr[4 * v + 1], xr[4 * v + 2], xr[4 * v + 3] = ldg4f(x, arow * K + kc * BK + lh * 16 + 4 * v)
+            i = arow * K + kc * BK + lh * 16  # this thread's first activation
+            if xh:  # 16 f16 = 8 words, as staged
+                for v in range(2):
+                    xw[4 * v], xw[4 * v + 1], xw[4 * v + 2], xw[4 * v + 3] = ldg4(x, i // 2 + 4 * v)
+            else:
+                for v in range(4):
+                    xr[4 * v], xr[4 * v + 1], xr[4 * v + 2], xr[4 * v + 3] = ldg4f(x, i + 4 * v)
         if brow >= 0:
             load(qs, hdr, brow, kc, lh, K, wr)
             if fused:
                 load(qs2, hdr2, brow, kc, lh, K, wr2)
 
     @device
-    def convert(arow, brow, kc, lh, xr, wr, wr2, ra, rb, rb2):
+    def convert(arow, brow, kc, lh, xr, xw, wr, wr2, ra, rb, rb2):
         """Step kc's loaded words -> the f16 pairs it stages (zeros for rows past the tile's edge)."""
         for j in range(8):
-            ra[j] = pack_h2(xr[2 * j], xr[2 * j + 1]) if arow >= 0 else np.uint32(0)
+            if arow < 0:
+                ra[j] = np.uint32(0)
+            elif xh:
+                ra[j] = xw[j]
+            else:
+                ra[j] = pack_h2(xr[2 * j], xr[2 * j + 1])
         if brow >= 0:
             conv(wr, kc, lh, rb)
             if fused:
@@ -84,6 +99,13 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
             for j in range(8):
                 rb[j] = np.uint32(0)
                 rb2[j] = np.uint32(0)
+
+    @device
+    def out_value(acc, o, fused):
+        v = acc[o]
+        if fused:
+            v = v / (np.float32(1) + math.exp(-v)) * acc[32 + o]
+        return v
 
     def gemm(qs, hdr, qs2, hdr2, x, y, M, N, K, rows, offsets, tiles, div, n_expert):
         grid_dep_wait()
@@ -111,6 +133,7 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
             arow = rows[i0 + lr] // div if gathered else i0 + lr
         brow = wrow0 + n0 + lr if n0 + lr < N else -1
         xr = cuda.local.array(16, np.float32)  # [16] activations as loaded
+        xw = cuda.local.array(8, np.uint32)  # ... or their f16 pairs (xh; the other array is optimized away)
         wr = cuda.local.array(RAW, np.uint32)  # weight words as loaded
         wr2 = cuda.local.array(RAW, np.uint32)
         ra = cuda.local.array(8, np.uint32)  # [16] as f16 pairs, to stage
@@ -123,7 +146,7 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
         for kc in range(nk + 1):
             if kc > 0:  # stage step kc-1 (loaded last iteration) and multiply it
                 if late:
-                    convert(arow, brow, kc - 1, lh, xr, wr, wr2, ra, rb, rb2)
+                    convert(arow, brow, kc - 1, lh, xr, xw, wr, wr2, ra, rb, rb2)
                 if swz:
                     for q in range(2):  # logical chunks 2 lh + q of row lr
                         w = lr * RW + (((2 * lh + q) ^ sws) << 2)
@@ -139,9 +162,9 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
                             sb2[lr * RW + lh * 8 + j] = rb2[j]
                 cuda.syncthreads()
             if kc < nk:  # global loads of step kc, in flight during the mma below
-                fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, wr, wr2)
+                fetch(qs, hdr, qs2, hdr2, x, arow, brow, kc, lh, K, xr, xw, wr, wr2)
                 if not late:
-                    convert(arow, brow, kc, lh, xr, wr, wr2, ra, rb, rb2)
+                    convert(arow, brow, kc, lh, xr, xw, wr, wr2, ra, rb, rb2)
             if kc > 0:
                 for kk in range(2):
                     for mi in range(2):
@@ -169,14 +192,17 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
                 if r < cnt:
                     orow = rows[i0 + r] if gathered else i0 + r
                     for ni in range(4):
-                        for q in range(2):
-                            col = n0 + wn * 32 + ni * 8 + 2 * tq + q
-                            o = (mi * 4 + ni) * 4 + 2 * hh + q
+                        col = n0 + wn * 32 + ni * 8 + 2 * tq  # and col + 1
+                        o = (mi * 4 + ni) * 4 + 2 * hh
+                        v0, v1 = out_value(acc, o, fused), out_value(acc, o + 1, fused)
+                        if yh:
+                            if col < N:  # N even: col + 1 < N too
+                                y[(orow * N + col) // 2] = pack_h2(v0, v1)
+                        else:
                             if col < N:
-                                v = acc[o]
-                                if fused:
-                                    v = v / (np.float32(1) + math.exp(-v)) * acc[32 + o]
-                                y[orow * N + col] = v
+                                y[orow * N + col] = v0
+                            if col + 1 < N:
+                                y[orow * N + col + 1] = v1
 
     _CACHE[key] = jit(gemm, max_registers=regs, cache=False) if regs else jit(gemm)
     return _CACHE[key]

@@ -117,6 +117,15 @@ def gemm_regs_setting() -> int:
     return int(_env_switch("SWEEPBENCH_CUDA_GEMM_REGS", "0", ("0", "128")))
 
 
+def gemm_x_setting() -> str:
+    """SWEEPBENCH_CUDA_GEMM_X: the prefill GEMMs' activations, ``f32`` (the default: float32 rows, rounded to f16
+    as they are staged) or ``f16`` (the RMSNorm before a GEMM also writes its rows as f16 pairs, and the fused
+    expert gate/up GEMM writes its output so for the down projection: half the bytes and registers of the
+    activation loads, which are ~80% of a GEMM step's load bytes; the same rounding, so the same bits; not yet
+    measured)."""
+    return _env_switch("SWEEPBENCH_CUDA_GEMM_X", "f32", ("f32", "f16"))
+
+
 def q8_decode_setting() -> str:
     """SWEEPBENCH_CUDA_Q8_DECODE: how the decode attention's warp split loads a q8_0 cache's cells: ``hoist``
     (the default; every cell of a tile fetched first, then widened: ``attention.q8_row_parts``) or ``inline``
@@ -212,6 +221,7 @@ class CudaOps:
         self.flash = flash_setting()  # the prefill attention's variant
         self.gemm = gemm_setting()  # the prefill GEMMs' variant
         self.gemm_regs = gemm_regs_setting()  # ... and their register cap (0: none)
+        self.gemm_x = gemm_x_setting()  # ... and their activations' type
         self._f16_kv: dict = {}  # (side, words) -> that f16 copy's buffer, allocated at first use
         self._no_tail = (self.f32, self.f32, self.f32, self.f32, self.u32, self.f32, np.float32(0), self.tail_counter)
         self._pending_kv: tuple | None = None  # a kv_store of a deferred k, done by the next attention
@@ -329,10 +339,15 @@ class CudaOps:
         if e % 32 or e > 4096:
             raise ValueError(f"rms_norm: row length {e} must be a multiple of 32 and at most 4096")
         out = self.new(t, e)
-        xq, xa = self.pool.get(t * e // 4, np.uint32), self.pool.get(t * e // 16)
-        out.attach_q8(xq, xa)
-        self.launch(ew.rms_norm, t, 32 * _blocks(e // 4, 32), a.f, b.f, res.f, w, out.f, xq, xa, e, np.float32(eps),
-                    add, True)
+        h16 = self.gemm_x == "f16" and t > self.gemv_max_t  # the rows a GEMM reads next: f16, no q8_1 copy
+        if h16:
+            xq, xa, xh = self.u32, self.f32, self.pool.get(t * e // 2, np.uint32)
+            out.attach_h16(xh)
+        else:
+            xq, xa, xh = self.pool.get(t * e // 4, np.uint32), self.pool.get(t * e // 16), self.u32
+            out.attach_q8(xq, xa)
+        self.launch(ew.rms_norm, t, 32 * _blocks(e // 4, 32), a.f, b.f, res.f, w, out.f, xq, xa, xh, e,
+                    np.float32(eps), add, not h16, h16)
         return out
 
     def rms_norm_heads(self, x, w, eps: float, head_dim: int):
@@ -406,18 +421,21 @@ class CudaOps:
         return self.matmul(h, w_down)
 
     def _gemm(self, w, w_up, x: Act, y: Act, m: int, groups: Groups | None, div: int) -> None:
-        """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given."""
+        """y = x w^T (or silu(x w^T) * (x w_up^T)) on the tensor cores; per expert tile when groups is given.
+        Reads x's f16 pairs where it has them; writes y's where y is held as f16 (``Act.half``)."""
         fused = w_up is not None
         second = w_up if fused else w
+        xh, yh = x.h16 is not None, y.f is None
         k = gemm.kernel(w.kind, groups is not None, fused, self.gemm != "early", self.gemm == "late-swz",
-                        self.gemm_regs)
+                        self.gemm_regs, xh, yh)
+        xs, ys = x.h16 if xh else x.f, y.h16 if yh else y.f
         if groups is None:
             grid = (_blocks(m, gemm.BM), _blocks(w.n_rows, gemm.BN))
-            self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,
+            self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, xs, ys, m, w.n_rows, w.row_len,
                         self.i32, self.i32, self.i32, div, 0)
         else:
             grid = (groups.max_tiles, _blocks(w.n_rows, gemm.BN))
-            self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, x.f, y.f, m, w.n_rows, w.row_len,
+            self.launch(k, grid, gemm.THREADS, w.qs, w.hdr, second.qs, second.hdr, xs, ys, m, w.n_rows, w.row_len,
                         groups.rows, groups.offsets, groups.tiles, div, groups.n_expert)
 
     def rows(self, x, idx) -> Act:
@@ -449,7 +467,10 @@ class CudaOps:
     def to_host(self, x) -> np.ndarray:
         self._flush_kv()
         x = self.act(x)
-        host = x.f.copy_to_host(stream=self.stream)
+        if x.f is None:  # held as f16 pairs only
+            host = x.h16.copy_to_host(stream=self.stream).view(np.float16).astype(np.float32)
+        else:
+            host = x.f.copy_to_host(stream=self.stream)
         self.stream.synchronize()
         return host.reshape(x.rows, x.cols)
 
@@ -697,14 +718,14 @@ class CudaOps:
         if groups.rows is None:
             return self._up_gate(x, w_gate, w_up, groups.ids)
         r, k = groups.ids.n_tokens * groups.ids.k, groups.ids.k
-        h = self.new(r, w_up.n_rows)
-        if w_gate.kind == w_up.kind:
+        if w_gate.kind == w_up.kind:  # only the down projection's GEMM reads h: f16 will do (SWEEPBENCH_CUDA_GEMM_X)
+            h = Act.half(self.pool, r, w_up.n_rows) if self.gemm_x == "f16" else self.new(r, w_up.n_rows)
             self._gemm(w_gate, w_up, x, h, r, groups, k)
-        else:
-            g, u = self.new(r, w_up.n_rows), self.new(r, w_up.n_rows)
-            self._gemm(w_gate, None, x, g, r, groups, k)
-            self._gemm(w_up, None, x, u, r, groups, k)
-            self.launch(ew.silu_mul, _blocks(r * w_up.n_rows, 256), 256, g.f, u.f, h.f, r * w_up.n_rows)
+            return h
+        h, g, u = (self.new(r, w_up.n_rows) for _ in range(3))
+        self._gemm(w_gate, None, x, g, r, groups, k)
+        self._gemm(w_up, None, x, u, r, groups, k)
+        self.launch(ew.silu_mul, _blocks(r * w_up.n_rows, 256), 256, g.f, u.f, h.f, r * w_up.n_rows)
         return h
 
     def expert_down(self, h, w_down, groups: Groups):

@@ -61,11 +61,11 @@ def _model(tmp_path, monkeypatch, arch, dtype):
     return path
 
 
-def _logits(engine_name, path, tokens, prompt, grouped=False, kv="f16", graphs=True):
+def _logits(engine_name, path, tokens, prompt, grouped=False, kv="f16", graphs=True, ubatch=8):
     engine = create_engine(engine_name)
     if not graphs:
         engine.use_graphs = False
-    engine.load(str(path), EngineOptions(n_ctx=len(tokens) + 4, n_ubatch=8, grouped_routing=grouped, type_k=kv,
+    engine.load(str(path), EngineOptions(n_ctx=len(tokens) + 4, n_ubatch=ubatch, grouped_routing=grouped, type_k=kv,
                                          type_v=kv))
     try:
         engine.warmup()
@@ -85,11 +85,13 @@ def test_logits_match_the_reference_engine(tmp_path, monkeypatch, arch, dtype, g
         pytest.skip("micro rows are shorter than a Q4_K block")
     cuda_module()
     path = _model(tmp_path, monkeypatch, arch, dtype)
-    n = 14 if REAL_GPU else 5
+    # on the GPU a prompt of 36 in ubatches of 32: one batch through the prefill kernels (tensor-core GEMMs over
+    # grouped rows, flash attention), one of 4 through the GEMVs, then decode steps; the simulator runs 3 + 2
+    n = 40 if REAL_GPU else 5
     tokens = np.random.default_rng(0).integers(0, 64, n)
-    prompt = n - 4 if REAL_GPU else 3
+    prompt, ub = (n - 4, 32) if REAL_GPU else (3, 8)
     ref, _ = _logits("reference", path, tokens, prompt, grouped, kv)
-    ours, info = _logits("numba-cuda", path, tokens, prompt, grouped, kv, graphs=REAL_GPU)
+    ours, info = _logits("numba-cuda", path, tokens, prompt, grouped, kv, graphs=REAL_GPU, ubatch=ub)
     f = compare_logits(ref, ours)
     if dtype == "F16" and kv == "f16":
         assert f["max_rel"] < 2e-3 and f["top1_agreement"] == 1.0, f
@@ -98,8 +100,11 @@ def test_logits_match_the_reference_engine(tmp_path, monkeypatch, arch, dtype, g
     assert info.get("q8_prefill") == ("an f16 copy first" if kv == "q8_0" else None), info  # the default
     if REAL_GPU:
         assert info["cuda_graph"], "decode steps after the first must replay a CUDA graph"
-        again, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv)
+        again, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv, ubatch=ub)
         assert np.array_equal(ours, again), "two runs must give bit-identical logits"
+        monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_X", "f16")  # f16 GEMM activations round as f32 ones are staged
+        f16_acts, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv, ubatch=ub)
+        assert np.array_equal(ours, f16_acts), "SWEEPBENCH_CUDA_GEMM_X=f16 must keep the logits' bits"
 
 
 def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(tiny_model, monkeypatch):
@@ -118,7 +123,7 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
 @pytest.mark.parametrize(("name", "value"), [("SWEEPBENCH_CUDA_ATT_LOW", "2:many"),
                                              ("SWEEPBENCH_CUDA_ATT_TPW", "3"), ("SWEEPBENCH_CUDA_Q8_DECODE", "x"),
                                              ("SWEEPBENCH_CUDA_FLASH", "fast"), ("SWEEPBENCH_CUDA_GEMM", "swz"),
-                                             ("SWEEPBENCH_CUDA_GEMM_REGS", "64")])
+                                             ("SWEEPBENCH_CUDA_GEMM_REGS", "64"), ("SWEEPBENCH_CUDA_GEMM_X", "bf16")])
 def test_a_bad_kernel_switch_is_refused_before_the_weights_load(tiny_model, monkeypatch, name, value):
     """One UsageError line naming the variable, raised before any weight is prepared."""
     cuda_module()

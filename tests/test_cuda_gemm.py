@@ -136,6 +136,41 @@ def test_gemm_variants_same_bits(ops, qtype):
             assert np.abs(early).max() > 0 and np.array_equal(early, other), variant
 
 
+def test_f16_activations_same_bits(ops):
+    """SWEEPBENCH_CUDA_GEMM_X=f16: the RMSNorm before a GEMM also writes its rows as f16 pairs, the fused expert
+    gate/up GEMM reads those and writes its output as f16 pairs, and the down projection reads them. Both round
+    to nearest even where the float32 path rounds as it stages, so: the pairs are the float32 rows rounded, and
+    the down projection's output has the float32 path's bits. (Two k steps, N one block in the simulator.)"""
+    rng = np.random.default_rng(40)
+    t, x, k = ops.gemv_max_t + 5, 3 if REAL_GPU else 2, 2
+    e, f = (256, 192) if REAL_GPU else (64, 64)
+    (wg, _), (wu, _), (wd, _) = (weight(Q.Q4_K if REAL_GPU else Q.Q8_0, n, kk, rng, x) for n, kk in
+                                 ((f, e), (f, e), (e, f)))
+    xin = act(ops, 3 * rng.standard_normal((t, e)))
+    norm_w = cuda.to_device(rng.uniform(0.5, 1.5, e).astype(np.float32))
+    groups = ops.group_rows_by_expert(ops.route_softmax_topk(act(ops, rng.standard_normal((t, x))), k, True)[0], x)
+    got, default = {}, ops.gemm_x
+    try:
+        for mode in ("f32", "f16"):
+            ops.gemm_x = mode
+            xn = ops.rms_norm(xin, norm_w, 1e-6)
+            assert (xn.h16 is not None, xn.q8 is None) == (mode == "f16",) * 2
+            h = ops.expert_up_gate(xn, wg, wu, groups)
+            assert (h.f is None) == (mode == "f16")
+            pairs = xn.h16.copy_to_host().view(np.float16) if mode == "f16" else None
+            got[mode] = (ops.to_host(xn), pairs, ops.to_host(h), ops.to_host(ops.expert_down(h, wd, groups)))
+    finally:
+        ops.gemm_x = default
+    (xn32, _, h32, y32), (xn16, pairs, h16, y16) = got["f32"], got["f16"]
+
+    def rounded(a):
+        return a.astype(np.float16).astype(np.float32)
+
+    assert np.array_equal(xn32, xn16) and np.array_equal(pairs.astype(np.float32).reshape(t, e), rounded(xn32))
+    assert np.abs(h32).max() > 0 and np.array_equal(h16, rounded(h32))
+    assert np.abs(y32).max() > 0 and np.array_equal(y16, y32)
+
+
 KV_MIXES = [("f16", "f16"), ("q8_0", "q8_0"), ("f16", "q8_0")] if REAL_GPU else [("f16", "q8_0")]
 
 
