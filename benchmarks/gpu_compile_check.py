@@ -159,6 +159,8 @@ def full_size_attention() -> None:
     for variant in flash.VARIANTS:  # SWEEPBENCH_CUDA_FLASH; the f16 cache every default prefill reads
         k = flash.prefill_kernel(128, False, False, variant)
         RECORDED[(k.py_func, prefill_sig)] = f"prefill {variant} D128 f16"
+    k = flash.prefill_kernel(128, False, False, "ex2-wide-trans", split=True)  # SWEEPBENCH_CUDA_FLASH_SPLIT
+    RECORDED[(k.py_func, prefill_sig)] = "prefill ex2-wide-trans split D128 f16"
 
 
 def missing_waits() -> list[str]:

@@ -157,8 +157,25 @@ def wide_movers(D: int):
     return load, store, 4 * NK, 8 * NV
 
 
-def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
+@device
+def split_range(n_cells, first_lim, z, S):
+    """Cells [start, end) of KV part z of S for a query tile over n_cells cells whose first row sees cells up to
+    first_lim: whole tiles of ceil(n_cells / S) cells, the last part that starts at or below first_lim running to
+    n_cells (so every row of the tile sees its part's first cell: the online softmax never starts from an empty
+    row), the parts after it empty (start == end)."""
+    chunk = (n_cells + S * BKV - 1) // (S * BKV) * BKV
+    z_last = min(S - 1, first_lim // chunk)
+    if z > z_last:
+        return 0, 0
+    return z * chunk, (n_cells if z == z_last else z * chunk + chunk)
+
+
+def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str, split: bool = False):
     """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D].
+
+    ``split``: grid (ceil(T / BQ), H, S); block z takes KV part z (``split_range``) and writes its unnormalized O
+    rows with their row maximum (base 2) and sum, out [S, T, H, D + 2], for ``split_combine_kernel``: S times
+    the blocks where a ubatch's query tiles and heads leave SMs idle (one block per SM: 248 registers x 256).
 
     ``variant``: ``ex2`` takes ``tile_movers`` (4-byte items, any cache, V staged transposed, fragments read by
     LDS), ``ex2-wide-trans`` ``wide_movers`` where they fit (f16 caches, head dims ``wide_fits``), with the mma B
@@ -173,7 +190,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
     has them."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
-    key = (D, k_q8, v_q8, variant)
+    key = (D, k_q8, v_q8, variant, split)
     if key in _CACHE:
         return _CACHE[key]
     KP, VP = tile_pitches(D)
@@ -221,11 +238,16 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
             o[i] = np.float32(0)
         m0, m1, l0, l1 = NEG, NEG, np.float32(0), np.float32(0)
         n_cells = pos0 + min(q0 + BQ, T)
-        load_tile(kq, kd, vq, vd, k_q8, v_q8, 0, n_cells, hk * D, W, kr, vr, tid)
-        for c0 in range(0, n_cells, BKV):
+        c_start, c_end = 0, n_cells
+        if split:
+            c_start, c_end = split_range(n_cells, pos0 + q0, cuda.blockIdx.z, cuda.gridDim.z)
+            if c_start == c_end:
+                return
+        load_tile(kq, kd, vq, vd, k_q8, v_q8, c_start, n_cells, hk * D, W, kr, vr, tid)
+        for c0 in range(c_start, c_end, BKV):
             store_tile(kr, vr, sk, sv, skb, svb, tid)
             cuda.syncthreads()
-            if c0 + BKV < n_cells:  # the next tile's loads, in flight during this tile's mma work
+            if c0 + BKV < c_end:  # the next tile's loads, in flight during this tile's mma work
                 load_tile(kq, kd, vq, vd, k_q8, v_q8, c0 + BKV, n_cells, hk * D, W, kr, vr, tid)
             for nt in range(8):  # S = Q K^T, 16 rows x 64 cells per warp
                 z = np.float32(0)
@@ -308,7 +330,14 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
         l1 += shfl_xor(l1, 2)
         for rr in range(2):
             t = r0 + 8 * rr
-            if t < T:
+            if t < T and split:  # unnormalized, with the row's maximum and sum
+                b = ((cuda.blockIdx.z * T + t) * H + h) * (D + 2)
+                for dt in range(NDT):
+                    out[b + dt * 8 + 2 * tq] = o[dt * 4 + 2 * rr]
+                    out[b + dt * 8 + 2 * tq + 1] = o[dt * 4 + 2 * rr + 1]
+                if tq == 0:
+                    out[b + D], out[b + D + 1] = (m0, l0) if rr == 0 else (m1, l1)
+            elif t < T:
                 inv = np.float32(1) / (l0 if rr == 0 else l1)
                 for dt in range(NDT):
                     b = (t * H + h) * D + dt * 8 + 2 * tq
@@ -316,6 +345,40 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str):
                     out[b + 1] = o[dt * 4 + 2 * rr + 1] * inv
 
     _CACHE[key] = jit(kernel)
+    return _CACHE[key]
+
+
+def split_combine_kernel(D: int):
+    """(part, out, posv, T, H, S): the S KV parts of ``prefill_kernel(split=True)`` merged in a fixed order (no
+    atomics: the same bits every run): out [T, H*D] = sum_z O_z 2^(m_z - M) / sum_z l_z 2^(m_z - M), M the
+    largest m_z. One part alone gives the unsplit kernel's bits (O times the reciprocal of its sum).
+    grid (T, H), block D."""
+    key = ("combine", D)
+    if key not in _CACHE:
+        def kernel(part, out, posv, T, H, S):
+            grid_dep_wait()
+            t, h, d = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+            q0 = t // BQ * BQ
+            n_cells, first = posv[0] + min(q0 + BQ, T), posv[0] + q0
+            nz = 0
+            mx = NEG
+            for z in range(S):
+                c_start, c_end = split_range(n_cells, first, z, S)
+                if c_start < c_end:
+                    nz = z + 1
+                    mx = max(mx, part[((z * T + t) * H + h) * (D + 2) + D])
+            b = (t * H + h) * (D + 2)
+            acc, tot = part[b + d], part[b + D + 1]
+            if nz > 1:
+                acc, tot = np.float32(0), np.float32(0)
+                for z in range(nz):
+                    b = ((z * T + t) * H + h) * (D + 2)
+                    f = ex2(part[b + D] - mx)
+                    acc += part[b + d] * f
+                    tot += part[b + D + 1] * f
+            out[(t * H + h) * D + d] = acc * (np.float32(1) / tot)
+
+        _CACHE[key] = jit(kernel)
     return _CACHE[key]
 
 

@@ -100,6 +100,25 @@ def flash_setting() -> str:
     return _env_switch("SWEEPBENCH_CUDA_FLASH", "ex2-wide-trans", flash.VARIANTS)
 
 
+def flash_split_setting() -> str:
+    """SWEEPBENCH_CUDA_FLASH_SPLIT: the prefill attention's KV split (``flash.prefill_kernel(split=True)``):
+    ``off`` (the default until measured: one block per query tile and head), ``auto`` (from N_KV 1024, as many
+    parts, up to 4, as fit the SMs the query tiles and heads leave idle: a ling-mini-2.0 ubatch of 512 has 64
+    blocks of one per SM for 132 SMs) or a fixed ``2`` / ``3`` / ``4`` parts at any depth (tests, A/Bs). Not the
+    unsplit kernel's bits where it splits (the parts' sums merge in another order)."""
+    return _env_switch("SWEEPBENCH_CUDA_FLASH_SPLIT", "off", ("off", "auto", "2", "3", "4"))
+
+
+FLASH_SPLIT_MIN_KV = 1024  # ``auto`` splits from this depth: the parts' writes and merge launch cost ~5-10 us
+
+
+def _sm_count() -> int:
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:  # noqa: BLE001 - the simulator's device has no such attribute: an H100's
+        return 132
+
+
 def gemm_setting() -> str:
     """SWEEPBENCH_CUDA_GEMM: how the prefill GEMMs (``gemm.kernel``) convert and stage a step's loaded words:
     ``late`` (the default: kept raw and converted as the next iteration stages them, after the mma in between),
@@ -219,6 +238,8 @@ class CudaOps:
         self.q8_prefill = q8_prefill_setting()  # prefill attention over a q8_0 cache: staged or via an f16 copy
         self.q8_decode = q8_decode_setting()  # decode attention over a q8_0 cache: loads inline or hoisted
         self.flash = flash_setting()  # the prefill attention's variant
+        self.flash_split = flash_split_setting()  # ... and its KV split
+        self.n_sm = _sm_count()
         self.gemm = gemm_setting()  # the prefill GEMMs' variant
         self.gemm_regs = gemm_regs_setting()  # ... and their register cap (0: none)
         self.gemm_x = gemm_x_setting()  # ... and their activations' type
@@ -530,6 +551,14 @@ class CudaOps:
         q.value = out
         return out
 
+    def _flash_parts(self, blocks: int, pos0: int) -> int:
+        """KV parts of the prefill attention (SWEEPBENCH_CUDA_FLASH_SPLIT) for this many query tiles x heads."""
+        if self.flash_split == "off":
+            return 1
+        if self.flash_split != "auto":
+            return int(self.flash_split)
+        return max(1, min(4, self.n_sm // blocks)) if pos0 >= FLASH_SPLIT_MIN_KV else 1
+
     def _q8_as_f16(self, side: str, xq, xd, n_words: int, cache):
         """The first n_words words of a q8_0 cache side as f16 words (a buffer for the whole context, reused)."""
         key = (side, cache.n_ctx * cache.n_embd_kv // 2)
@@ -563,9 +592,19 @@ class CudaOps:
                     kq, k_q8 = self._q8_as_f16("k", kq, kd, n_words, cache), False
                 if v_q8:
                     vq, v_q8 = self._q8_as_f16("v", vq, vd, n_words, cache), False
-            kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash)
-            self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, kq, kd, vq, vd, self.posv, out.f,
-                        t, n_head, n_head_kv, np.float32(1.0 / math.sqrt(head_dim)))
+            scale = np.float32(1.0 / math.sqrt(head_dim))
+            parts = self._flash_parts(_blocks(t, flash.BQ) * n_head, pos0)
+            if parts == 1:
+                kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash)
+                self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, kq, kd, vq, vd, self.posv,
+                            out.f, t, n_head, n_head_kv, scale)
+                return out
+            part = self.new(parts * t * n_head, head_dim + 2)  # [S, T, H, D + 2]
+            kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash, split=True)
+            self.launch(kern, (_blocks(t, flash.BQ), n_head, parts), flash.THREADS, q.f, kq, kd, vq, vd, self.posv,
+                        part.f, t, n_head, n_head_kv, scale)
+            self.launch(flash.split_combine_kernel(head_dim), (t, n_head), head_dim, part.f, out.f, self.posv, t,
+                        n_head, parts)
             return out
         if cache.n_ctx > att.MAX_CONTEXT:
             raise ValueError(f"attention: a context of {cache.n_ctx} is longer than the {att.MAX_CONTEXT} cells "

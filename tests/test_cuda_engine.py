@@ -123,7 +123,8 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
 @pytest.mark.parametrize(("name", "value"), [("SWEEPBENCH_CUDA_ATT_LOW", "2:many"),
                                              ("SWEEPBENCH_CUDA_ATT_TPW", "3"), ("SWEEPBENCH_CUDA_Q8_DECODE", "x"),
                                              ("SWEEPBENCH_CUDA_FLASH", "fast"), ("SWEEPBENCH_CUDA_GEMM", "swz"),
-                                             ("SWEEPBENCH_CUDA_GEMM_REGS", "64"), ("SWEEPBENCH_CUDA_GEMM_X", "bf16")])
+                                             ("SWEEPBENCH_CUDA_GEMM_REGS", "64"), ("SWEEPBENCH_CUDA_GEMM_X", "bf16"),
+                                             ("SWEEPBENCH_CUDA_FLASH_SPLIT", "8")])
 def test_a_bad_kernel_switch_is_refused_before_the_weights_load(tiny_model, monkeypatch, name, value):
     """One UsageError line naming the variable, raised before any weight is prepared."""
     cuda_module()

@@ -174,6 +174,57 @@ def test_f16_activations_same_bits(ops):
 KV_MIXES = [("f16", "f16"), ("q8_0", "q8_0"), ("f16", "q8_0")] if REAL_GPU else [("f16", "q8_0")]
 
 
+def test_split_ranges_cover_the_cells_and_every_row_sees_its_parts_first_cell():
+    """flash.split_range: the parts of a query tile are whole KV tiles, contiguous, cover [0, n_cells) once, and
+    each non-empty part starts at or below the tile's first row's causal limit (the online softmax of every row
+    starts from a cell it sees); the empty parts come last."""
+    from cuda_kernels import flash
+
+    for n_cells in (1, 63, 64, 65, 142, 700, 4097):
+        for first in sorted({0, n_cells // 3, n_cells - 1}):
+            for parts in (1, 2, 3, 4):
+                ranges = [flash.split_range.py_func(n_cells, first, z, parts) for z in range(parts)]
+                full = [(a, b) for a, b in ranges if a < b]
+                assert ranges == full + [(0, 0)] * (parts - len(full))
+                assert full[0][0] == 0 and full[-1][1] == n_cells
+                assert all(a % flash.BKV == 0 and a <= first for a, _ in full)
+                assert all(b == a2 for (_, b), (a2, _) in zip(full, full[1:]))
+                assert parts > 1 or full == [(0, n_cells)]
+
+
+@pytest.mark.parametrize("parts", [2, 3] if REAL_GPU else [3])
+def test_flash_prefill_split_over_kv(ops, parts):
+    """SWEEPBENCH_CUDA_FLASH_SPLIT: the KV range cut into parts, each part's unnormalized O merged by
+    ``split_combine_kernel``: against the reference within the unsplit kernel's tolerance; one part through the
+    same two kernels gives the unsplit kernel's bits. 12 queries after 130 cached cells: 2 or 3 parts."""
+    from cuda_kernels import flash
+
+    rng = np.random.default_rng(51)
+    h, hkv, d, n_ctx = (4, 2, 64, 400) if REAL_GPU else (2, 1, 32, 160)
+    ours, ref = DeviceKV(1, n_ctx, hkv * d, "f16", "f16"), ref_ops.KVCache.allocate(1, n_ctx, hkv * d, "f16", "f16")
+    pos0, t = (300, 70) if REAL_GPU else (130, ops.gemv_max_t + 4)
+    for p in range(0, pos0, 20):  # the cached cells, in batches the ops' token buffer holds
+        kv_batch(ops, act, ours, ref, rng, p, min(20, pos0 - p), h, hkv, d)
+    q = kv_batch(ops, act, ours, ref, rng, pos0, t, h, hkv, d)
+    default = ops.flash_split
+    try:
+        ops.flash_split = "off"
+        whole = ops.to_host(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        ops.flash_split = str(parts)
+        split = ops.to_host(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+    finally:
+        ops.flash_split = default
+    expect = ref_ops.attention(q, ref, 0, pos0, h, hkv, d)
+    assert rel(whole, expect) < 4e-3 and rel(split, expect) < 4e-3
+    assert not np.array_equal(split, whole)  # the parts did merge (another order of the sums)
+    part, out = cuda.device_array(t * h * (d + 2), np.float32), cuda.device_array(t * h * d, np.float32)
+    kern = flash.prefill_kernel(d, False, False, ops.flash, split=True)
+    kern[(-(-t // flash.BQ), h, 1), flash.THREADS](act(ops, q).f, ours.kq[0], ours.kd[0], ours.vq[0], ours.vd[0],
+                                                   ops.posv, part, t, h, hkv, np.float32(1 / np.sqrt(d)))
+    flash.split_combine_kernel(d)[(t, h), d](part, out, ops.posv, t, h, 1)
+    assert np.array_equal(out.copy_to_host().reshape(t, h * d), whole)
+
+
 @pytest.mark.parametrize("tk,tv", KV_MIXES)
 def test_flash_attention_prefill(ops, tk, tv):
     """A batch of queries after cached cells (pos0 > 0), causal inside the batch; GQA 2 query heads per KV head."""

@@ -198,3 +198,26 @@ def test_gemm_settings(monkeypatch):
     monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_REGS", "96")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_GEMM_REGS=96: choose 0 or 128"):
         gemm_regs_setting()
+
+
+def test_gemm_activations_and_flash_split_settings(monkeypatch):
+    """SWEEPBENCH_CUDA_GEMM_X f32 and SWEEPBENCH_CUDA_FLASH_SPLIT off when unset; the split's ``auto`` rule: from
+    N_KV 1024, as many parts (at most 4) as the SMs hold blocks of query tiles x heads, else one."""
+    from types import SimpleNamespace
+
+    from cuda_kernels.ops_table import CudaOps, flash_split_setting, gemm_x_setting
+    from sweepbench.errors import UsageError
+
+    monkeypatch.delenv("SWEEPBENCH_CUDA_GEMM_X", raising=False)
+    monkeypatch.delenv("SWEEPBENCH_CUDA_FLASH_SPLIT", raising=False)
+    assert (gemm_x_setting(), flash_split_setting()) == ("f32", "off")
+    monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH_SPLIT", "5")
+    with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH_SPLIT=5: choose off, auto, 2, 3 or 4"):
+        flash_split_setting()
+    parts = CudaOps._flash_parts
+    auto = SimpleNamespace(flash_split="auto", n_sm=132)
+    # ling-mini-2.0 (16 heads): -ub 512 is 64 blocks, -ub 2048 256; one 128-row tile of 16 heads
+    assert [parts(auto, b, 4096) for b in (64, 256, 16, 128)] == [2, 1, 4, 1]
+    assert parts(auto, 64, 1023) == 1 and parts(auto, 64, 1024) == 2
+    assert parts(SimpleNamespace(flash_split="3", n_sm=132), 256, 0) == 3
+    assert parts(SimpleNamespace(flash_split="off", n_sm=132), 16, 8192) == 1
