@@ -102,11 +102,12 @@ def flash_setting() -> str:
 
 def flash_split_setting() -> str:
     """SWEEPBENCH_CUDA_FLASH_SPLIT: the prefill attention's KV split (``flash.prefill_kernel(split=True)``):
-    ``off`` (the default until measured: one block per query tile and head), ``auto`` (from N_KV 1024, as many
-    parts, up to 4, as fit the SMs the query tiles and heads leave idle: a ling-mini-2.0 ubatch of 512 has 64
-    blocks of one per SM for 132 SMs) or a fixed ``2`` / ``3`` / ``4`` parts at any depth (tests, A/Bs). Not the
-    unsplit kernel's bits where it splits (the parts' sums merge in another order)."""
-    return _env_switch("SWEEPBENCH_CUDA_FLASH_SPLIT", "off", ("off", "auto", "2", "3", "4"))
+    ``auto`` (the default: from N_KV 1024, as many parts, up to 4, as fit the SMs the query tiles and heads leave
+    idle: a ling-mini-2.0 ubatch of 512 is 64 blocks of one per SM for 132 SMs), ``off`` (one block per query
+    tile and head) or a fixed ``2`` / ``3`` / ``4`` parts at any depth (tests, A/Bs). Not the unsplit kernel's
+    bits where it splits (the parts' sums merge in another order). H100, ling-mini-2.0 -ub 512: S_PP +2.6% at
+    N_KV 7680 (NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_FLASH_SPLIT", "auto", ("off", "auto", "2", "3", "4"))
 
 
 FLASH_SPLIT_MIN_KV = 1024  # ``auto`` splits from this depth: the parts' writes and merge launch cost ~5-10 us
@@ -121,12 +122,13 @@ def _sm_count() -> int:
 
 def gemm_setting() -> str:
     """SWEEPBENCH_CUDA_GEMM: how the prefill GEMMs (``gemm.kernel``) convert and stage a step's loaded words:
-    ``late`` (the default: kept raw and converted as the next iteration stages them, after the mma in between),
-    ``early`` (converted right after the loads, which then wait out their latency before the step's mma) or
-    ``late-swz`` (late, staged by 16-byte stores into swizzled unpadded rows: no bank conflicts; not yet
-    measured); the same bits. H100, qwen3-30b-a3b through the CLI, S_PP: early -> late +8.7% at -ub 2048, +6-8%
-    at -ub 512 (NOTES.md)."""
-    return _env_switch("SWEEPBENCH_CUDA_GEMM", "late", ("early", "late", "late-swz"))
+    ``late-swz`` (the default: kept raw and converted as the next iteration stages them, after the mma in
+    between, then staged by 16-byte stores into swizzled unpadded rows: no bank conflicts), ``late`` (the same
+    with 4-byte stores into padded rows: 4-way conflicts) or ``early`` (converted right after the loads, which
+    then wait out their latency before the step's mma); the same bits. H100, qwen3-30b-a3b through the CLI,
+    S_PP: early -> late +8.7% at -ub 2048, +6-8% at -ub 512; late -> late-swz (with f16 activations) +16% at
+    -ub 2048, +15% for ling-mini-2.0 -ub 512 (NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_GEMM", "late-swz", ("early", "late", "late-swz"))
 
 
 def gemm_regs_setting() -> int:
@@ -137,12 +139,12 @@ def gemm_regs_setting() -> int:
 
 
 def gemm_x_setting() -> str:
-    """SWEEPBENCH_CUDA_GEMM_X: the prefill GEMMs' activations, ``f32`` (the default: float32 rows, rounded to f16
-    as they are staged) or ``f16`` (the RMSNorm before a GEMM also writes its rows as f16 pairs, and the fused
-    expert gate/up GEMM writes its output so for the down projection: half the bytes and registers of the
-    activation loads, which are ~80% of a GEMM step's load bytes; the same rounding, so the same bits; not yet
-    measured)."""
-    return _env_switch("SWEEPBENCH_CUDA_GEMM_X", "f32", ("f32", "f16"))
+    """SWEEPBENCH_CUDA_GEMM_X: the prefill GEMMs' activations, ``f16`` (the default: the RMSNorm before a GEMM
+    also writes its rows as f16 pairs, and the fused expert gate/up GEMM writes its output so for the down
+    projection: half the bytes and registers of the activation loads, which were ~80% of a GEMM step's load
+    bytes) or ``f32`` (float32 rows, rounded to f16 as they are staged); the same rounding, so the same bits.
+    H100, through the CLI: S_PP +10-11% for qwen3-30b-a3b -ub 2048, +4-5% for ling-mini-2.0 -ub 512 (NOTES.md)."""
+    return _env_switch("SWEEPBENCH_CUDA_GEMM_X", "f16", ("f32", "f16"))
 
 
 def q8_decode_setting() -> str:
@@ -550,6 +552,10 @@ class CudaOps:
                     cache.type_v == "q8_0")
         q.value = out
         return out
+
+    def flash_split_parts_at_depth(self, n_tokens: int, n_head: int) -> int:
+        """The KV parts a ubatch of n_tokens gets deep in the cache (the engine's warmup compiles them)."""
+        return self._flash_parts(_blocks(n_tokens, flash.BQ) * n_head, FLASH_SPLIT_MIN_KV)
 
     def _flash_parts(self, blocks: int, pos0: int) -> int:
         """KV parts of the prefill attention (SWEEPBENCH_CUDA_FLASH_SPLIT) for this many query tiles x heads."""

@@ -102,9 +102,9 @@ def test_logits_match_the_reference_engine(tmp_path, monkeypatch, arch, dtype, g
         assert info["cuda_graph"], "decode steps after the first must replay a CUDA graph"
         again, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv, ubatch=ub)
         assert np.array_equal(ours, again), "two runs must give bit-identical logits"
-        monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_X", "f16")  # f16 GEMM activations round as f32 ones are staged
-        f16_acts, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv, ubatch=ub)
-        assert np.array_equal(ours, f16_acts), "SWEEPBENCH_CUDA_GEMM_X=f16 must keep the logits' bits"
+        monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_X", "f32")  # f16 GEMM activations (the default) round as f32
+        f32_acts, _ = _logits("numba-cuda", path, tokens, prompt, grouped, kv, ubatch=ub)  # ones are staged
+        assert np.array_equal(ours, f32_acts), "SWEEPBENCH_CUDA_GEMM_X=f16 must keep the logits' bits"
 
 
 def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(tiny_model, monkeypatch):

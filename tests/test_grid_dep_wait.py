@@ -184,24 +184,24 @@ def test_flash_setting(monkeypatch):
 
 
 def test_gemm_settings(monkeypatch):
-    """The prefill GEMMs: SWEEPBENCH_CUDA_GEMM late (measured fastest on the H100) and SWEEPBENCH_CUDA_GEMM_REGS 0
+    """The prefill GEMMs: SWEEPBENCH_CUDA_GEMM late-swz (measured fastest on the H100) and SWEEPBENCH_CUDA_GEMM_REGS 0
     (no cap) when unset, the other choices on request, anything else a usage error naming the choices."""
     from cuda_kernels.ops_table import gemm_regs_setting, gemm_setting
     from sweepbench.errors import UsageError
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_GEMM", raising=False)
     monkeypatch.delenv("SWEEPBENCH_CUDA_GEMM_REGS", raising=False)
-    assert (gemm_setting(), gemm_regs_setting()) == ("late", 0)
-    monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM", " Late-SWZ ")
+    assert (gemm_setting(), gemm_regs_setting()) == ("late-swz", 0)
+    monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM", " Late ")
     monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_REGS", "128")
-    assert (gemm_setting(), gemm_regs_setting()) == ("late-swz", 128)
+    assert (gemm_setting(), gemm_regs_setting()) == ("late", 128)
     monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_REGS", "96")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_GEMM_REGS=96: choose 0 or 128"):
         gemm_regs_setting()
 
 
 def test_gemm_activations_and_flash_split_settings(monkeypatch):
-    """SWEEPBENCH_CUDA_GEMM_X f32 and SWEEPBENCH_CUDA_FLASH_SPLIT off when unset; the split's ``auto`` rule: from
+    """SWEEPBENCH_CUDA_GEMM_X f16 and SWEEPBENCH_CUDA_FLASH_SPLIT auto when unset (measured faster, H100); the split's ``auto`` rule: from
     N_KV 1024, as many parts (at most 4) as the SMs hold blocks of query tiles x heads, else one."""
     from types import SimpleNamespace
 
@@ -210,7 +210,9 @@ def test_gemm_activations_and_flash_split_settings(monkeypatch):
 
     monkeypatch.delenv("SWEEPBENCH_CUDA_GEMM_X", raising=False)
     monkeypatch.delenv("SWEEPBENCH_CUDA_FLASH_SPLIT", raising=False)
-    assert (gemm_x_setting(), flash_split_setting()) == ("f32", "off")
+    assert (gemm_x_setting(), flash_split_setting()) == ("f16", "auto")
+    monkeypatch.setenv("SWEEPBENCH_CUDA_GEMM_X", "F32")
+    assert gemm_x_setting() == "f32"
     monkeypatch.setenv("SWEEPBENCH_CUDA_FLASH_SPLIT", "5")
     with pytest.raises(UsageError, match="SWEEPBENCH_CUDA_FLASH_SPLIT=5: choose off, auto, 2, 3 or 4"):
         flash_split_setting()

@@ -156,6 +156,7 @@ class NumbaCudaEngine(ForwardEngine):
         n = min(self.options.n_ubatch, self.options.n_ctx - 2)
         if n > 1:
             self.prefill(np.full(n, bos), 0)
+        self._warm_flash_split(n, bos)
         self.decode(bos, 0)
         if self.options.n_ctx > 2:  # an eager step at the last position compiles the deep graph's attention
             last = self.options.n_ctx - 1  # (its cache cell is written again before any step reads it)
@@ -163,6 +164,21 @@ class NumbaCudaEngine(ForwardEngine):
         self.decode(bos, 1)
         self.synchronize()
         self.n_filled = 0
+
+    def _warm_flash_split(self, n: int, bos: int) -> None:
+        """Where the prefill attention splits its KV range at depth (SWEEPBENCH_CUDA_FLASH_SPLIT), a second ubatch
+        after the first, in that many parts, compiles the split kernels (at any depth: the part count is a launch
+        argument) and pools their buffers; the first split row measured would pay for them otherwise."""
+        ops = self.ops
+        parts = ops.flash_split_parts_at_depth(n, self.config.n_head)
+        m = min(n, self.options.n_ctx - 1 - n)  # its cells attend to the first ubatch's, never to unwritten ones
+        if parts < 2 or m <= ops.gemv_max_t:
+            return
+        setting, ops.flash_split = ops.flash_split, str(parts)
+        try:
+            self.prefill(np.full(m, bos), n)
+        finally:
+            ops.flash_split = setting
 
     def synchronize(self) -> None:
         self.ops.stream.synchronize()
@@ -268,7 +284,11 @@ class NumbaCudaEngine(ForwardEngine):
             d["graph_low"] = f"{self.ops.att_tpw_low} tiles per warp below position {low[-1].hi}"
         if self.ops.att_split == "warp":
             d["decode_attention"] = f"warp split, {self.ops.att_tpw} tiles of 16 cells per warp and part"
-        d["prefill_attention"] = f"flash, {self.ops.flash}"
+        split = {"off": "", "auto": ", KV split from N_KV 1024 where SMs idle"}.get(self.ops.flash_split,
+                                                                                 f", {self.ops.flash_split} KV parts")
+        d["prefill_attention"] = f"flash, {self.ops.flash}{split}"
+        d["prefill_gemm"] = f"{self.ops.gemm}, {self.ops.gemm_x} activations" + (
+            f", {self.ops.gemm_regs} registers" if self.ops.gemm_regs else "")
         if "q8_0" in (self.options.type_k, self.options.type_v):
             d["q8_prefill"] = "an f16 copy first" if self.ops.q8_prefill == "f16" else "dequantized per tile"
             d["q8_decode"] = self.ops.q8_decode
