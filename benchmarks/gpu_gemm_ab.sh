@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/device_env.sh
 read -r -a variants <<< "${VARIANTS:-late late-swz}"
-SWEEPBENCH_CUDA_TESTS=gpu timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
+SWEEPBENCH_CUDA_TESTS=gpu timeout 330 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
   tests/test_cuda_gemm.py tests/test_cuda_engine.py -k "gemm or dequantizers or f16_activations or split \
 or short_parts or programmatic or logits_match" > "$OUT/tests.log" 2>&1
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -8

@@ -7,11 +7,13 @@ concern at these sizes: a 2048-token ubatch reads each weight tile once per 64 r
 
 Block: BM x BN outputs (64 x 64), 4 warps of 32 x 32 (2 x 4 m16n8k16 tiles), K in steps of BK = 32 (one quant
 block). Each thread stages 16 activations (float32 -> f16) and 16 weights per step; the next step's global loads
-are issued before the current step's mma (register double buffering), and with ``late`` (the default) their
-conversion to f16 waits until after that mma. Shared rows are padded to 20 words, so the fragment reads of a
-warp hit 32 distinct banks (with ``swz``: unpadded rows of swizzled 16-byte chunks, for 16-byte stores too).
+are issued before the current step's mma (register double buffering), and with ``late`` their conversion to f16
+waits until after that mma. Shared rows are padded to 20 words, so the fragment reads of a warp hit 32 distinct
+banks (with ``swz``: unpadded rows of swizzled 16-byte chunks, for 16-byte stores too). Activations come as
+float32 rows or, with ``xh``, as the f16 pairs their producer wrote (SWEEPBENCH_CUDA_GEMM_X).
 
-Variants (``kernel(kind, gathered, fused, late, swz)``; ``late`` and ``swz`` are SWEEPBENCH_CUDA_GEMM's):
+Variants (``kernel(kind, gathered, fused, late, swz, regs, xh, yh)``; ``late`` and ``swz`` are
+SWEEPBENCH_CUDA_GEMM's, both on by default):
     dense      rows m0 .. m0+BM of X and Y
     gathered   a tile of one expert's routed rows (``routing.group_rows``): X row = rows[i] // div, Y row = rows[i],
                weight rows e*N ..; blocks past the device-side tile count return at once
