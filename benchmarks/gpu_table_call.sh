@@ -17,7 +17,7 @@ mv "$OUT/gpu.txt" /tmp/gpu.txt
 log=$OUT/gpu-runs.log
 tee "$log" < /tmp/gpu.txt
 if [[ ${GRAPH_TESTS:-1} != 0 ]]; then
-  SWEEPBENCH_CUDA_TESTS=gpu timeout 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
+  SWEEPBENCH_CUDA_TESTS=gpu timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rfE \
     tests/test_cuda_engine.py -k "short_parts or programmatic or logits_match" > /tmp/tests-graphs.log 2>&1
   grep -E "^(FAILED|ERROR)|passed|failed" /tmp/tests-graphs.log | tail -8 | tee -a "$log"
 fi
