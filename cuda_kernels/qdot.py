@@ -166,15 +166,19 @@ def _iq4(n):
 
 
 @device
-def iq4_xs_scale(hdr, row, c, K):
-    """The float32 scale d * (ls - 32) of IQ4_XS chunk c (32 values) of a row; hdr [rows, 2K/256]:
-    per super-block the word d | scales_h << 16, then the word of the 4-bit scales_l."""
-    sb, j = c // 8, c % 8
-    hb = row * (K // 128) + sb * 2
-    h0 = hdr[hb]
+def iq4_xs_scale_of_words(h0, h1, j):
+    """The float32 scale d * (ls - 32) of sub-block j from a super-block's two header words: h0 = d | scales_h
+    << 16, h1 = the 4-bit scales_l."""
     d, _sh = unpack_h2(h0)
-    ls = ((_byte(hdr[hb + 1], j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((h0 >> U32(16 + 2 * j)) & U32(3)) << U32(4))
+    ls = ((_byte(h1, j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((h0 >> U32(16 + 2 * j)) & U32(3)) << U32(4))
     return d * np.float32(np.int32(ls) - 32)
+
+
+@device
+def iq4_xs_scale(hdr, row, c, K):
+    """The float32 scale of IQ4_XS chunk c (32 values) of a row; hdr [rows, 2K/256]: two words per super-block."""
+    hb = row * (K // 128) + (c // 8) * 2
+    return iq4_xs_scale_of_words(hdr[hb], hdr[hb + 1], c % 8)
 
 
 @device

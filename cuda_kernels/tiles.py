@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from cuda_kernels.env import device, hfma2, hmul2, hsub2, ldg4, pack_h2, prmt, unpack_h2
-from cuda_kernels.qdot import LO4, _byte, _iq4, _k_scale_min, _q6, _s8
+from cuda_kernels.qdot import LO4, _byte, _iq4, _k_scale_min, _q6, _s8, iq4_xs_scale_of_words
 
 U32 = np.uint32
 EXP = U32(0x64646464)  # the exponent byte of f16 1024
@@ -115,10 +115,7 @@ def load_iq4_xs(qs, hdr, row, c, half, K, raw):
 
 @device
 def conv_iq4_xs(raw, c, half, out):
-    j = c % 8
-    d, _sh = unpack_h2(raw[4])
-    ls = ((_byte(raw[5], j // 2) >> U32(4 * (j % 2))) & U32(0xF)) | (((raw[4] >> U32(16 + 2 * j)) & U32(3)) << U32(4))
-    dl = d * np.float32(np.int32(ls) - 32)
+    dl = iq4_xs_scale_of_words(raw[4], raw[5], c % 8)
     s2 = pack_h2(dl, dl)
     sh = U32(4 * half)  # low nibbles: values 0..15 of the chunk, high nibbles: 16..31
     for k in range(4):
