@@ -163,6 +163,28 @@ def full_size_attention() -> None:
     RECORDED[(k.py_func, prefill_sig)] = "prefill ex2-wide-trans split D128 f16"
 
 
+def gemm_variants() -> None:
+    """The prefill GEMMs the default engine launches on a Q4_K / Q8_0 model, named (the dry run names every GEMM
+    ``kernel.<locals>.gemm``), with float32 and f16 activations (SWEEPBENCH_CUDA_GEMM_X), late and late-swz
+    staging: the register counts benchmarks/NOTES.md quotes."""
+    from numba import types as nt
+
+    from cuda_kernels import gemm
+
+    f32, u32, i32, i64 = nt.float32[::1], nt.uint32[::1], nt.int32[::1], nt.int64
+    for variant in ("late", "late-swz"):
+        for xact in ("f32", "f16"):
+            for name, kind, gathered, fused in (("dense Q8_0", "q8_0", False, False),
+                                                ("grouped down Q4_K", "q4_k", True, False),
+                                                ("grouped fused gate/up Q4_K", "q4_k", True, True)):
+                xh = xact == "f16"
+                yh = xh and fused  # the fused output, held as f16 for the down projection
+                k = gemm.kernel(kind, gathered, fused, True, variant == "late-swz", 0, xh, yh)
+                sig = (u32, u32, u32, u32, u32 if xh else f32, u32 if yh else f32, i64, i64, i64, i32, i32, i32,
+                       i64, i64)
+                RECORDED[(k.py_func, sig)] = f"gemm {variant} {xact} {name}"
+
+
 def missing_waits() -> list[str]:
     """The recorded kernels whose first statement is not the grid-dependency wait."""
     from cuda_kernels.lint import waits_first
@@ -215,6 +237,7 @@ def main() -> int:
     _patch_arrays()
     dry_run(args.quick)
     full_size_attention()
+    gemm_variants()
     missing = missing_waits()
     for name in missing:
         print(f"FAIL {name}: its first statement is not grid_dep_wait()")
