@@ -184,10 +184,10 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str, split: bool = F
     moved (at depth most tiles move none: a factor of exactly 1 otherwise, so the same bits). Either way the next
     tile's loads are in flight during this tile's mma work, only the tiles that a warp's causal edge or the last
     cell cuts are masked, and the softmax runs in base 2 on the special-function unit (Q pre-scaled by log2 e,
-    one MUFU.EX2 per score instead of a precise expf, no -inf tests: every row sees cell 0, so a row maximum is
-    finite from the first tile on). Both give the same bits. The intermediate variants of the H100 A/Bs
-    (``ex2-wide``, ``ex2-wide-ldsm``, ``ex2-wide-ldsm-lean``) are retired; ``git show 9866145:cuda_kernels/flash.py``
-    has them."""
+    one MUFU.EX2 per score instead of a precise expf, no -inf tests: every row sees the first cell of its range,
+    cell 0 or its part's first, so a row maximum is finite from the first tile on). Both give the same bits.
+    The intermediate variants of the H100 A/Bs (``ex2-wide``, ``ex2-wide-ldsm``, ``ex2-wide-ldsm-lean``) are
+    retired; ``git show 9866145:cuda_kernels/flash.py`` has them."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
     key = (D, k_q8, v_q8, variant, split)

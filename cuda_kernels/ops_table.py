@@ -763,8 +763,9 @@ class CudaOps:
         if groups.rows is None:
             return self._up_gate(x, w_gate, w_up, groups.ids)
         r, k = groups.ids.n_tokens * groups.ids.k, groups.ids.k
-        if w_gate.kind == w_up.kind:  # only the down projection's GEMM reads h: f16 will do (SWEEPBENCH_CUDA_GEMM_X)
-            h = Act.half(self.pool, r, w_up.n_rows) if self.gemm_x == "f16" else self.new(r, w_up.n_rows)
+        if w_gate.kind == w_up.kind:  # only the down projection's GEMM reads h: f16 will do (SWEEPBENCH_CUDA_GEMM_X;
+            half = self.gemm_x == "f16" and w_up.n_rows % 2 == 0  # the GEMM writes whole pairs)
+            h = Act.half(self.pool, r, w_up.n_rows) if half else self.new(r, w_up.n_rows)
             self._gemm(w_gate, w_up, x, h, r, groups, k)
             return h
         h, g, u = (self.new(r, w_up.n_rows) for _ in range(3))

@@ -201,8 +201,9 @@ def test_gemm_settings(monkeypatch):
 
 
 def test_gemm_activations_and_flash_split_settings(monkeypatch):
-    """SWEEPBENCH_CUDA_GEMM_X f16 and SWEEPBENCH_CUDA_FLASH_SPLIT auto when unset (measured faster, H100); the split's ``auto`` rule: from
-    N_KV 1024, as many parts (at most 4) as the SMs hold blocks of query tiles x heads, else one."""
+    """SWEEPBENCH_CUDA_GEMM_X f16 and SWEEPBENCH_CUDA_FLASH_SPLIT auto when unset (measured faster, H100); the
+    split's ``auto`` rule: from N_KV 1024, as many parts (at most 4) as the SMs hold blocks of query tiles x
+    heads, else one."""
     from types import SimpleNamespace
 
     from cuda_kernels.ops_table import CudaOps, flash_split_setting, gemm_x_setting

@@ -284,8 +284,10 @@ class NumbaCudaEngine(ForwardEngine):
             d["graph_low"] = f"{self.ops.att_tpw_low} tiles per warp below position {low[-1].hi}"
         if self.ops.att_split == "warp":
             d["decode_attention"] = f"warp split, {self.ops.att_tpw} tiles of 16 cells per warp and part"
-        split = {"off": "", "auto": ", KV split from N_KV 1024 where SMs idle"}.get(self.ops.flash_split,
-                                                                                 f", {self.ops.flash_split} KV parts")
+        from cuda_kernels.ops_table import FLASH_SPLIT_MIN_KV
+
+        auto = f", KV split from N_KV {FLASH_SPLIT_MIN_KV} where SMs idle"
+        split = {"off": "", "auto": auto}.get(self.ops.flash_split, f", {self.ops.flash_split} KV parts")
         d["prefill_attention"] = f"flash, {self.ops.flash}{split}"
         d["prefill_gemm"] = f"{self.ops.gemm}, {self.ops.gemm_x} activations" + (
             f", {self.ops.gemm_regs} registers" if self.ops.gemm_regs else "")
