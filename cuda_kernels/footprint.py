@@ -26,8 +26,20 @@ def pool_bytes(cfg: ModelConfig, n_ubatch: int) -> int:
                  + 9 * e  # the residual stream: sums, norms, sublayer outputs [T, E]
                  + 3 * cfg.n_ff_shexp  # the shared expert's gate, up and product [T, F_sh]
                  + 2 * cfg.n_expert)  # router logits and their selection
-    # the experts' down rows [R, E] and up*silu(gate) [R, F]; the q8_1 copies: E bytes + E/32 scales, twice
-    return 4 * (rows * (e + cfg.n_ff_exp) + t * per_token) + 2 * t * e
+    # the experts' down rows [R, E] and up*silu(gate) [R, F] (float32 at most); the normed rows' companions, twice:
+    # f16 pairs (2E bytes) for the GEMMs of a prefill batch, q8_1 (E bytes + E/32 scales) for a GEMV's few rows
+    return 4 * (rows * (e + cfg.n_ff_exp) + t * per_token) + 4 * t * e + flash_split_bytes(cfg, t)
+
+
+SMS = 132  # the H100's and H200's SM count: the prefill attention's KV split fills them (ops_table._flash_parts)
+
+
+def flash_split_bytes(cfg: ModelConfig, t: int) -> int:
+    """The split prefill attention's partial rows [S, T, Hq, Dh + 2] (float32) for a ubatch of t tokens, S the
+    parts ``auto`` gives at depth (none below two)."""
+    blocks = -(-t // 128) * cfg.n_head  # query tiles of 128 rows x heads
+    parts = min(4, SMS // blocks)
+    return 4 * parts * t * cfg.n_head * (cfg.head_dim + 2) if parts > 1 else 0
 
 
 def q8_prefill_copy_bytes(cfg: ModelConfig, n_ctx: int, type_k: str, type_v: str) -> int:
