@@ -290,3 +290,35 @@ def test_programmatic_edges_keep_the_eager_steps_bits(tmp_path, monkeypatch, pdl
         assert info["cuda_pdl"].startswith(pdl) and not info["cuda_pdl"].startswith(f"{pdl} (0 "), info
         assert info.get("graph_deep") == ("exit edges from position 30" if deep == "30" else None), info
         assert np.array_equal(eager, replayed), f"{arch}: PDL {pdl} changed the logits"
+
+
+@pytest.mark.parametrize(("split", "tiles", "room", "expect"), [
+    ("auto", 4, None, "whole"),  # ling-like: 4 query tiles x 16 heads = 64 blocks for 132 SMs: 2 parts at depth
+    ("auto", 4, 50, "short"),  # the second ubatch shortened to the 50 rows the context has left
+    ("auto", 16, None, None),  # 256 blocks: never split, nothing to compile
+    ("off", 4, None, None),
+    ("3", 4, 8, None),  # room for 8 rows only: the GEMV path, not the prefill attention
+])
+def test_warmup_compiles_the_split_attention_in_the_parts_a_deep_ubatch_gets(split, tiles, room, expect):
+    """NumbaCudaEngine._warm_flash_split: a second ubatch right after the warmup's first (its cells attend to
+    written ones only), in the parts ``auto`` would give it at depth, so no split kernel compiles inside a
+    measured row (the first H100 A/B's N_KV 1024 row took 3.1 s); the setting is restored afterwards."""
+    from types import SimpleNamespace
+
+    cuda_module()
+    from cuda_kernels.ops_table import CudaOps
+    from sweepbench.engines.numba_cuda import NumbaCudaEngine
+
+    from cuda_kernels.flash import BQ
+
+    n = tiles * BQ
+    n_ctx = n + 1 + room if room else 32 * n
+    calls = []
+    ops = SimpleNamespace(flash_split=split, n_sm=132, gemv_max_t=8)
+    ops.flash_split_parts_at_depth = lambda t, h: CudaOps.flash_split_parts_at_depth(ops, t, h)
+    ops._flash_parts = lambda b, p: CudaOps._flash_parts(ops, b, p)
+    eng = SimpleNamespace(ops=ops, config=SimpleNamespace(n_head=16), options=SimpleNamespace(n_ctx=n_ctx),
+                          prefill=lambda toks, pos: calls.append((pos, len(toks), ops.flash_split)))
+    NumbaCudaEngine._warm_flash_split(eng, n, 1)
+    want = {"whole": [(n, n, "2")], "short": [(n, room, "2")], None: []}[expect]
+    assert calls == want and ops.flash_split == split
