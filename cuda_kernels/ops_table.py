@@ -116,7 +116,7 @@ FLASH_SPLIT_MIN_KV = 1024  # ``auto`` splits from this depth: the parts' writes 
 def _sm_count() -> int:
     try:
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
-    except Exception:  # noqa: BLE001 - the simulator's device has no such attribute: an H100's
+    except Exception:  # noqa: BLE001 - no attribute in the simulator, no driver in a dry run: an H100's count
         return 132
 
 
