@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -69,6 +70,7 @@ def ensure_model(models: Path, preset: str) -> Path:
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "sweepbench.cli", "synth", preset, "--expert-type", "Q4_K",
                         "--dense-type", "Q8_0", "-o", str(path)], check=True, stdout=sys.stderr)
+        os.sync()  # the page cache's writeback of a new 9-18 GB file slowed the host's launches in timed rows
         print(f"synth {preset}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return path
 

@@ -28,7 +28,8 @@ def pool_bytes(cfg: ModelConfig, n_ubatch: int) -> int:
                  + 2 * cfg.n_expert)  # router logits and their selection
     # the experts' down rows [R, E] and up*silu(gate) [R, F] (float32 at most); the normed rows' companions, twice:
     # f16 pairs (2E bytes) for the GEMMs of a prefill batch, q8_1 (E bytes + E/32 scales) for a GEMV's few rows
-    return 4 * (rows * (e + cfg.n_ff_exp) + t * per_token) + 4 * t * e + flash_split_bytes(cfg, t)
+    return (4 * (rows * (e + cfg.n_ff_exp) + t * per_token) + 4 * t * e + flash_split_bytes(cfg, t)
+            + router_split_bytes(cfg, t))
 
 
 SMS = 132  # the H100's and H200's SM count: the prefill attention's KV split fills them (ops_table._flash_parts)
@@ -40,6 +41,29 @@ def flash_split_bytes(cfg: ModelConfig, t: int) -> int:
     blocks = -(-t // 128) * cfg.n_head  # query tiles of 128 rows x heads
     parts = min(4, SMS // blocks)
     return 4 * parts * t * cfg.n_head * (cfg.head_dim + 2) if parts > 1 else 0
+
+
+SGEMM_BLOCKS = 128  # the float32 router GEMM's split-K target: tiles x parts (a constant, not the card's SMs:
+# the parts decide the order of the sums, so the logits' bits would otherwise depend on the GPU)
+
+
+def sgemm_parts(m: int, n: int, k: int) -> tuple[int, int]:
+    """(S, K per part) of the float32 GEMM (``sgemm.sgemm_f32``) of an [m, k] x [n, k]^T product: K (a multiple
+    of 32) in S ranges of whole 32-wide steps, at least 4 steps each, so that 64 x 64 tiles x S reach about
+    SGEMM_BLOCKS blocks."""
+    tiles = -(-m // 64) * -(-n // 64)
+    steps = k // 32
+    per = -(-steps // max(1, min(SGEMM_BLOCKS // tiles, steps // 4)))
+    return -(-steps // per), 32 * per
+
+
+def router_split_bytes(cfg: ModelConfig, t: int) -> int:
+    """The router GEMM's partial sums [S, T, X] (float32) for a ubatch of t tokens (none where S is 1 or the
+    GEMVs take t of 8 or fewer rows: ops_table.GEMV_MAX_T)."""
+    if t <= 8 or cfg.n_expert == 0:
+        return 0
+    parts, _ = sgemm_parts(t, cfg.n_expert, cfg.n_embd)
+    return 4 * parts * t * cfg.n_expert if parts > 1 else 0
 
 
 def q8_prefill_copy_bytes(cfg: ModelConfig, n_ctx: int, type_k: str, type_v: str) -> int:

@@ -19,7 +19,7 @@ SWEEPBENCH_CUDA_GEMM's, both on by default):
                weight rows e*N ..; blocks past the device-side tile count return at once
     fused      two weights (gate, up): Y = silu(X Wg^T) * (X Wu^T)
 
-``sgemm_f32``: a plain float32 tiled GEMM for float32 weights (the router: its top-k must see exact logits).
+Float32 weights (the routers) take ``sgemm.sgemm_f32`` instead.
 """
 from __future__ import annotations
 
@@ -208,37 +208,3 @@ def kernel(kind: str, gathered: bool, fused: bool, late: bool = True, swz: bool 
 
     _CACHE[key] = jit(gemm, max_registers=regs, cache=False) if regs else jit(gemm)
     return _CACHE[key]
-
-
-SG_B, SG_T = 64, 256  # float32 GEMM: 64 x 64 tile, 256 threads of 4 x 4 outputs
-SG_SH = (32, SG_B + 1)  # [k, m] tiles, padded against bank conflicts
-
-
-@jit
-def sgemm_f32(w, x, y, M, N, K):
-    """y [M, N] = x [M, K] @ w[N, K]^T in float32 (K a multiple of 32); grid (ceil(M/64), ceil(N/64)), 256 threads."""
-    grid_dep_wait()
-    sx = cuda.shared.array(SG_SH, np.float32)  # [k, m]
-    sw = cuda.shared.array(SG_SH, np.float32)  # [k, n]
-    tid = cuda.threadIdx.x
-    m0, n0 = cuda.blockIdx.x * SG_B, cuda.blockIdx.y * SG_B
-    tm, tn = (tid // 16) * 4, (tid % 16) * 4
-    acc = cuda.local.array(16, np.float32)
-    for i in range(16):
-        acc[i] = np.float32(0)
-    for k0 in range(0, K, 32):
-        for idx in range(tid, SG_B * 32, SG_T):
-            rr, kk = idx // 32, idx % 32
-            sx[kk, rr] = x[(m0 + rr) * K + k0 + kk] if m0 + rr < M else np.float32(0)
-            sw[kk, rr] = w[(n0 + rr) * K + k0 + kk] if n0 + rr < N else np.float32(0)
-        cuda.syncthreads()
-        for kk in range(32):
-            for i in range(4):
-                xv = sx[kk, tm + i]
-                for j in range(4):
-                    acc[i * 4 + j] += xv * sw[kk, tn + j]
-        cuda.syncthreads()
-    for i in range(4):
-        for j in range(4):
-            if m0 + tm + i < M and n0 + tn + j < N:
-                y[(m0 + tm + i) * N + n0 + tn + j] = acc[i * 4 + j]

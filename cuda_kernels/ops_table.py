@@ -15,8 +15,9 @@ from numba import cuda
 
 from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
-from cuda_kernels import flash, gemm, gemv, routing
+from cuda_kernels import flash, gemm, gemv, routing, sgemm
 from cuda_kernels.env import SIM
+from cuda_kernels.footprint import sgemm_parts
 from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyMatmul, LazyNormHeads, LazyRope,
                                PendingRoute, Routed)
 from cuda_kernels.memory import Act, Pool
@@ -402,14 +403,29 @@ class CudaOps:
         if t > self.gemv_max_t:
             y = self.new(t, n)
             if w.kind == "f32":
-                self.launch(gemm.sgemm_f32, (_blocks(t, gemm.SG_B), _blocks(n, gemm.SG_B)), gemm.SG_T, w.qs, x.f, y.f,
-                            t, n, w.row_len)
+                self._sgemm(w, x, y, t, n)
             else:
                 self._gemm(w, None, x, y, t, None, 1)
             return y
         if t == 1:  # launched when read; an add -> rms_norm may make the norm its tail
             return LazyMatmul(x, w)
         return self._gemv(x, w)
+
+    def _sgemm(self, w, x: Act, y: Act, m: int, n: int) -> None:
+        """y = x w^T for float32 weights (a router), K split into parts added in order where tiles are few."""
+        k = w.row_len
+        if k % 32:
+            raise ValueError(f"matmul: float32 weight rows of {k} values (not a multiple of 32) are not supported "
+                             "on the GPU")
+        parts, k_len = sgemm_parts(m, n, k)
+        grid = (_blocks(m, sgemm.B), _blocks(n, sgemm.B), parts)
+        if parts == 1:
+            self.launch(sgemm.sgemm_f32, grid, sgemm.THREADS, w.qs, x.f, y.f, m, n, k, k_len)
+            return
+        part = self.pool.get(parts * m * n)  # [S, M, N]
+        self.launch(sgemm.sgemm_f32, grid, sgemm.THREADS, w.qs, x.f, part, m, n, k, k_len)
+        self.launch(sgemm.sum_parts, _blocks(m * n, 256), 256, part, y.f, m * n, parts)
+        self.pool.put(part)
 
     def _gemv(self, x: Act, w, tail: tuple | None = None) -> Act:
         t, n = x.rows, w.n_rows

@@ -75,6 +75,47 @@ def test_dense_gemm(ops, qtype):
     assert rel(got, ref_ops.matmul(x, wf)) < (1e-5 if qtype == Q.F32 else 4e-3)
 
 
+def test_float32_gemm_parts_cover_k_in_whole_steps():
+    """footprint.sgemm_parts (the router GEMM's split of K): whole 32-wide steps, at least 4 a part, every part
+    non-empty and K covered once; few tiles get more parts (the shapes of the qwen3 and ling routers)."""
+    from cuda_kernels.footprint import SGEMM_BLOCKS, sgemm_parts
+
+    for m in (9, 64, 65, 300, 512, 2048, 4096):
+        for n in (33, 128, 256):
+            for k in (96, 416, 2048, 4096):
+                parts, k_len = sgemm_parts(m, n, k)
+                assert k_len % 32 == 0 and (parts - 1) * k_len < k <= parts * k_len
+                assert parts == 1 or (k_len >= 128 and -(-m // 64) * -(-n // 64) * parts <= SGEMM_BLOCKS)
+    assert sgemm_parts(512, 128, 2048) == (8, 256) and sgemm_parts(2048, 128, 2048) == (2, 1024)
+    assert sgemm_parts(2048, 256, 2048) == (1, 2048) and sgemm_parts(9, 33, 416) == (3, 160)
+
+
+@pytest.mark.parametrize("m,n,k,parts", [(9, 33, 416, 3), (70, 130, 96, 1)]
+                         + ([(512, 128, 2048, 8), (2048, 256, 2048, 1), (333, 200, 1024, 5)] if REAL_GPU else []),
+                         ids=lambda v: str(v))
+def test_float32_gemm_on_irregular_shapes(ops, m, n, k, parts):
+    """The router GEMM (float32 weights): edge tiles past M and N, K split into parts added in order (9 x 33:
+    parts of 5, 5 and 3 steps) or not; within 1e-5 of a float64 product, and a rerun gives the same bits."""
+    from cuda_kernels.footprint import sgemm_parts
+
+    assert sgemm_parts(m, n, k)[0] == parts
+    rng = np.random.default_rng(m + n + k)
+    w, wf = weight(Q.F32, n, k, rng)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    got = ops.to_host(ops.matmul(act(ops, x), w))
+    assert rel(got, x.astype(np.float64) @ wf.astype(np.float64).T) < 1e-5
+    assert np.array_equal(got, ops.to_host(ops.matmul(act(ops, x), w)))
+
+
+def test_float32_gemm_refuses_rows_it_cannot_step_through(ops):
+    """Float32 rows stay float32 at any length (layout.repack), but the GEMM steps through K 32 at a time: a
+    length that is no multiple of 32 is a clear error, not a product that leaves the tail out."""
+    rng = np.random.default_rng(5)
+    w, _ = weight(Q.F32, 4, 40, rng)
+    with pytest.raises(ValueError, match="not a multiple of 32"):
+        ops.matmul(act(ops, rng.standard_normal((ops.gemv_max_t + 1, 40))), w)
+
+
 def test_dense_swiglu(ops):
     rng = np.random.default_rng(30)
     t, e, f = ops.gemv_max_t + 3, 32, 64
