@@ -227,53 +227,100 @@ def expert_counts(ids, R, counts):
         counts[e] = tot
 
 
+OFFSET_THREADS = 256  # the most threads of expert_offsets' one block (its scan's shared arrays)
+
+
 @jit
 def expert_offsets(counts, X, bm, offsets, tiles):
-    """One thread: offsets [X+2] (expert e owns rows[offsets[e]:offsets[e+1]], offsets[X+1] = number of tiles)
-    and tiles [max_tiles, 2] = (expert, first index into rows) per GEMM tile of at most bm rows."""
+    """One block of up to OFFSET_THREADS threads: offsets [X+2] (expert e owns rows[offsets[e]:offsets[e+1]],
+    offsets[X+1] = number of tiles) and tiles [max_tiles, 2] = (expert, first index into rows) per GEMM tile of at
+    most bm rows. Thread i takes experts [i p, i p + p) (p = ceil(X / threads)): their row and tile totals, an
+    exclusive scan of those over the block (shared memory, log2(threads) steps), then its experts' offsets and
+    tiles in expert order. Integer sums: the values of a serial loop over the experts, in any order. (A serial
+    loop in one thread waited on each count's load in turn: ~0.1-0.3 us an expert.)"""
     grid_dep_wait()
-    if cuda.threadIdx.x == 0 and cuda.blockIdx.x == 0:
-        run, nt = 0, 0
-        for e in range(X):
-            offsets[e] = run
-            for m0 in range(0, counts[e], bm):
-                tiles[2 * nt] = e
-                tiles[2 * nt + 1] = run + m0
-                nt += 1
-            run += counts[e]
-        offsets[X] = run
-        offsets[X + 1] = nt
+    nr_sh = cuda.shared.array((2, OFFSET_THREADS), np.int32)  # [buffer, thread]: rows, inclusive scan
+    nt_sh = cuda.shared.array((2, OFFSET_THREADS), np.int32)  # [buffer, thread]: tiles, inclusive scan
+    tid, nth = cuda.threadIdx.x, cuda.blockDim.x
+    p = (X + nth - 1) // nth
+    e0, e1 = min(tid * p, X), min(tid * p + p, X)
+    nr, nt = 0, 0
+    for e in range(e0, e1):
+        c = counts[e]
+        nr += c
+        nt += (c + bm - 1) // bm
+    nr_sh[0, tid] = nr
+    nt_sh[0, tid] = nt
+    cuda.syncthreads()
+    src, d = 0, 1
+    while d < nth:  # Hillis-Steele: read one buffer, write the other, a barrier between steps
+        a, b = nr_sh[src, tid], nt_sh[src, tid]
+        if tid >= d:
+            a += nr_sh[src, tid - d]
+            b += nt_sh[src, tid - d]
+        nr_sh[1 - src, tid] = a
+        nt_sh[1 - src, tid] = b
+        src, d = 1 - src, 2 * d
+        cuda.syncthreads()
+    run, t0 = nr_sh[src, tid] - nr, nt_sh[src, tid] - nt
+    for e in range(e0, e1):
+        c = counts[e]
+        offsets[e] = run
+        for m0 in range(0, c, bm):
+            tiles[2 * t0] = e
+            tiles[2 * t0 + 1] = run + m0
+            t0 += 1
+        run += c
+    if tid == nth - 1:
+        offsets[X] = nr_sh[src, tid]
+        offsets[X + 1] = nt_sh[src, tid]
+
+
+ROWS_PER_THREAD = 4  # consecutive rows a thread of expert_rows tests per pass (1024 rows a pass)
 
 
 @jit
 def expert_rows(ids, R, offsets, rows):
     """Block e (grid X): the rows of expert e in increasing row (= (token, slot)) order, so the grouping is a
-    stable counting sort and every GEMM sums its rows in the same order on every run (no atomics)."""
+    stable counting sort and every GEMM sums its rows in the same order on every run (no atomics). Each pass
+    takes 1024 rows, 4 consecutive ones a thread: a row's place is the hits of the lanes below it (one ballot
+    per row of the four), of the warps below it (shared memory) and of its thread's earlier rows. (One row a
+    thread made 64 passes of two barriers each for a 2048-token ubatch of 8 slots.)"""
     grid_dep_wait()
     warp_tot = cuda.shared.array(GROUP_WARPS, np.int32)
     e, tid = cuda.blockIdx.x, cuda.threadIdx.x
     w = tid // 32
     at = offsets[e]
-    for r0 in range(0, R, GROUP_THREADS):
-        r = r0 + tid
-        hit = r < R and ids[r] == e
-        below, total = warp_prefix_count(hit)
+    for r0 in range(0, R, GROUP_THREADS * ROWS_PER_THREAD):
+        r = r0 + ROWS_PER_THREAD * tid
+        mask, below, total = 0, 0, 0
+        for j in range(ROWS_PER_THREAD):
+            hit = r + j < R and ids[r + j] == e
+            b, n = warp_prefix_count(hit)
+            below += b
+            total += n
+            if hit:
+                mask |= 1 << j
         if tid % 32 == 0:
             warp_tot[w] = total
         cuda.syncthreads()
-        base = 0
+        k = at + below
         for i in range(w):
-            base += warp_tot[i]
-        if hit:
-            rows[at + base + below] = r
+            k += warp_tot[i]
+        for j in range(ROWS_PER_THREAD):
+            if mask & (1 << j):
+                rows[k] = r + j
+                k += 1
         for i in range(GROUP_WARPS):
             at += warp_tot[i]
         cuda.syncthreads()
 
 
-def group_rows(launch, ids, R: int, X: int, bm: int, counts, rows, offsets, tiles) -> None:
+def group_rows(launch, ids, R: int, X: int, bm: int, counts, rows, offsets, tiles,
+               offset_threads: int = OFFSET_THREADS) -> None:
     """Routed rows grouped by expert on the device: three launches (counts, offsets + tiles, rows), each block
-    reading the R ids from L2; ``launch(kernel, grid, block, *args)`` enqueues one kernel."""
+    reading the R ids from L2; ``launch(kernel, grid, block, *args)`` enqueues one kernel. ``offset_threads``
+    (at most OFFSET_THREADS): the offsets kernel's block (tests use fewer threads than experts)."""
     launch(expert_counts, X, GROUP_THREADS, ids, R, counts)
-    launch(expert_offsets, 1, 32, counts, X, bm, offsets, tiles)
+    launch(expert_offsets, 1, offset_threads, counts, X, bm, offsets, tiles)
     launch(expert_rows, X, GROUP_THREADS, ids, R, offsets, rows)

@@ -219,16 +219,20 @@ def test_routing_of_nan_logits_names_valid_experts(ops, sigmoid):
     assert len(set(got[0])) == k, got
 
 
-def test_group_rows_is_a_stable_counting_sort(ops):
-    """Irregular: R not a multiple of the block (300 rows = 1 block + 44), experts with no rows."""
+@pytest.mark.parametrize("offset_threads,r", [(256, 300), (5, 2100), (1, 300)])
+def test_group_rows_is_a_stable_counting_sort(ops, offset_threads, r):
+    """Irregular: R not a multiple of a pass of the rows kernel (1024 rows: 300 = a part of one, 2100 = two and a
+    part), experts with no rows; the offsets kernel's scan with a thread per expert and with several experts a
+    thread (5 threads: 3, 3, 3, 3 and 0 experts; 1: no scan)."""
     from cuda_kernels.routing import group_rows
 
     rng = np.random.default_rng(7)
-    x, r, bm = 12, 300, 4
+    x, bm = 12, 4
     ids = rng.integers(0, x - 2, r).astype(np.int32)  # experts 10 and 11 get nothing
     rows, offsets = cuda.device_array(r, np.int32), cuda.device_array(x + 2, np.int32)
     tiles, counts = cuda.device_array(2 * (r // bm + x), np.int32), cuda.device_array(x, np.int32)
-    group_rows(lambda k, g, b, *a: k[g, b](*a), cuda.to_device(ids), r, x, bm, counts, rows, offsets, tiles)
+    group_rows(lambda k, g, b, *a: k[g, b](*a), cuda.to_device(ids), r, x, bm, counts, rows, offsets, tiles,
+               offset_threads)
     ref = ref_ops.group_rows_by_expert(ids.reshape(-1, 5), x)
     off = offsets.copy_to_host()
     assert np.array_equal(rows.copy_to_host(), ref.rows) and np.array_equal(off[: x + 1], ref.offsets)
