@@ -161,6 +161,8 @@ def full_size_attention() -> None:
         RECORDED[(k.py_func, prefill_sig)] = f"prefill {variant} D128 f16"
     k = flash.prefill_kernel(128, False, False, "ex2-wide-trans", split=True)  # SWEEPBENCH_CUDA_FLASH_SPLIT
     RECORDED[(k.py_func, prefill_sig)] = "prefill ex2-wide-trans split D128 f16"
+    k = flash.prefill_kernel(128, False, False, "ex2-wide-trans", yh=True)  # f16 pairs for the O projection
+    RECORDED[(k.py_func, prefill_sig[:6] + (u32,) + prefill_sig[7:])] = "prefill ex2-wide-trans f16-out D128 f16"
 
 
 def gemm_variants() -> None:

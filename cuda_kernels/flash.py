@@ -170,8 +170,11 @@ def split_range(n_cells, first_lim, z, S):
     return z * chunk, (n_cells if z == z_last else z * chunk + chunk)
 
 
-def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str, split: bool = False):
+def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str, split: bool = False, yh: bool = False):
     """(q, kq, kd, vq, vd, posv, out, T, H, Hkv, scale): grid (ceil(T / BQ), H), block THREADS; out float32 [T, H*D].
+
+    ``yh`` (unsplit only): out holds f16 pairs instead, uint32 [T, H*D/2], each rounded as ``pack_h2`` rounds
+    where a GEMM stages float32 rows: what the output projection reads with f16 activations (the same bits).
 
     ``split``: grid (ceil(T / BQ), H, S); block z takes KV part z (``split_range``) and writes its unnormalized O
     rows with their row maximum (base 2) and sum, out [S, T, H, D + 2], for ``split_combine_kernel``: S times
@@ -190,7 +193,7 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str, split: bool = F
     retired; ``git show 9866145:cuda_kernels/flash.py`` has them."""
     if variant not in VARIANTS:
         raise ValueError(f"prefill_kernel: variant {variant!r} is not one of {VARIANTS}")
-    key = (D, k_q8, v_q8, variant, split)
+    key = (D, k_q8, v_q8, variant, split, yh)
     if key in _CACHE:
         return _CACHE[key]
     KP, VP = tile_pitches(D)
@@ -341,32 +344,28 @@ def prefill_kernel(D: int, k_q8: bool, v_q8: bool, variant: str, split: bool = F
                 inv = np.float32(1) / (l0 if rr == 0 else l1)
                 for dt in range(NDT):
                     b = (t * H + h) * D + dt * 8 + 2 * tq
-                    out[b] = o[dt * 4 + 2 * rr] * inv
-                    out[b + 1] = o[dt * 4 + 2 * rr + 1] * inv
+                    if yh:
+                        out[b // 2] = pack_h2(o[dt * 4 + 2 * rr] * inv, o[dt * 4 + 2 * rr + 1] * inv)
+                    else:
+                        out[b] = o[dt * 4 + 2 * rr] * inv
+                        out[b + 1] = o[dt * 4 + 2 * rr + 1] * inv
 
     _CACHE[key] = jit(kernel)
     return _CACHE[key]
 
 
-def split_combine_kernel(D: int):
+def split_combine_kernel(D: int, yh: bool = False):
     """(part, out, posv, T, H, S): the S KV parts of ``prefill_kernel(split=True)`` merged in a fixed order (no
     atomics: the same bits every run): out [T, H*D] = sum_z O_z 2^(m_z - M) / sum_z l_z 2^(m_z - M), M the
     largest m_z. One part alone gives the unsplit kernel's bits (O times the reciprocal of its sum).
-    grid (T, H), block D."""
-    key = ("combine", D)
+    grid (T, H), block D (``yh``: D / 2 threads of two dims, out as f16 pairs, as ``prefill_kernel``'s)."""
+    key = ("combine", D, yh)
+    P = 2 if yh else 1  # dims per thread
+
     if key not in _CACHE:
-        def kernel(part, out, posv, T, H, S):
-            grid_dep_wait()
-            t, h, d = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
-            q0 = t // BQ * BQ
-            n_cells, first = posv[0] + min(q0 + BQ, T), posv[0] + q0
-            nz = 0
-            mx = NEG
-            for z in range(S):
-                c_start, c_end = split_range(n_cells, first, z, S)
-                if c_start < c_end:
-                    nz = z + 1
-                    mx = max(mx, part[((z * T + t) * H + h) * (D + 2) + D])
+        @device
+        def merged(part, nz, mx, t, h, d, T, H):
+            """Dim d of row t, head h: the parts' O merged and normalized."""
             b = (t * H + h) * (D + 2)
             acc, tot = part[b + d], part[b + D + 1]
             if nz > 1:
@@ -376,7 +375,25 @@ def split_combine_kernel(D: int):
                     f = ex2(part[b + D] - mx)
                     acc += part[b + d] * f
                     tot += part[b + D + 1] * f
-            out[(t * H + h) * D + d] = acc * (np.float32(1) / tot)
+            return acc * (np.float32(1) / tot)
+
+        def kernel(part, out, posv, T, H, S):
+            grid_dep_wait()
+            t, h, d = cuda.blockIdx.x, cuda.blockIdx.y, P * cuda.threadIdx.x
+            q0 = t // BQ * BQ
+            n_cells, first = posv[0] + min(q0 + BQ, T), posv[0] + q0
+            nz = 0
+            mx = NEG
+            for z in range(S):
+                c_start, c_end = split_range(n_cells, first, z, S)
+                if c_start < c_end:
+                    nz = z + 1
+                    mx = max(mx, part[((z * T + t) * H + h) * (D + 2) + D])
+            if yh:
+                v0, v1 = merged(part, nz, mx, t, h, d, T, H), merged(part, nz, mx, t, h, d + 1, T, H)
+                out[((t * H + h) * D + d) // 2] = pack_h2(v0, v1)
+            else:
+                out[(t * H + h) * D + d] = merged(part, nz, mx, t, h, d, T, H)
 
         _CACHE[key] = jit(kernel)
     return _CACHE[key]

@@ -10,6 +10,8 @@ The forward is written op by op (``sweepbench.models.ops``). These run as one ke
     matmul or combine -> add -> rms_norm
                                     one token's GEMV (or down projection) whose last block adds the residual and
                                     computes the next norm and its q8_1 copy (no RMSNorm launch)
+    attention -> matmul             a prefill attention writes its rows as the f16 pairs the output
+                                    projection's GEMM reads (SWEEPBENCH_CUDA_GEMM_X=f16), not as float32
 An op receiving a deferred value it cannot fuse with materializes it first (``CudaOps.act``), so any other
 sequence of ops still computes the same thing.
 """
@@ -78,6 +80,25 @@ class LazyRope:
     @property
     def shape(self):
         return self.x.shape
+
+
+@dataclass
+class LazyFlash:
+    """A prefill attention (more rows than the GEMVs take) not yet launched: its reader decides whether the
+    kernel writes float32 rows or f16 pairs. q: Act [T, H*D], its cache's KV already stored."""
+
+    q: Any
+    cache: Any
+    il: int
+    pos0: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    value: Any = None
+
+    @property
+    def shape(self):
+        return self.q.rows, self.n_head * self.head_dim
 
 
 @dataclass

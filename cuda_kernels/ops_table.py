@@ -18,8 +18,8 @@ from cuda_kernels import elementwise as ew
 from cuda_kernels import flash, gemm, gemv, routing, sgemm
 from cuda_kernels.env import SIM
 from cuda_kernels.footprint import sgemm_parts
-from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyMatmul, LazyNormHeads, LazyRope,
-                               PendingRoute, Routed)
+from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyFlash, LazyMatmul, LazyNormHeads,
+                               LazyRope, PendingRoute, Routed)
 from cuda_kernels.memory import Act, Pool
 from cuda_kernels.qdot import QUANTIZED
 from cuda_kernels.rope import norm_rope, qk_rope_store
@@ -141,10 +141,12 @@ def gemm_regs_setting() -> int:
 
 def gemm_x_setting() -> str:
     """SWEEPBENCH_CUDA_GEMM_X: the prefill GEMMs' activations, ``f16`` (the default: the RMSNorm before a GEMM
-    also writes its rows as f16 pairs, and the fused expert gate/up GEMM writes its output so for the down
-    projection: half the bytes and registers of the activation loads, which were ~80% of a GEMM step's load
-    bytes) or ``f32`` (float32 rows, rounded to f16 as they are staged); the same rounding, so the same bits.
-    H100, through the CLI: S_PP +10-11% for qwen3-30b-a3b -ub 2048, +4-5% for ling-mini-2.0 -ub 512 (NOTES.md)."""
+    also writes its rows as f16 pairs, the fused expert gate/up GEMM writes its output so for the down
+    projection, and the prefill attention its rows for the output projection (``LazyFlash``): half the bytes and
+    registers of the activation loads, which were ~80% of a GEMM step's load bytes) or ``f32`` (float32 rows,
+    rounded to f16 as they are staged); the same rounding, so the same bits. H100, through the CLI: S_PP +10-11%
+    for qwen3-30b-a3b -ub 2048, +4-5% for ling-mini-2.0 -ub 512 (NOTES.md; the attention's pairs came later,
+    not yet measured)."""
     return _env_switch("SWEEPBENCH_CUDA_GEMM_X", "f16", ("f32", "f16"))
 
 
@@ -298,6 +300,10 @@ class CudaOps:
             if x.value is None:
                 x.value = self._gemv(x.x, x.w)
             return x.value
+        if isinstance(x, LazyFlash):
+            if x.value is None:
+                x.value = self._flash(x, False)
+            return x.value
         return x
 
     def q8(self, x: Act):
@@ -389,6 +395,8 @@ class CudaOps:
         return out
 
     def matmul(self, x, w) -> Act:
+        if isinstance(x, LazyFlash) and x.value is None and not isinstance(w, FusedPart) and w.kind != "f32":
+            x.value = self._flash(x, True)  # the GEMM reads f16 pairs (the float32 GEMM of f32 weights does not)
         x = self.act(x)
         if isinstance(w, FusedPart):  # q, k, v of one layer: one product, then column views
             if self._fused_in[0] is not x or self._fused_in[1] is not w.whole:
@@ -604,30 +612,9 @@ class CudaOps:
         t = q.rows
         if att.unsupported_heads(n_head, n_head_kv, head_dim):
             raise ValueError(f"attention: {n_head}/{n_head_kv} heads of {head_dim} are not supported on the GPU")
-        if t > self.gemv_max_t:  # prefill: tensor-core flash attention
-            out = self.new(t, n_head * head_dim)
-            kq, kd, k_q8 = cache.kq[il], cache.kd[il], cache.type_k == "q8_0"
-            vq, vd, v_q8 = cache.vq[il], cache.vd[il], cache.type_v == "q8_0"
-            if self.q8_prefill == "f16":  # the cells in use as f16 first: each is dequantized once, not per head
-                n_words = (pos0 + t) * cache.n_embd_kv // 4
-                if k_q8:
-                    kq, k_q8 = self._q8_as_f16("k", kq, kd, n_words, cache), False
-                if v_q8:
-                    vq, v_q8 = self._q8_as_f16("v", vq, vd, n_words, cache), False
-            scale = np.float32(1.0 / math.sqrt(head_dim))
-            parts = self._flash_parts(_blocks(t, flash.BQ) * n_head, pos0)
-            if parts == 1:
-                kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash)
-                self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, kq, kd, vq, vd, self.posv,
-                            out.f, t, n_head, n_head_kv, scale)
-                return out
-            part = self.new(parts * t * n_head, head_dim + 2)  # [S, T, H, D + 2]
-            kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash, split=True)
-            self.launch(kern, (_blocks(t, flash.BQ), n_head, parts), flash.THREADS, q.f, kq, kd, vq, vd, self.posv,
-                        part.f, t, n_head, n_head_kv, scale)
-            self.launch(flash.split_combine_kernel(head_dim), (t, n_head), head_dim, part.f, out.f, self.posv, t,
-                        n_head, parts)
-            return out
+        if t > self.gemv_max_t:  # prefill: tensor-core flash attention, launched by its reader (LazyFlash)
+            lazy = LazyFlash(q, cache, il, pos0, n_head, n_head_kv, head_dim)
+            return lazy if self.gemm_x == "f16" else self._flash(lazy, False)
         if cache.n_ctx > att.MAX_CONTEXT:
             raise ValueError(f"attention: a context of {cache.n_ctx} is longer than the {att.MAX_CONTEXT} cells "
                              "the GPU flash-decoding combine merges")
@@ -668,6 +655,35 @@ class CudaOps:
                             self.posv, out.f, xq, xa, n_head, n_parts, t0, True)
             self.pool.put(part_o)
             self.pool.put(part_ml)
+        return out
+
+    def _flash(self, a: LazyFlash, half: bool) -> Act:
+        """The prefill attention of ``a``: out [T, H*D] as float32 rows, or (``half``) as f16 pairs only."""
+        q, cache, il, pos0, n_head, head_dim = a.q, a.cache, a.il, a.pos0, a.n_head, a.head_dim
+        t = q.rows
+        out = Act.half(self.pool, t, n_head * head_dim) if half else self.new(t, n_head * head_dim)
+        dst = out.h16 if half else out.f
+        kq, kd, k_q8 = cache.kq[il], cache.kd[il], cache.type_k == "q8_0"
+        vq, vd, v_q8 = cache.vq[il], cache.vd[il], cache.type_v == "q8_0"
+        if self.q8_prefill == "f16":  # the cells in use as f16 first: each is dequantized once, not per head
+            n_words = (pos0 + t) * cache.n_embd_kv // 4
+            if k_q8:
+                kq, k_q8 = self._q8_as_f16("k", kq, kd, n_words, cache), False
+            if v_q8:
+                vq, v_q8 = self._q8_as_f16("v", vq, vd, n_words, cache), False
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        parts = self._flash_parts(_blocks(t, flash.BQ) * n_head, pos0)
+        if parts == 1:
+            kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash, yh=half)
+            self.launch(kern, (_blocks(t, flash.BQ), n_head), flash.THREADS, q.f, kq, kd, vq, vd, self.posv, dst, t,
+                        n_head, a.n_head_kv, scale)
+            return out
+        part = self.new(parts * t * n_head, head_dim + 2)  # [S, T, H, D + 2]
+        kern = flash.prefill_kernel(head_dim, k_q8, v_q8, self.flash, split=True)
+        self.launch(kern, (_blocks(t, flash.BQ), n_head, parts), flash.THREADS, q.f, kq, kd, vq, vd, self.posv,
+                    part.f, t, n_head, a.n_head_kv, scale)
+        self.launch(flash.split_combine_kernel(head_dim, half), (t, n_head), head_dim // (2 if half else 1), part.f,
+                    dst, self.posv, t, n_head, parts)
         return out
 
     # ---- MoE ---------------------------------------------------------------------------------------------

@@ -266,6 +266,37 @@ def test_flash_prefill_split_over_kv(ops, parts):
     assert np.array_equal(out.copy_to_host().reshape(t, h * d), whole)
 
 
+@pytest.mark.parametrize("split", ["off", "2"])
+def test_attention_rows_as_f16_pairs_for_the_output_projection(ops, split):
+    """SWEEPBENCH_CUDA_GEMM_X=f16: a prefill attention that a GEMM reads writes f16 pairs only (``LazyFlash``),
+    unsplit or through the split's combine, each the float32 value rounded to nearest even; the output projection
+    then gives the bits it gives from float32 rows (which it rounds the same way as it stages them)."""
+    from cuda_kernels.lazy import LazyFlash
+
+    rng = np.random.default_rng(52)
+    h, hkv, d, n_ctx = (4, 2, 64, 400) if REAL_GPU else (2, 1, 32, 160)
+    ours, ref = DeviceKV(1, n_ctx, hkv * d, "f16", "f16"), ref_ops.KVCache.allocate(1, n_ctx, hkv * d, "f16", "f16")
+    pos0, t = (300, 70) if REAL_GPU else (130, ops.gemv_max_t + 4)
+    for p in range(0, pos0, 20):
+        kv_batch(ops, act, ours, ref, rng, p, min(20, pos0 - p), h, hkv, d)
+    q = kv_batch(ops, act, ours, ref, rng, pos0, t, h, hkv, d)
+    w, _ = weight(Q.Q8_0, 40, h * d, rng)
+    default = ops.flash_split, ops.gemm_x
+    try:
+        ops.flash_split, ops.gemm_x = split, "f16"
+        lazy = ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d)
+        assert isinstance(lazy, LazyFlash) and lazy.value is None
+        y16 = ops.to_host(ops.matmul(lazy, w))
+        rows32 = ops.act(ops.attention(act(ops, q), ours, 0, pos0, h, hkv, d))
+        y32 = ops.to_host(ops.matmul(rows32, w))
+    finally:
+        ops.flash_split, ops.gemm_x = default
+    assert lazy.value.f is None and rows32.f is not None and rows32.h16 is None
+    f32 = ops.to_host(rows32)
+    assert np.array_equal(ops.to_host(lazy.value), f32.astype(np.float16).astype(np.float32))
+    assert np.array_equal(y16, y32)
+
+
 @pytest.mark.parametrize("tk,tv", KV_MIXES)
 def test_flash_attention_prefill(ops, tk, tv):
     """A batch of queries after cached cells (pos0 > 0), causal inside the batch; GQA 2 query heads per KV head."""
