@@ -120,6 +120,23 @@ def test_a_context_beyond_the_combine_kernel_is_refused_before_the_weights_load(
     assert "context" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("n_embd", [40, 4352])
+def test_an_embedding_width_the_kernels_cannot_step_through_is_refused(tiny_model, n_embd):
+    """The RMSNorm and the float32 router GEMM take rows of whole 32-value steps, the RMSNorm at most 4096: any
+    other width is one UsageError line from check_config, not a ValueError in the middle of the warmup."""
+    from dataclasses import replace
+
+    cuda_module()
+    from sweepbench.engines.numba_cuda import NumbaCudaEngine
+    from sweepbench.models.tensors import open_model
+
+    _, cfg = open_model(str(tiny_model()))
+    NumbaCudaEngine().check_config(cfg, EngineOptions())  # the tiny model's own width passes
+    with pytest.raises(UsageError) as err:
+        NumbaCudaEngine().check_config(replace(cfg, n_embd=n_embd), EngineOptions())
+    assert f"width of {n_embd}" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(("name", "value"), [("SWEEPBENCH_CUDA_ATT_LOW", "2:many"),
                                              ("SWEEPBENCH_CUDA_ATT_TPW", "3"), ("SWEEPBENCH_CUDA_Q8_DECODE", "x"),
                                              ("SWEEPBENCH_CUDA_FLASH", "fast"), ("SWEEPBENCH_CUDA_GEMM", "swz"),

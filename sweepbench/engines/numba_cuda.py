@@ -116,6 +116,9 @@ class NumbaCudaEngine(ForwardEngine):
         if options.n_ctx > att.MAX_CONTEXT:
             raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {att.MAX_CONTEXT} "
                              "cells the GPU flash-decoding combine merges")
+        if cfg.n_embd % 32 or cfg.n_embd > 4096:  # the RMSNorm's rows and the float32 router GEMM's K steps
+            raise UsageError(f"--engine numba-cuda: an embedding width of {cfg.n_embd} is not supported on the GPU "
+                             "(a multiple of 32, at most 4096; use --engine numba-cpu)")
 
     def estimate_memory(self, model_path: str, options: EngineOptions) -> MemoryUse:
         """For the fit check: every weight that runs (in the GPU layout, as many bytes as in the file; a tied
