@@ -32,14 +32,20 @@ def pool_bytes(cfg: ModelConfig, n_ubatch: int) -> int:
             + router_split_bytes(cfg, t))
 
 
-SMS = 132  # the H100's and H200's SM count: the prefill attention's KV split fills them (ops_table._flash_parts)
+GEMV_MAX_T = 8  # activation rows up to which the GEMV kernels run; larger batches take the tensor-core GEMMs
+SMS = 132  # the H100's and H200's SM count (the ops table reads the card's; this where there is none)
+
+
+def flash_split_parts(blocks: int, n_sm: int) -> int:
+    """KV parts of a split prefill attention at depth (SWEEPBENCH_CUDA_FLASH_SPLIT=auto): as many, up to 4, as
+    the SMs that ``blocks`` query tiles x heads (one block per SM) leave idle."""
+    return max(1, min(4, n_sm // blocks))
 
 
 def flash_split_bytes(cfg: ModelConfig, t: int) -> int:
     """The split prefill attention's partial rows [S, T, Hq, Dh + 2] (float32) for a ubatch of t tokens, S the
     parts ``auto`` gives at depth (none below two)."""
-    blocks = -(-t // 128) * cfg.n_head  # query tiles of 128 rows x heads
-    parts = min(4, SMS // blocks)
+    parts = flash_split_parts(-(-t // 128) * cfg.n_head, SMS)  # query tiles of 128 rows (flash.BQ) x heads
     return 4 * parts * t * cfg.n_head * (cfg.head_dim + 2) if parts > 1 else 0
 
 
@@ -59,8 +65,8 @@ def sgemm_parts(m: int, n: int, k: int) -> tuple[int, int]:
 
 def router_split_bytes(cfg: ModelConfig, t: int) -> int:
     """The router GEMM's partial sums [S, T, X] (float32) for a ubatch of t tokens (none where S is 1 or the
-    GEMVs take t of 8 or fewer rows: ops_table.GEMV_MAX_T)."""
-    if t <= 8 or cfg.n_expert == 0:
+    GEMVs take t of GEMV_MAX_T or fewer rows)."""
+    if t <= GEMV_MAX_T or cfg.n_expert == 0:
         return 0
     parts, _ = sgemm_parts(t, cfg.n_expert, cfg.n_embd)
     return 4 * parts * t * cfg.n_expert if parts > 1 else 0

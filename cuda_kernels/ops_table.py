@@ -17,7 +17,7 @@ from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
 from cuda_kernels import flash, gemm, gemv, routing, sgemm
 from cuda_kernels.env import SIM
-from cuda_kernels.footprint import sgemm_parts
+from cuda_kernels.footprint import GEMV_MAX_T, SMS, flash_split_parts, sgemm_parts
 from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyFlash, LazyMatmul, LazyNormHeads,
                                LazyRope, PendingRoute, Routed)
 from cuda_kernels.memory import Act, Pool
@@ -25,7 +25,6 @@ from cuda_kernels.qdot import QUANTIZED
 from cuda_kernels.rope import norm_rope, qk_rope_store
 from cuda_kernels.weights import FusedPart
 
-GEMV_MAX_T = 8  # activation rows up to which the GEMV kernels run; larger batches take the tensor-core GEMMs
 TQ = 64  # query rows per flash-decoding launch in prefill (bounds the partials' scratch)
 
 
@@ -118,7 +117,7 @@ def _sm_count() -> int:
     try:
         return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
     except Exception:  # noqa: BLE001 - no attribute in the simulator, no driver in a dry run: an H100's count
-        return 132
+        return SMS
 
 
 def gemm_setting() -> str:
@@ -587,7 +586,7 @@ class CudaOps:
             return 1
         if self.flash_split != "auto":
             return int(self.flash_split)
-        return max(1, min(4, self.n_sm // blocks)) if pos0 >= FLASH_SPLIT_MIN_KV else 1
+        return flash_split_parts(blocks, self.n_sm) if pos0 >= FLASH_SPLIT_MIN_KV else 1
 
     def _q8_as_f16(self, side: str, xq, xd, n_words: int, cache):
         """The first n_words words of a q8_0 cache side as f16 words (a buffer for the whole context, reused)."""
