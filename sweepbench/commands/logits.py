@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def logits(
         model: Path = typer.Option(..., "-m", "--model", help="GGUF model file."),
-        output: Path = typer.Option(..., "-o", "--output", help="Where to write the [n_tokens, n_vocab] float32 .npy."),
+        output: Path = typer.Option(..., "-o", "--output", help="Where to write the \\[n_tokens, n_vocab] float32 .npy."),
         tokens: Optional[str] = typer.Option(None, "--tokens", help="Comma-separated token ids, e.g. 1,2,3."),
         random: Optional[int] = typer.Option(None, "--random", help="Use N random token ids instead of --tokens."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random token ids."),
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("reference", "--engine", help="Engine that computes the logits."),
         cache_type_k: str = typer.Option("f16", "-ctk", "--cache-type-k", help="KV-cache K type: f16 or q8_0."),
         cache_type_v: str = typer.Option("f16", "-ctv", "--cache-type-v", help="KV-cache V type: f16 or q8_0."),
-        threads: int = typer.Option(0, "-t", "--threads", help="Threads [default: all cores]."),
+        threads: int = typer.Option(0, "-t", "--threads", help="Threads.", show_default="all cores"),
     ) -> None:
         """Run the tokens through the model in one prefill and save the logits of every position."""
         from sweepbench.logits import compute_logits, save_logits

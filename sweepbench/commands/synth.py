@@ -22,13 +22,16 @@ def register(app: typer.Typer) -> None:
             None, "--arch", help="qwen3moe or bailingmoe2 (presets tiny and small have both; default qwen3moe)."
         ),
         expert_type: Optional[str] = typer.Option(
-            None, "--expert-type", help="Quant type of routed experts [default: Q4_K for full-size presets, else Q8_0]."
+            None, "--expert-type", help="Quant type of routed experts.",
+            show_default="Q4_K for full-size presets, else Q8_0"
         ),
         dense_type: Optional[str] = typer.Option(
-            None, "--dense-type", help="Quant type of attention, embeddings, head, dense and shared FFN [default: Q8_0]."
+            None, "--dense-type", help="Quant type of attention, embeddings, head, dense and shared FFN.",
+            show_default="Q8_0"
         ),
         seed: int = typer.Option(0, "--seed", help="Weights depend only on preset, types and seed."),
-        threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Generator threads [default: all cores]."),
+        threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Generator threads.",
+                                               show_default="all cores"),
         split: int = typer.Option(1, "--split", help="Write N parts NAME-0000i-of-0000N.gguf, as llama-gguf-split does."),
     ) -> None:
         """Write a synthetic MoE model with the tensors, metadata and quant types of a real one."""

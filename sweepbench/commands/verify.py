@@ -58,13 +58,15 @@ def register(app: typer.Typer) -> None:
         random: int = typer.Option(24, "--random", help="Number of random token ids (used when --tokens is not given)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random token ids."),
         prompt_len: Optional[int] = typer.Option(
-            None, "--prompt-len", help="Tokens in the prefill; the rest are decoded one by one [default: 2/3]."
+            None, "--prompt-len", help="Tokens in the prefill; the rest are decoded one by one.",
+            show_default="2/3 of the tokens"
         ),
         grouped_routing: bool = typer.Option(False, "--grouped-routing", "-ger", help="Grouped expert routing (bailingmoe2)."),
         engine: str = typer.Option("reference", "--engine", help="Engine to check against ik_llama.cpp."),
         cache_type_k: str = typer.Option("f16", "-ctk", "--cache-type-k", help="KV-cache K type: f16 or q8_0."),
         cache_type_v: str = typer.Option("f16", "-ctv", "--cache-type-v", help="KV-cache V type: f16 or q8_0."),
-        threads: int = typer.Option(0, "-t", "--threads", help="Threads for both engines [default: all cores]."),
+        threads: int = typer.Option(0, "-t", "--threads", help="Threads for both engines.",
+                                   show_default="all cores"),
         noise: bool = typer.Option(True, "--noise/--no-noise", help="Also measure ik's self-noise (3 more ik runs)."),
         json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every figure (per position) here."),
     ) -> None:
