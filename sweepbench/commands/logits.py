@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def logits(
         model: Path = typer.Option(..., "-m", "--model", help="GGUF model file."),
-        output: Path = typer.Option(..., "-o", "--output", help="Where to write the \\[n_tokens, n_vocab] float32 .npy."),
+        output: Path = typer.Option(
+            ..., "-o", "--output", help="Where to write the \\[n_tokens, n_vocab] float32 .npy."
+        ),
         tokens: Optional[str] = typer.Option(None, "--tokens", help="Comma-separated token ids, e.g. 1,2,3."),
         random: Optional[int] = typer.Option(None, "--random", help="Use N random token ids instead of --tokens."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random token ids."),
