@@ -177,8 +177,9 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[str, GGUFTensor], bytes]
         reader = GGUFReader(path, "r")
     except SweepbenchError:
         raise
-    except Exception as e:  # the reader raises many kinds on truncated or corrupt headers
-        raise SweepbenchError(f"{path}: corrupt or truncated GGUF header ({type(e).__name__}: {e})") from None
+    except Exception as e:  # the reader raises many kinds on a corrupt header or a tensor past the end of the file
+        why = f"{size:,} bytes; {type(e).__name__}: {e}"
+        raise SweepbenchError(f"{path}: corrupt or truncated GGUF file ({why})") from None
 
     metadata: dict[str, Any] = {}
     for key, fld in reader.fields.items():
