@@ -154,6 +154,15 @@ def test_cli_plot_bad_inputs_one_line(tmp_path, cli):
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+def test_cli_plot_refuses_a_figure_name_for_its_output_directory(tmp_path, cli):
+    result = cli(STANDARD, "-o", tmp_path / "speed.png")
+    assert result.exit_code == 2 and "names the directory for performance_comparison_pp.png" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "speed.png").exists()
+    (tmp_path / "figs.png").mkdir()  # an existing directory of that name is still a directory
+    assert cli(STANDARD, "-o", tmp_path / "figs.png").exit_code == 0
+    assert (tmp_path / "figs.png" / "performance_comparison_tg.png").exists()
+
+
 def test_error_bars_from_repetitions_inside_a_row():
     rows = (Row(n_kv=0, speed_tg=100.0, samples_speed_tg=(90.0, 100.0, 110.0)),
             Row(n_kv=64, speed_tg=80.0, samples_speed_tg=(78.0, 80.0, 82.0)))

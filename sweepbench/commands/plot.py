@@ -7,8 +7,11 @@ from pathlib import Path
 import typer
 
 from sweepbench.commands import user_errors
+from sweepbench.errors import UsageError
 from sweepbench.results.runs import load_runs
 from sweepbench.results.summary import summary_markdown
+
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")  # an -o ending so is a figure's name, not a directory
 
 HELP = """Plot S_PP and S_TG versus N_KV, one line per run (runs sharing a label are repetitions: error bars).
 
@@ -31,6 +34,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from plots.sweep_plot import write_plots  # matplotlib takes 0.3 s to import: only for this command
 
+        if output_dir.suffix.lower() in IMAGE_SUFFIXES and not output_dir.is_dir():
+            raise UsageError(f"-o {output_dir}: names the directory for performance_comparison_pp.{fmt} and "
+                             f"performance_comparison_tg.{fmt}, not a figure file")
         loaded = load_runs(runs, label or None)
         for path in write_plots(loaded, output_dir, fmt, baseline, log_y):
             print(f"wrote {path}", file=sys.stderr)
