@@ -17,7 +17,7 @@ from cuda_kernels import attention as att
 from cuda_kernels import elementwise as ew
 from cuda_kernels import flash, gemm, gemv, routing, sgemm
 from cuda_kernels.env import SIM
-from cuda_kernels.footprint import GEMV_MAX_T, SMS, flash_split_parts, sgemm_parts
+from cuda_kernels.footprint import GEMV_MAX_T, NORM_MAX_WIDTH, SMS, flash_split_parts, norm_width_ok, sgemm_parts
 from cuda_kernels.lazy import (Groups, LazyAdd, LazyCombine, LazyDown, LazyFlash, LazyMatmul, LazyNormHeads,
                                LazyRope, PendingRoute, Routed)
 from cuda_kernels.memory import Act, Pool
@@ -345,7 +345,7 @@ class CudaOps:
         if p is not None:
             a = self.act(other)
             e = a.cols
-            if a.rows == 1 and e % 32 == 0 and e <= 4096 and p.shape[1] == e:
+            if a.rows == 1 and norm_width_ok(e) and p.shape[1] == e:
                 res, out = self.new(1, e), self.new(1, e)
                 xq, xa = self.pool.get(e // 4, np.uint32), self.pool.get(e // 16)
                 out.attach_q8(xq, xa)
@@ -365,8 +365,8 @@ class CudaOps:
             a = self.act(x)
             b = res = a
         t, e = a.rows, a.cols
-        if e % 32 or e > 4096:
-            raise ValueError(f"rms_norm: row length {e} must be a multiple of 32 and at most 4096")
+        if not norm_width_ok(e):
+            raise ValueError(f"rms_norm: row length {e} must be a multiple of 32 and at most {NORM_MAX_WIDTH}")
         out = self.new(t, e)
         h16 = self.gemm_x == "f16" and t > self.gemv_max_t  # the rows a GEMM reads next: f16, no q8_1 copy
         if h16:

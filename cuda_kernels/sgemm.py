@@ -13,8 +13,9 @@ one barrier per step.
 Why K is split (grid z): a router is narrow (N = 128-256 experts), so a 512-token ubatch is only 16-32 tiles for
 132 SMs. The one-pass kernel this replaces (one tile per block over all of K, each staging load waited for in
 turn) took ~380 us per layer of a qwen3-30b-a3b -ub 2048 prefill on an H100 (ncu, benchmarks/NOTES.md), 10% of
-it, and as much at -ub 512 (the same work per block, a quarter of the blocks). ``footprint.sgemm_parts`` picks S from the shape alone, never from the card,
-so the sums (and the logits' bits) are the same on every GPU.
+it; at -ub 512 it should take as long (the same work per block, a quarter of the blocks: inferred, not profiled).
+``footprint.sgemm_parts`` picks S from the shape alone, never from the card, so the sums (and the logits' bits)
+are the same on every GPU.
 
 Deterministic: each partial sum is one thread's, over its K range in ascending k; the parts [S, M, N] are added
 in part order by ``sum_parts``.

@@ -109,6 +109,7 @@ class NumbaCudaEngine(ForwardEngine):
 
     def check_config(self, cfg: ModelConfig, options: EngineOptions) -> None:
         from cuda_kernels import attention as att
+        from cuda_kernels.footprint import NORM_MAX_WIDTH, norm_width_ok
 
         if att.unsupported_heads(cfg.n_head, cfg.n_head_kv, cfg.head_dim):
             raise UsageError(f"--engine numba-cuda: attention with {cfg.n_head} query heads over {cfg.n_head_kv} KV "
@@ -116,9 +117,9 @@ class NumbaCudaEngine(ForwardEngine):
         if options.n_ctx > att.MAX_CONTEXT:
             raise UsageError(f"--engine numba-cuda: a context of {options.n_ctx} is longer than the {att.MAX_CONTEXT} "
                              "cells the GPU flash-decoding combine merges")
-        if cfg.n_embd % 32 or cfg.n_embd > 4096:  # the RMSNorm's rows and the float32 router GEMM's K steps
+        if not norm_width_ok(cfg.n_embd):
             raise UsageError(f"--engine numba-cuda: an embedding width of {cfg.n_embd} is not supported on the GPU "
-                             "(a multiple of 32, at most 4096; use --engine numba-cpu)")
+                             f"(a multiple of 32, at most {NORM_MAX_WIDTH}; use --engine numba-cpu)")
 
     def estimate_memory(self, model_path: str, options: EngineOptions) -> MemoryUse:
         """For the fit check: every weight that runs (in the GPU layout, as many bytes as in the file; a tied
