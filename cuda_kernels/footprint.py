@@ -39,6 +39,8 @@ NORM_MAX_WIDTH = 4 * 1024  # an RMSNorm row: 4 values per thread of one block (a
 def norm_width_ok(e: int) -> bool:
     """Whether the RMSNorm (and the float32 router GEMM, in 32-wide K steps) can take rows of e values."""
     return e % 32 == 0 and e <= NORM_MAX_WIDTH
+
+
 SMS = 132  # the H100's and H200's SM count (the ops table reads the card's; this where there is none)
 
 
