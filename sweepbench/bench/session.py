@@ -110,34 +110,35 @@ def _check(req: SweepRequest, names: list[str]) -> None:
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum, frame):
-        raise Terminated()
-
+def _handled(handler, signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """``signals`` go to ``handler`` inside the block, to their own handlers again after it (outside the main
+    thread signals are left alone). Installed one at a time, so a signal landing in between still finds its
+    handler restored."""
+    previous: dict = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
+        try:
+            for s in signals:
+                previous[s] = signal.signal(s, handler)
+        except ValueError:  # not the main thread
+            pass
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _sigterm_raises():
+    """SIGTERM raised as ``Terminated`` in the main thread, as SIGINT is as KeyboardInterrupt."""
+    return _handled(_raise_terminated, (signal.SIGTERM,))
+
+
+def _signals_held():
     """While the end of the run is written: a second Ctrl-C must not cut the end record in half."""
-    try:
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return _handled(signal.SIG_IGN)
 
 
 @contextmanager
@@ -149,17 +150,8 @@ def _signals_deferred() -> Iterator[None]:
     so swapping them works where blocking the signal in this thread (pthread_sigmask) would not.
     """
     caught: list[int] = []
-    previous: dict = {}
-    try:
-        try:  # one at a time, so that a signal landing in between still finds its handler restored below
-            for s in (signal.SIGINT, signal.SIGTERM):
-                previous[s] = signal.signal(s, lambda signum, frame: caught.append(signum))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
+    with _handled(lambda signum, frame: caught.append(signum)):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if caught:  # the restored handler raises KeyboardInterrupt / Terminated here, between two rows
         signal.raise_signal(caught[0])
 
