@@ -125,3 +125,21 @@ def test_a_signal_between_the_file_and_stdout_waits_for_the_row(tiny_model, tmp_
     assert records[-1] == {**records[-1], "status": "interrupted", "message": message, "rows": 3, "rows_planned": 8}
     assert table_n_kv(stdout.getvalue()) == [0, 16, 32]  # ... on stdout too
     assert "stopped after 3 of 8 rows" in stderr.getvalue()
+
+
+def test_a_sweep_outside_the_main_thread_leaves_signals_alone(tiny_model, tmp_path, monkeypatch):
+    """signal.signal raises ValueError there: the sweep runs without its handlers instead of failing."""
+    import threading
+
+    monkeypatch.setitem(ENGINES, "fake", "sweep_fakes:FakeEngine")
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, stdout, codes = tmp_path / "run.jsonl", io.StringIO(), []
+    req = session.SweepRequest(plan=SweepPlan(n_ctx=64, n_ubatch=16), model=tiny_model(), engine="fake", output=out)
+    worker = threading.Thread(target=lambda: codes.append(
+        session.run(req, console=Console(file=io.StringIO()), stdout=stdout)))
+    worker.start()
+    worker.join(timeout=60)
+    assert codes == [0]
+    assert table_n_kv(stdout.getvalue()) == [0, 16, 32, 48]
+    assert json.loads(out.read_text().splitlines()[-1])["status"] == "complete"
+    assert {s: signal.getsignal(s) for s in before} == before
