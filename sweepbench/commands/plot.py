@@ -32,11 +32,10 @@ def register(app: typer.Typer) -> None:
         log_y: bool = typer.Option(False, "--log-y", help="Logarithmic tokens/s axis."),
         table: bool = typer.Option(False, "--table", help="Also print a markdown summary on stdout."),
     ) -> None:
-        from plots.sweep_plot import write_plots  # matplotlib takes 0.3 s to import: only for this command
-
         if output_dir.suffix.lower() in IMAGE_SUFFIXES and not output_dir.is_dir():
             raise UsageError(f"-o {output_dir}: names the directory for performance_comparison_pp.{fmt} and "
                              f"performance_comparison_tg.{fmt}, not a figure file")
+        from plots.sweep_plot import write_plots  # matplotlib takes 0.3 s to import: only for this command
         loaded = load_runs(runs, label or None)
         for path in write_plots(loaded, output_dir, fmt, baseline, log_y):
             print(f"wrote {path}", file=sys.stderr)
