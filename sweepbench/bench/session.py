@@ -247,7 +247,7 @@ class _Run:
                 rows = [row_record(m, facts[m.engine], roofline, plan.memory) for m in result.measurements]
                 ratio = ratio_record(rows[0], rows[1]) if len(rows) > 1 else None
                 with _signals_deferred():  # a signal cannot land between the file, the count and stdout
-                    sinks[0].rows(rows, ratio)  # the file first: a row on stdout is always in the file too
+                    sinks[0].rows(rows, ratio)  # the -o file (if any) first: a row on stdout is in it too
                     done += 1  # the end record counts the file's rows, even if stdout breaks next
                     for sink in sinks[1:]:
                         sink.rows(rows, ratio)
